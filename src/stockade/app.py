@@ -1,0 +1,188 @@
+"""The composition root: builds and wires every component. Nothing else wires.
+
+    server = Server(config)
+    await server.start()        # storage, accounts, modules, listeners
+    ...                         # server.ports tells what was bound
+    await server.stop()         # <system-shutdown/> to clients, storage flushed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ServerConfig, resolve_path
+from .core.accounts import AccountService
+from .core.auth import Authenticator, LoginThrottle, ThrottleLimits
+from .core.bus import HookBus
+from .core.clock import Clock, SystemClock
+from .core.hooks import AccountRemoved, ServerStopping
+from .core.hub import ClientHub
+from .core.iq import IqDispatcher
+from .core.module_api import ModuleAPI, ServerContext
+from .core.router import Router
+from .core.sessions import SessionManager
+from .modules import DEFAULT_MODULES
+from .net.c2s import C2SConnection, C2SContext
+from .net.component import ComponentContext, ComponentConnection
+from .net.listener import listen
+from .net.tls import ensure_self_signed, server_context, ALPN_CLIENT
+from .protocol import ns
+from .protocol.errors import StreamError
+from .protocol.xml import Element
+from .protocol.stream import StreamOptions
+from .storage import Storage
+
+log = logging.getLogger("stockade")
+
+
+def module_options() -> dict[str, type]:
+    """Each module's Options class, for validating [modules.*] in the configuration."""
+    return {name: mod.Options for name, mod in DEFAULT_MODULES.items() if hasattr(mod, "Options")}
+
+
+class Server:
+    def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.data_dir = resolve_path(config, config.server.data_dir)
+        self.ports: dict[str, int] = {}
+        self.cert_path: Path | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self.storage: Storage | None = None
+
+    # -- start ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        url = config.storage.url or f"sqlite:///{self.data_dir / 'stockade.db'}"
+        self.storage = storage = await Storage.open(url)
+        domains = set(config.domains)
+        self.bus = bus = HookBus()
+        self.sessions = sessions = SessionManager()
+        self.accounts = accounts = AccountService(storage, domains, iterations=config.auth.scram_iterations,
+                                                  min_password_length=config.auth.min_password_length)
+        await accounts.load()
+        self.iq = iq = IqDispatcher()
+        self.router = router = Router(domains, sessions, bus, iq, accounts)
+        router.configured_components = {c.domain for c in config.components}
+        self.ctx = ctx = ServerContext(config=config, clock=self.clock, bus=bus, router=router,
+                                       sessions=sessions, accounts=accounts, storage=storage, iq=iq,
+                                       domains=domains, version=__version__)
+        accounts.on_removed.append(self._account_removed)
+        self.modules: dict[str, ModuleAPI] = {}
+        for name, mod in DEFAULT_MODULES.items():
+            api = ModuleAPI(name, ctx, config.modules.get(name))
+            mod.setup(api)
+            self.modules[name] = api
+        self.hub = ClientHub(ctx)
+        limits = ThrottleLimits(config.auth.max_failures_per_account, config.auth.max_failures_per_address,
+                                config.auth.failure_window, config.auth.lockout)
+        self.throttle = LoginThrottle(self.clock, limits)
+        self.auth = Authenticator(accounts, self.throttle)
+        await self._start_listeners()
+
+    def _tls_files(self) -> tuple[Path, Path]:
+        tls = self.config.tls
+        if tls.cert_path:
+            return resolve_path(self.config, tls.cert_path), resolve_path(self.config, tls.key_path)
+        return ensure_self_signed(self.data_dir / "certs", [*self.config.domains, "localhost"])
+
+    async def _start_listeners(self) -> None:
+        config = self.config
+        cert, key = self._tls_files()
+        self.cert_path = cert
+        starttls_ctx = server_context(cert, key, min_version=config.tls.min_version, ciphers=config.tls.ciphers)
+        direct_ctx = server_context(cert, key, min_version=config.tls.min_version, ciphers=config.tls.ciphers,
+                                    alpn=[ALPN_CLIENT])
+        c2s = config.c2s
+        domains = self.ctx.domains
+
+        # Stream features offered after authentication (RFC 6121 2.6 and 3.4).
+        extra = [Element("ver", ns.ROSTER_VERSIONING), Element("sub", ns.PRE_APPROVAL)]
+
+        def stream_options(direct: bool) -> StreamOptions:
+            return StreamOptions(is_host_served=domains.__contains__, tls_available=True,
+                                 tls_required=c2s.require_tls, is_secure=direct,
+                                 mechanisms=tuple(config.auth.mechanisms), max_stanza_size=c2s.max_stanza_size,
+                                 max_depth=c2s.max_depth, max_attrs=c2s.max_attributes, extra_features=extra)
+
+        self.c2s_ctx = c2s_ctx = C2SContext(hub=self.hub, auth=self.auth, stream_options=stream_options,
+                                            tls_context=starttls_ctx, negotiation_timeout=c2s.negotiation_timeout,
+                                            max_per_address=c2s.max_connections_per_address,
+                                            max_write_buffer=c2s.max_write_buffer)
+        servers, port = await listen(lambda: C2SConnection(c2s_ctx, False), c2s.interfaces, c2s.port, name="c2s")
+        self._servers += servers
+        self.ports["c2s"] = port
+        if c2s.direct_tls:
+            servers, port = await listen(lambda: C2SConnection(c2s_ctx, True), c2s.interfaces, c2s.direct_tls_port,
+                                         ssl_context=direct_ctx, name="c2s direct TLS")
+            self._servers += servers
+            self.ports["c2s_direct_tls"] = port
+        comp = config.component_listener
+        if comp.enabled or config.components:
+            self.component_ctx = cctx = ComponentContext(
+                router=self.router, secrets={c.domain: c.secret for c in config.components},
+                negotiation_timeout=c2s.negotiation_timeout, max_stanza_size=c2s.max_stanza_size)
+            servers, port = await listen(lambda: ComponentConnection(cctx), comp.interfaces, comp.port,
+                                         name="components")
+            self._servers += servers
+            self.ports["component"] = port
+        for name, port in self.ports.items():
+            log.info("listening for %s on port %d", name, port)
+
+    async def _account_removed(self, host: str, username: str) -> None:
+        from .protocol.jid import JID
+        for session in self.sessions.of_user(JID(username, host, None)):
+            session.close(StreamError("not-authorized", "your account was removed"))
+        await self.bus.fire_async(AccountRemoved(host, username))
+
+    # -- stop -----------------------------------------------------------------------------------
+    async def stop(self, reason: str = "the server is shutting down") -> None:
+        """Graceful shutdown: stop listening, tell every client, let modules and storage flush."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        for server in self._servers:
+            server.close()
+        error = StreamError("system-shutdown", reason)
+        for conn in list(self.c2s_ctx.connections) if hasattr(self, "c2s_ctx") else []:
+            conn.close(error)
+        if hasattr(self, "component_ctx"):
+            for conn in list(self.component_ctx.connections):
+                conn.close(error)
+        grace = self.config.server.shutdown_grace
+        try:
+            await asyncio.wait_for(self._drain(), grace)
+        except asyncio.TimeoutError:
+            log.warning("sessions did not finish within %.1f s", grace)
+        if hasattr(self, "bus"):
+            await self.bus.fire_async(ServerStopping())
+        if self.storage is not None:
+            await self.storage.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def _drain(self) -> None:
+        # Let SessionClosed handlers run (unavailable presence, offline storage of queued stanzas)
+        # and any stanza still being processed finish.
+        while True:
+            tasks = set(self.c2s_ctx.tasks) if hasattr(self, "c2s_ctx") else set()
+            if not tasks and not len(self.sessions):
+                return
+            if tasks:
+                await asyncio.wait(tasks)
+            else:
+                await asyncio.sleep(0.01)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def info(self) -> dict[str, Any]:
+        return {"ports": dict(self.ports), "domains": sorted(self.ctx.domains), "sessions": len(self.sessions)}

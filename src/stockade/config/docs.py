@@ -1,0 +1,104 @@
+"""Generate docs/configuration.md from the option declarations (so the reference cannot drift).
+
+    python -m stockade.config.docs > docs/configuration.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from .options import _type_name
+from .schema import LIST_SECTIONS, SECTIONS
+
+INTRO = """# Configuration reference
+
+Stockade reads one TOML file: `stockade --config stockade.toml serve`. Without `--config` it runs on
+the embedded defaults below (domain `localhost`, data in `./var`, SQLite, a self-signed certificate).
+An unknown key, a wrong type or a value out of bounds stops startup with the file, the key and the
+reason, for example:
+
+    stockade: configuration error: stockade.toml: c2s.port: 70000 is above the maximum 65535
+
+Relative paths are relative to the folder of the configuration file.
+This page is generated from the code (`python -m stockade.config.docs`); a test keeps it in sync.
+
+A small example:
+
+```toml
+[[hosts]]
+domain = "example.com"
+
+[[hosts]]
+domain = "research.example.com"
+
+[c2s]
+interfaces = ["0.0.0.0"]
+
+[tls]
+cert_path = "/etc/stockade/example.com.pem"
+key_path = "/etc/stockade/example.com.key"
+
+[storage]
+url = "postgresql://stockade:secret@db.internal:5432/stockade"
+
+[modules.offline]
+max_messages = 500
+```
+"""
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+    else:
+        return "(required)"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, str):
+        return f'`"{value}"`' if value else '`""`'
+    if isinstance(value, list):
+        return "`[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]`"
+    return f"`{value}`"
+
+
+def _bounds(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    parts = []
+    if meta.get("min") is not None:
+        parts.append(f"min {meta['min']:g}" if isinstance(meta["min"], float) else f"min {meta['min']}")
+    if meta.get("max") is not None:
+        parts.append(f"max {meta['max']:g}" if isinstance(meta["max"], float) else f"max {meta['max']}")
+    if meta.get("choices"):
+        parts.append("one of " + ", ".join(f"`{c}`" for c in meta["choices"]))
+    return "; ".join(parts)
+
+
+def section_table(cls: type) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    lines = ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | {_default(f)} | {_bounds(f)} | "
+                     f"{f.metadata.get('help', '')} |")
+    return lines
+
+
+def render(module_options: dict[str, type]) -> str:
+    out = [INTRO]
+    for name, cls in SECTIONS.items():
+        out += [f"## [{name}]", "", *section_table(cls), ""]
+    for name, cls in LIST_SECTIONS.items():
+        note = ("Default: one host, `localhost`." if name == "hosts" else "Default: none.")
+        out += [f"## [[{name}]]", "", f"A list: repeat the table for each entry. {note}", "",
+                *section_table(cls), ""]
+    for name, cls in sorted(module_options.items()):
+        doc = (cls.__module__ and __import__(cls.__module__, fromlist=["x"]).__doc__ or "").strip().splitlines()
+        out += [f"## [modules.{name}]", "", doc[0] if doc else "", "", *section_table(cls), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    from ..app import module_options
+    print(render(module_options()), end="")

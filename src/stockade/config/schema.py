@@ -1,0 +1,137 @@
+"""The sections of the Stockade configuration file, one frozen dataclass each."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from .options import option
+
+
+def _is_loopback(addr: str) -> bool:
+    if addr == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_domain(value: str) -> str | None:
+    from ..protocol.jid import InvalidJid, normalise_domain
+    try:
+        if normalise_domain(value) != value:
+            return f"write the domain in its normalised form: {normalise_domain(value)!r}"
+    except InvalidJid as exc:
+        return str(exc)
+    return None
+
+
+def _check_interfaces(value: list[str]) -> str | None:
+    for addr in value:
+        if addr in ("*", "::", "0.0.0.0", "localhost"):
+            continue
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            return f"{addr!r} is not an IP address (use 0.0.0.0 or :: for every interface)"
+    return None if value else "give at least one address"
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    data_dir: str = option("var", help="Folder for the database, certificates and uploads; relative paths are relative to the configuration file (or the current folder without one).")
+    log_level: str = option("info", help="Least severe log level written.", choices=("debug", "info", "warning", "error"))
+    hide_version: bool = option(False, help="Answer XEP-0092 software version queries without the version and operating system.")
+    shutdown_grace: float = option(5.0, help="Seconds to wait for clients and storage on shutdown (SIGTERM).", min=0.0, max=300.0)
+    use_uvloop: bool = option(True, help="Run on uvloop when it is installed (faster event loop).")
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    url: str = option("", help="Database URL: sqlite:///path/to/file.db or postgresql://user:password@host:port/db. Empty: SQLite in data_dir/stockade.db.")
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    cert_path: str = option("", help="PEM certificate chain served to clients. Empty: a self-signed certificate for every host, generated in data_dir/certs on first start.")
+    key_path: str = option("", help="PEM private key for cert_path.")
+    min_version: str = option("1.2", help="Oldest TLS version accepted.", choices=("1.2", "1.3"))
+    ciphers: str = option("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!MD5:!DSS",
+                          help="OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are all modern AEAD suites).")
+
+
+@dataclass(frozen=True)
+class C2SSection:
+    interfaces: list[str] = option(help="Addresses the client listeners bind to.", factory=lambda: ["127.0.0.1"], check=_check_interfaces)
+    port: int = option(5222, help="Client port with STARTTLS (RFC 6120). 0 lets the system choose (tests).", min=0, max=65535)
+    direct_tls: bool = option(True, help="Also listen for direct TLS (XEP-0368).")
+    direct_tls_port: int = option(5223, help="Client port with direct TLS (XEP-0368).", min=0, max=65535)
+    require_tls: bool = option(True, help="Refuse authentication before TLS. May be false only when every interface is a loopback address (tests, benchmarks).")
+    max_stanza_size: int = option(262144, help="Largest stanza accepted, in bytes; a larger one ends the stream with <policy-violation/>.", min=4096, max=16 * 1024 * 1024)
+    max_depth: int = option(32, help="Deepest element nesting accepted in a stanza.", min=8, max=256)
+    max_attributes: int = option(64, help="Most attributes accepted on one element.", min=8, max=1024)
+    negotiation_timeout: float = option(30.0, help="Seconds a connection may take to authenticate and bind before it is closed (slow-loris protection).", min=1.0, max=600.0)
+    max_connections_per_address: int = option(50, help="Open client connections allowed from one IP address.", min=1, max=100000)
+    max_write_buffer: int = option(4 * 1024 * 1024, help="Bytes queued for a client that does not read before its connection is closed.", min=65536, max=1 << 30)
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    mechanisms: list[str] = option(help="SASL mechanisms offered, in order. PLAIN is only ever offered inside TLS.",
+                                   factory=lambda: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"],
+                                   choices=("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"))
+    scram_iterations: int = option(4096, help="PBKDF2 rounds for newly set passwords.", min=4096, max=1_000_000)
+    max_failures_per_account: int = option(5, help="Failed logins for one account within failure_window before it is locked.", min=1, max=1000)
+    max_failures_per_address: int = option(20, help="Failed logins from one IP address within failure_window before the address is locked.", min=1, max=100000)
+    failure_window: float = option(300.0, help="Seconds over which failed logins are counted.", min=1.0, max=86400.0)
+    lockout: float = option(900.0, help="Seconds an account or address stays locked after too many failures.", min=1.0, max=86400.0 * 30)
+    min_password_length: int = option(8, help="Shortest password accepted when a password is set.", min=1, max=1024)
+
+
+@dataclass(frozen=True)
+class HostSection:
+    domain: str = option(help="A domain served (a virtual host): users are user@domain.", check=_check_domain)
+
+
+@dataclass(frozen=True)
+class ComponentSection:
+    domain: str = option(help="Subdomain the external component (XEP-0114) serves, e.g. bot.example.com.", check=_check_domain)
+    secret: str = option(help="Shared secret of the component handshake.", check=lambda v: None if len(v) >= 8 else "use at least 8 characters")
+
+
+@dataclass(frozen=True)
+class ComponentListenerSection:
+    enabled: bool = option(False, help="Accept external components (XEP-0114).")
+    interfaces: list[str] = option(help="Addresses the component listener binds to.", factory=lambda: ["127.0.0.1"], check=_check_interfaces)
+    port: int = option(5347, help="Component port.", min=0, max=65535)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The whole configuration. `modules` holds each module's own table, validated by that module."""
+    server: ServerSection = field(default_factory=ServerSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    c2s: C2SSection = field(default_factory=C2SSection)
+    auth: AuthSection = field(default_factory=AuthSection)
+    hosts: list[HostSection] = field(default_factory=lambda: [HostSection("localhost")])
+    components: list[ComponentSection] = field(default_factory=list)
+    component_listener: ComponentListenerSection = field(default_factory=ComponentListenerSection)
+    modules: dict[str, Any] = field(default_factory=dict)
+    source: str = "(defaults)"            # the file this came from, for messages
+    base_dir: str = "."                    # relative paths are relative to this folder
+
+    @property
+    def domains(self) -> list[str]:
+        return [h.domain for h in self.hosts]
+
+
+SECTIONS = {
+    "server": ServerSection, "storage": StorageSection, "tls": TlsSection, "c2s": C2SSection,
+    "auth": AuthSection, "component_listener": ComponentListenerSection,
+}
+LIST_SECTIONS = {"hosts": HostSection, "components": ComponentSection}
+
+__all__ = ["ServerConfig", "SECTIONS", "LIST_SECTIONS", "_is_loopback"]

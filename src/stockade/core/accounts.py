@@ -1,0 +1,133 @@
+"""Accounts of the served hosts: creation, passwords (stored only as SCRAM keys), removal.
+
+The set of existing accounts per host is kept in memory so that routing can answer "does this
+account exist?" without a database round trip; every change goes through this service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Callable
+
+from ..protocol.jid import InvalidJid, normalise_local
+from ..protocol.sasl.scram import ScramCredential, derive
+
+if TYPE_CHECKING:
+    from ..storage import Storage
+
+HASHES = ("sha1", "sha256")
+
+
+class AccountError(Exception):
+    """A refused account operation; the text says why and what to do."""
+
+
+class AccountService:
+    def __init__(self, storage: Storage, domains: set[str], *, iterations: int = 4096,
+                 min_password_length: int = 8) -> None:
+        self.storage = storage
+        self.domains = domains
+        self.iterations = iterations
+        self.min_password_length = min_password_length
+        self._known: dict[str, set[str]] = {d: set() for d in domains}
+        self._absent: dict[tuple[str, str], float] = {}
+        # Called after an account is removed (the app ends its sessions and fires AccountRemoved).
+        self.on_removed: list[Callable[[str, str], object]] = []
+
+    async def load(self) -> None:
+        for host, username in await self.storage.accounts.list():
+            self._known.setdefault(host, set()).add(username)
+
+    def exists_cached(self, host: str, username: str) -> bool:
+        known = self._known.get(host)
+        return known is not None and username in known
+
+    async def exists(self, host: str, username: str) -> bool:
+        """Whether the account exists, asking the database when it is not known in memory
+        (accounts created by another process). Negative answers are remembered briefly so that
+        stanzas to made-up addresses cannot turn into a database load."""
+        if self.exists_cached(host, username):
+            return True
+        if host not in self.domains:
+            return False
+        key = (host, username)
+        now = time.monotonic()
+        until = self._absent.get(key)
+        if until is not None and until > now:
+            return False
+        if await self.storage.accounts.exists(host, username):
+            self._known.setdefault(host, set()).add(username)
+            return True
+        if len(self._absent) > 10000:
+            self._absent.clear()
+        self._absent[key] = now + 10.0
+        return False
+
+    def count(self, host: str | None = None) -> int:
+        if host is not None:
+            return len(self._known.get(host, ()))
+        return sum(len(v) for v in self._known.values())
+
+    def check_host(self, host: str) -> None:
+        if host not in self.domains:
+            raise AccountError(f"{host!r} is not a domain this server serves "
+                               f"(served: {', '.join(sorted(self.domains))})")
+
+    def normalise_username(self, username: str) -> str:
+        try:
+            return normalise_local(username)
+        except InvalidJid as exc:
+            raise AccountError(f"invalid user name: {exc}") from None
+
+    def check_password(self, password: str) -> None:
+        if len(password) < self.min_password_length:
+            raise AccountError(f"the password is too short: use at least {self.min_password_length} characters")
+
+    async def _derive(self, password: str) -> list[ScramCredential]:
+        # PBKDF2 is deliberately slow: keep it off the event loop.
+        return await asyncio.to_thread(
+            lambda: [derive(password, h, iterations=self.iterations) for h in HASHES])
+
+    async def create(self, host: str, username: str, password: str) -> str:
+        """Create an account; returns the normalised user name."""
+        from ..storage import AccountExists
+        self.check_host(host)
+        username = self.normalise_username(username)
+        self.check_password(password)
+        creds = await self._derive(password)
+        try:
+            await self.storage.accounts.create(host, username, creds)
+        except AccountExists:
+            raise AccountError(f"{username}@{host} already exists") from None
+        self._known.setdefault(host, set()).add(username)
+        self._absent.pop((host, username), None)
+        return username
+
+    async def set_password(self, host: str, username: str, password: str) -> None:
+        self.check_host(host)
+        username = self.normalise_username(username)
+        self.check_password(password)
+        creds = await self._derive(password)
+        if not await self.storage.accounts.set_credentials(host, username, creds):
+            raise AccountError(f"{username}@{host} does not exist")
+
+    async def remove(self, host: str, username: str) -> None:
+        self.check_host(host)
+        username = self.normalise_username(username)
+        if not await self.storage.accounts.remove(host, username):
+            raise AccountError(f"{username}@{host} does not exist")
+        self._known.get(host, set()).discard(username)
+        for callback in self.on_removed:
+            result = callback(host, username)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def list(self, host: str | None = None) -> list[tuple[str, str]]:
+        return await self.storage.accounts.list(host)
+
+    async def credentials(self, host: str, username: str) -> dict[str, ScramCredential] | None:
+        creds = await self.storage.accounts.get_credentials(host, username)
+        if creds and host in self.domains:
+            self._known.setdefault(host, set()).add(username)
+        return creds

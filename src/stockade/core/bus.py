@@ -1,0 +1,66 @@
+"""Dispatch of hook events to handlers, through precomputed, priority-ordered handler lists."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Awaitable, Callable
+
+from .hooks import CATALOGUE
+
+log = logging.getLogger(__name__)
+
+
+class HookBus:
+    """Handlers per hook type. Sync hooks run plain functions only; async hooks run both kinds."""
+
+    def __init__(self) -> None:
+        self._entries: dict[type, list[tuple[int, int, Callable[..., Any], bool]]] = {}
+        self._chains: dict[type, tuple[tuple[Callable[..., Any], bool], ...]] = {}
+        self._order = 0
+
+    def on(self, hook: type, handler: Callable[..., Any], priority: int = 0) -> None:
+        if hook not in CATALOGUE:
+            raise TypeError(f"{hook!r} is not a hook in core.hooks.CATALOGUE")
+        is_async = inspect.iscoroutinefunction(handler)
+        if is_async and not hook.ASYNC:
+            raise TypeError(f"{hook.__name__} is fired synchronously; {handler!r} must not be async")
+        self._order += 1
+        entries = self._entries.setdefault(hook, [])
+        entries.append((-priority, self._order, handler, is_async))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
+
+    def off(self, hook: type, handler: Callable[..., Any]) -> None:
+        entries = [e for e in self._entries.get(hook, []) if e[2] is not handler]
+        self._entries[hook] = entries
+        self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
+
+    def has(self, hook: type) -> bool:
+        return bool(self._chains.get(hook))
+
+    def fire(self, event: Any) -> Any:
+        """Run a sync hook's chain; the first non-None result ends it and is returned."""
+        for handler, _ in self._chains.get(type(event), ()):
+            result = handler(event)
+            if result is not None:
+                return result
+        return None
+
+    async def fire_async(self, event: Any) -> Any:
+        """Run an async hook's chain. A handler that raises is logged and skipped, so one broken
+        module cannot stop session cleanup or shutdown for the others."""
+        for handler, is_async in self._chains.get(type(event), ()):
+            try:
+                result = handler(event)
+                if is_async:
+                    result = await result
+            except Exception:
+                log.exception("handler %r failed on %s", handler, type(event).__name__)
+                continue
+            if result is not None:
+                return result
+        return None
+
+
+Handler = Callable[[Any], Any | Awaitable[Any]]

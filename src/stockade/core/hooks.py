@@ -1,0 +1,147 @@
+"""The hook catalogue: every moment a module can act on, one typed dataclass each.
+
+A handler is registered with `module.on(HookType, handler, priority)`. Handlers run from the
+highest priority down; the first that returns something other than None ends the chain and its
+value is the result. Priority bands: POLICY runs before everything (enterprise controls may veto),
+DEFAULT is for features, FALLBACK runs last (e.g. offline storage when nothing else delivered).
+
+Hooks marked "async" accept coroutine handlers and are fired with `await bus.fire_async(...)`.
+The others are on the message path and must be plain functions: they are fired synchronously.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..protocol.jid import JID
+from ..protocol.xml import Element
+
+if TYPE_CHECKING:
+    from .sessions import ClientSession
+
+POLICY = 1000
+DEFAULT = 0
+FALLBACK = -1000
+
+
+class Handled:
+    """Returned by a handler that took care of the event; ends the chain."""
+
+    _instance: ClassVar[Handled | None] = None
+
+    def __new__(cls) -> Handled:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "HANDLED"
+
+
+HANDLED = Handled()
+
+
+@dataclass(slots=True)
+class StanzaFromClient:
+    """A client sent a stanza; its `from` is already stamped with the session's full JID.
+    Fires before routing. Sync. May veto: a handler returns a Verdict (core.verdict); Deny stops the
+    stanza and answers the sender with the verdict's stanza error."""
+    ASYNC: ClassVar[bool] = False
+    session: ClientSession
+    stanza: Element
+
+
+@dataclass(slots=True)
+class MessageToLocal:
+    """A message is about to be delivered to a local account (`to` is bare or full). Sync.
+    Handlers may change the stanza (add a stanza id, a label) before delivery; returning HANDLED
+    means the handler delivered or disposed of it."""
+    ASYNC: ClassVar[bool] = False
+    stanza: Element
+    to: JID
+    origin: ClientSession | None
+
+
+@dataclass(slots=True)
+class MessageDelivered:
+    """A message was written to these sessions of the local account `to`. Sync. Carbons and the
+    archive act here."""
+    ASYNC: ClassVar[bool] = False
+    stanza: Element
+    to: JID
+    sessions: list[ClientSession]
+
+
+@dataclass(slots=True)
+class MessageUndeliverable:
+    """No session of the local account `to` can take this message now (RFC 6121 section 8.5.2.2).
+    Sync. A handler that keeps it (offline storage) returns HANDLED; if none does, the sender gets
+    <service-unavailable/>."""
+    ASYNC: ClassVar[bool] = False
+    stanza: Element
+    to: JID
+
+
+@dataclass(slots=True)
+class PresenceFromClient:
+    """A client sent presence: broadcast (no `to`) or directed (with `to`, including subscription
+    requests). Async. The presence module handles this; its result is not used."""
+    ASYNC: ClassVar[bool] = True
+    session: ClientSession
+    stanza: Element
+    to: JID | None
+
+
+@dataclass(slots=True)
+class PresenceToLocal:
+    """Presence addressed to a local account (bare or full `to`) from anyone, local or remote:
+    availability, probes and subscription stanzas. Async. `from_jid` is trusted (stamped)."""
+    ASYNC: ClassVar[bool] = True
+    stanza: Element
+    from_jid: JID
+    to: JID
+
+
+@dataclass(slots=True)
+class SessionBound:
+    """A client bound a resource; the session is registered and can receive stanzas. Async."""
+    ASYNC: ClassVar[bool] = True
+    session: ClientSession
+
+
+@dataclass(slots=True)
+class SessionAvailable:
+    """A session sent its initial available presence. Async. Offline messages are delivered here."""
+    ASYNC: ClassVar[bool] = True
+    session: ClientSession
+
+
+@dataclass(slots=True)
+class SessionClosed:
+    """A session ended (logout, dropped socket, replaced by a newer login, shutdown). Async.
+    The session is already unregistered; unavailable presence is broadcast here."""
+    ASYNC: ClassVar[bool] = True
+    session: ClientSession
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class AccountRemoved:
+    """An account was deleted; modules drop what they keep for it. Async."""
+    ASYNC: ClassVar[bool] = True
+    host: str
+    username: str
+
+
+@dataclass(slots=True)
+class ServerStopping:
+    """The server is shutting down gracefully; flush what must not be lost. Async."""
+    ASYNC: ClassVar[bool] = True
+    reason: str = "shutdown"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+CATALOGUE = (StanzaFromClient, MessageToLocal, MessageDelivered, MessageUndeliverable,
+             PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable, SessionClosed,
+             AccountRemoved, ServerStopping)

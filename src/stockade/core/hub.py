@@ -1,0 +1,115 @@
+"""Client sessions as the network layer sees them: bind, stanzas in, close.
+
+Every stanza a client sends passes `ClientHub.handle_stanza`, which
+1. stamps `from` with the session's full JID, overriding whatever the client wrote
+   (RFC 6120 section 8.1.2.1): a client can never speak as someone else;
+2. checks the addressing and the IQ/presence syntax (RFC 6120 section 8), answering bad stanzas
+   with a stanza error;
+3. asks the policy hooks (StanzaFromClient) for a verdict;
+4. hands message and IQ stanzas to the router, presence to the presence module.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable
+
+from ..protocol.errors import StanzaError, StreamError, error_reply
+from ..protocol.jid import JID, InvalidJid, normalise_resource, try_jid
+from ..protocol.xml import Element
+from .hooks import PresenceFromClient, SessionBound, SessionClosed, StanzaFromClient
+from .module_api import ServerContext
+from .sessions import ClientSession, SessionChannel
+from .verdict import Allow, Deny, Quarantine, Redact
+
+log = logging.getLogger(__name__)
+
+PRESENCE_TYPES = frozenset({"unavailable", "subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "error"})
+
+
+class ClientHub:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.forged_from_count = 0
+
+    # -- binding --------------------------------------------------------------------------------
+    async def bind(self, host: str, username: str, resource: str | None,
+                   channel: SessionChannel) -> ClientSession:
+        """Register a session for the resource (server-generated when None). Raises StanzaError."""
+        sessions = self.ctx.sessions
+        if resource is None:
+            resource = sessions.new_resource()
+        try:
+            resource = normalise_resource(resource)
+        except InvalidJid as exc:
+            raise StanzaError("bad-request", f"that resource is not allowed: {exc}") from None
+        jid = JID(username, host, resource)
+        session = ClientSession(jid, channel, self.ctx.clock.time())
+        old = sessions.register(session)
+        if old is not None:
+            # RFC 6120 7.7.2.2: the newer login wins; the old stream ends with <conflict/>.
+            old.is_closed = True
+            old.close(StreamError("conflict", "you logged in from somewhere else with the same resource"))
+            await self.ctx.bus.fire_async(SessionClosed(old, "replaced"))
+        await self.ctx.bus.fire_async(SessionBound(session))
+        return session
+
+    async def close_session(self, session: ClientSession, reason: str) -> None:
+        """The session's stream ended: unregister it and let modules clean up (unavailable presence)."""
+        if self.ctx.sessions.unregister(session):
+            session.is_closed = True
+            await self.ctx.bus.fire_async(SessionClosed(session, reason))
+        session.is_closed = True
+
+    # -- stanzas --------------------------------------------------------------------------------
+    def handle_stanza(self, session: ClientSession, stanza: Element) -> Awaitable[None] | None:
+        attrs = stanza.attrs
+        claimed = attrs.get("from")
+        full = str(session.jid)
+        if claimed is not None and claimed != full:
+            claimed_jid = try_jid(claimed)
+            if claimed_jid is None or claimed_jid.bare != session.bare:
+                self.forged_from_count += 1
+                log.info("%s wrote from=%r; replaced with its own address", full, claimed)
+        attrs["from"] = full
+        name = stanza.name
+        to = attrs.get("to")
+        to_jid: JID | None = None
+        if to is not None:
+            to_jid = try_jid(to)
+            if to_jid is None:
+                return self._reject(session, stanza, StanzaError("jid-malformed", f"{to!r} is not a valid address"))
+        if name == "iq":
+            itype = attrs.get("type")
+            if itype not in ("get", "set", "result", "error"):
+                return self._reject(session, stanza, StanzaError("bad-request", "an IQ needs a type of get, set, result or error"))
+            if not attrs.get("id"):
+                return self._reject(session, stanza, StanzaError("bad-request", "an IQ needs an id"))
+        elif name == "presence":
+            ptype = attrs.get("type")
+            if ptype is not None and ptype not in PRESENCE_TYPES:
+                return self._reject(session, stanza, StanzaError("bad-request", f"unknown presence type {ptype!r}"))
+
+        verdict = self.ctx.bus.fire(StanzaFromClient(session, stanza))
+        if verdict is not None and not isinstance(verdict, Allow):
+            if isinstance(verdict, Deny):
+                return self._reject(session, stanza, verdict.error())
+            if isinstance(verdict, Redact):
+                stanza = verdict.stanza
+            elif isinstance(verdict, Quarantine):
+                return None
+
+        if name == "presence":
+            return self.ctx.bus.fire_async(PresenceFromClient(session, stanza, to_jid))
+        return self.ctx.router.route(stanza, session)
+
+    def _reject(self, session: ClientSession, stanza: Element, error: StanzaError) -> None:
+        if stanza.attrs.get("type") == "error":
+            return None
+        reply = error_reply(stanza, error)
+        reply.attrs["to"] = str(session.jid)
+        reply.attrs.pop("from", None)
+        if stanza.attrs.get("to"):
+            reply.attrs["from"] = stanza.attrs["to"]
+        session.send(reply)
+        return None

@@ -1,0 +1,42 @@
+"""The one answer a policy gives about a stanza: Allow, Deny, Redact or Quarantine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..protocol.errors import StanzaError
+from ..protocol.xml import Element
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the stanza through unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Stop the stanza; the sender gets this stanza error. `rule` names the control for the audit log."""
+    condition: str
+    text: str
+    rule: str = ""
+
+    def error(self) -> StanzaError:
+        return StanzaError(self.condition, self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Redact:
+    """Deliver `stanza` (a changed copy) instead of the original."""
+    stanza: Element
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Hold the stanza for review; the sender is told it was held."""
+    reason: str
+    rule: str = ""
+
+
+ALLOW = Allow()
+Verdict = Allow | Deny | Redact | Quarantine

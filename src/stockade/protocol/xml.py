@@ -1,0 +1,517 @@
+"""Restricted XML for XMPP streams (RFC 6120 section 11): elements, serialisation, a stream reader.
+
+Theory of operation
+-------------------
+An XMPP stream is one long XML document: a `<stream:stream>` root whose children (depth 2) are
+stanzas and stream-level elements. `StreamReader` feeds the bytes of one connection to one expat
+parser (C, namespace-aware) and turns depth-2 elements into `Element` trees. It does no I/O.
+
+RFC 6120 section 11 restricts the XML a peer may send: no DTD, no entity declarations and no entity
+references other than the five predefined ones, no processing instructions, no comments. expat
+reports each of those through a handler; ours raise `XmlError("restricted-xml")`. Hostile sizes are
+bounded: bytes per top-level element (the stanza size limit, also counting bytes expat is still
+buffering inside an unfinished tag), element depth, and attributes per element.
+
+Forwarding without re-serialising: when a stanza is only routed, rebuilding its bytes from the tree
+costs more than parsing it. The reader therefore keeps the raw bytes of each depth-2 element's
+content (everything between its start and end tags) in `Element._inner`. Serialising such an
+element writes a fresh start tag (so a stamped `from` is honoured) followed by the raw content.
+Any change made through the mutating methods drops the cached bytes. Raw content is kept only when
+it is self-contained: if it uses a namespace prefix bound on the stream root, it is not kept.
+"""
+
+from __future__ import annotations
+
+import xml.parsers.expat as expat
+from typing import Iterator, Union
+
+from . import ns
+
+Node = Union["Element", str]
+
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+_NAME_CACHE_MAX = 4096
+
+
+def _split_name(qname: str) -> tuple[str, str]:
+    """Split expat's "uri local [prefix]" into (uri, local); unqualified names have uri ""."""
+    hit = _NAME_CACHE.get(qname)
+    if hit is not None:
+        return hit
+    parts = qname.split(" ")
+    result = (parts[0], parts[1]) if len(parts) >= 2 else ("", parts[0])
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[qname] = result
+    return result
+
+
+def escape_text(s: str) -> str:
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    return s
+
+
+def escape_attr(s: str) -> str:
+    s = escape_text(s)
+    if '"' in s:
+        s = s.replace('"', "&quot;")
+    if "\n" in s or "\r" in s or "\t" in s:
+        s = s.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    return s
+
+
+class Element:
+    """An XML element: local `name`, namespace `xmlns`, `attrs`, and children (elements and text).
+
+    Attribute keys are plain names, `xml:lang`, or `{uri}local` for other namespaced attributes.
+    Use the methods to change an element: they drop any cached serialisation.
+    """
+
+    __slots__ = ("name", "xmlns", "attrs", "children", "_inner", "_owner")
+
+    def __init__(self, name: str, xmlns: str = "", attrs: dict[str, str] | None = None,
+                 children: list[Node] | None = None) -> None:
+        self.name = name
+        self.xmlns = xmlns
+        self.attrs = attrs if attrs is not None else {}
+        self.children = children if children is not None else []
+        self._inner: bytes | None = None     # raw serialised content, see module docstring
+        self._owner: Element | None = None   # the top-level element whose _inner includes us
+
+    # -- reading ------------------------------------------------------------------------------
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.attrs.get(key, default)
+
+    def find(self, name: str, xmlns: str | None = None) -> Element | None:
+        """First child element with this name (and namespace, when given)."""
+        for child in self.children:
+            if isinstance(child, Element) and child.name == name and (xmlns is None or child.xmlns == xmlns):
+                return child
+        return None
+
+    def find_ns(self, xmlns: str) -> Element | None:
+        """First child element in this namespace, whatever its name."""
+        for child in self.children:
+            if isinstance(child, Element) and child.xmlns == xmlns:
+                return child
+        return None
+
+    def elements(self, name: str | None = None, xmlns: str | None = None) -> Iterator[Element]:
+        for child in self.children:
+            if isinstance(child, Element) and (name is None or child.name == name) \
+                    and (xmlns is None or child.xmlns == xmlns):
+                yield child
+
+    def first_element(self) -> Element | None:
+        for child in self.children:
+            if isinstance(child, Element):
+                return child
+        return None
+
+    @property
+    def text(self) -> str:
+        """The element's own text (not its descendants'), concatenated."""
+        children = self.children
+        if len(children) == 1 and isinstance(children[0], str):
+            return children[0]
+        return "".join(c for c in children if isinstance(c, str))
+
+    def find_text(self, name: str, xmlns: str | None = None) -> str | None:
+        child = self.find(name, xmlns)
+        return None if child is None else child.text
+
+    # -- changing -----------------------------------------------------------------------------
+    def _changed(self) -> None:
+        self._inner = None
+        if self._owner is not None:
+            self._owner._inner = None
+
+    def set(self, key: str, value: str | None) -> None:
+        """Set an attribute; None removes it. Top-level attributes never invalidate raw content."""
+        if value is None:
+            self.attrs.pop(key, None)
+        else:
+            self.attrs[key] = value
+        if self._owner is not None:
+            self._owner._inner = None
+
+    def append(self, child: Node) -> Node:
+        self.children.append(child)
+        self._changed()
+        return child
+
+    def add(self, name: str, xmlns: str | None = None, attrs: dict[str, str] | None = None,
+            text: str | None = None) -> Element:
+        """Append and return a new child element; its namespace defaults to ours."""
+        child = Element(name, self.xmlns if xmlns is None else xmlns, attrs)
+        if text is not None:
+            child.children.append(text)
+        self.children.append(child)
+        self._changed()
+        return child
+
+    def remove(self, child: Node) -> None:
+        self.children.remove(child)
+        self._changed()
+
+    def remove_all(self, name: str | None = None, xmlns: str | None = None) -> int:
+        keep = [c for c in self.children if not (isinstance(c, Element) and (name is None or c.name == name)
+                                                   and (xmlns is None or c.xmlns == xmlns))]
+        removed = len(self.children) - len(keep)
+        if removed:
+            self.children = keep
+            self._changed()
+        return removed
+
+    def set_text(self, text: str) -> None:
+        """Replace the text of this element (child elements are kept)."""
+        self.children = [c for c in self.children if isinstance(c, Element)]
+        if text:
+            self.children.insert(0, text)
+        self._changed()
+
+    def copy(self) -> Element:
+        """A deep copy, detached from any owner; the raw content cache is shared (bytes are immutable)."""
+        clone = Element(self.name, self.xmlns, dict(self.attrs),
+                        [c.copy() if isinstance(c, Element) else c for c in self.children])
+        clone._inner = self._inner
+        return clone
+
+    # -- writing ------------------------------------------------------------------------------
+    def serialize(self, default_ns: str = "") -> bytes:
+        """The element as UTF-8 bytes, inside a parent whose default namespace is `default_ns`."""
+        inner = self._inner
+        if inner is not None:
+            head = _start_tag(self, default_ns)
+            return b"".join((head.encode(), b">", inner, b"</", self.name.encode(), b">"))
+        out: list[str] = []
+        _write(self, default_ns, out)
+        return "".join(out).encode()
+
+    def __str__(self) -> str:
+        return self.serialize().decode()
+
+    def __repr__(self) -> str:
+        text = str(self)
+        return f"<Element {text[:200]}{'...' if len(text) > 200 else ''}>"
+
+
+def _start_tag(el: Element, default_ns: str) -> str:
+    parts = ["<", el.name]
+    if el.xmlns != default_ns:
+        parts.append(f' xmlns="{escape_attr(el.xmlns)}"')
+    prefixes: dict[str, str] = {}
+    for key, value in el.attrs.items():
+        if key[0] == "{":
+            uri, local = key[1:].split("}", 1)
+            prefix = prefixes.get(uri)
+            if prefix is None:
+                prefix = prefixes[uri] = f"ns{len(prefixes)}"
+                parts.append(f' xmlns:{prefix}="{escape_attr(uri)}"')
+            parts.append(f' {prefix}:{local}="{escape_attr(value)}"')
+        else:
+            parts.append(f' {key}="{escape_attr(value)}"')
+    return "".join(parts)
+
+
+def _write(el: Element, default_ns: str, out: list[str]) -> None:
+    out.append(_start_tag(el, default_ns))
+    if el._inner is not None:
+        out.append(">")
+        out.append(el._inner.decode())
+        out.append(f"</{el.name}>")
+        return
+    if not el.children:
+        out.append("/>")
+        return
+    out.append(">")
+    for child in el.children:
+        if isinstance(child, str):
+            out.append(escape_text(child))
+        else:
+            _write(child, el.xmlns, out)
+    out.append(f"</{el.name}>")
+
+
+class XmlError(Exception):
+    """Input that breaks the XML rules of RFC 6120; `condition` is the stream error to send."""
+
+    def __init__(self, condition: str, text: str) -> None:
+        super().__init__(f"{condition}: {text}")
+        self.condition = condition
+        self.text = text
+
+
+class StreamHeader:
+    """The attributes of an opening `<stream:stream>` tag."""
+
+    __slots__ = ("xmlns", "content_ns", "attrs")
+
+    def __init__(self, xmlns: str, content_ns: str | None, attrs: dict[str, str]) -> None:
+        self.xmlns = xmlns            # namespace of the root element (streams or framing)
+        self.content_ns = content_ns  # the default namespace declared on it (jabber:client ...)
+        self.attrs = attrs
+
+
+class StreamEnd:
+    """The peer closed its stream (`</stream:stream>` or a framing `<close/>`)."""
+
+    __slots__ = ()
+
+
+STREAM_END = StreamEnd()
+Event = Union[StreamHeader, Element, StreamEnd]
+
+
+class StreamReader:
+    """Incremental, restricted XML reader for one stream. `feed(bytes)` returns complete events.
+
+    `framed=True` reads RFC 7395 WebSocket framing: each message is one complete element and
+    `<open/>`/`<close/>` replace the stream root.
+    """
+
+    def __init__(self, *, max_stanza_size: int = 262144, max_depth: int = 32,
+                 max_attrs: int = 64, framed: bool = False) -> None:
+        self.max_stanza_size = max_stanza_size
+        self.max_depth = max_depth
+        self.max_attrs = max_attrs
+        self.framed = framed
+        self._events: list[Event] = []
+        self._stack: list[Element] = []    # open elements below the root
+        self._depth = 0                    # 1 = root, 2 = top-level element
+        self._fed = 0                      # bytes fed so far (absolute index of the next byte)
+        self._mark = 0                     # start of the unfinished top-level element, or end of the last
+        self._buf = bytearray()            # input bytes from self._buf_start on
+        self._buf_start = 0
+        self._top_start = -1               # absolute index of the current top-level element's start tag
+        self._inner_start = -1             # absolute index of its content, once known
+        self._top_decls: list[tuple[str, str]] = []
+        self._raw_ok = True                # False when content depends on prefixes bound outside it
+        self._inner_prefixes: dict[str, int] = {}
+        self._pending_decls: list[tuple[str | None, str]] = []
+        self._root_default_ns: str | None = None
+        self._closed = False
+        self._parser = self._new_parser()
+
+    def _new_parser(self) -> expat.XMLParserType:
+        p = expat.ParserCreate("UTF-8", " ")
+        p.namespace_prefixes = True
+        p.ordered_attributes = True
+        p.buffer_text = False
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._chars
+        p.StartNamespaceDeclHandler = self._ns_start
+        p.EndNamespaceDeclHandler = self._ns_end
+        p.StartDoctypeDeclHandler = self._forbidden_doctype
+        p.EntityDeclHandler = self._forbidden_entity
+        p.UnparsedEntityDeclHandler = self._forbidden_entity
+        p.NotationDeclHandler = self._forbidden_entity
+        p.ExternalEntityRefHandler = self._forbidden_entity
+        p.ProcessingInstructionHandler = self._forbidden_pi
+        p.CommentHandler = self._forbidden_comment
+        p.SkippedEntityHandler = self._forbidden_entity
+        return p
+
+    # -- public -------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse `data` and return the events it completed. Raises XmlError on bad input."""
+        if self._closed:
+            if data.strip():
+                raise XmlError("not-well-formed", "data after the end of the stream")
+            return []
+        if self.framed:
+            return self._feed_frame(data)
+        self._buf += data
+        self._fed += len(data)
+        try:
+            self._parser.Parse(data, False)
+        except expat.ExpatError as exc:
+            raise self._expat_error(exc) from None
+        # Bytes held since the last boundary: an unfinished element, or a tag expat still buffers.
+        if self._fed - self._mark > self.max_stanza_size:
+            raise XmlError("policy-violation",
+                           f"stanza larger than the limit of {self.max_stanza_size} bytes")
+        # Keep only the bytes the unfinished top-level element may still need.
+        keep_from = self._top_start if self._top_start >= 0 else self._fed
+        drop = keep_from - self._buf_start
+        if drop > 0:
+            del self._buf[:drop]
+            self._buf_start = keep_from
+        events, self._events = self._events, []
+        return events
+
+    def _feed_frame(self, data: bytes) -> list[Event]:
+        """RFC 7395: one WebSocket message is one complete element, parsed as its own document."""
+        if len(data) > self.max_stanza_size:
+            raise XmlError("policy-violation", f"stanza larger than the limit of {self.max_stanza_size} bytes")
+        self._parser = self._new_parser()
+        self._buf = bytearray(data)
+        self._buf_start = self._fed = self._mark = 0
+        self._depth = 1
+        try:
+            self._parser.Parse(data, True)
+        except expat.ExpatError as exc:
+            raise self._expat_error(exc) from None
+        events, self._events = self._events, []
+        self._buf = bytearray()
+        return events
+
+    def reset(self) -> None:
+        """Start a new document (stream restart after STARTTLS or SASL)."""
+        self.__init__(max_stanza_size=self.max_stanza_size, max_depth=self.max_depth,
+                      max_attrs=self.max_attrs, framed=self.framed)
+
+    # -- expat handlers -----------------------------------------------------------------------
+    def _ns_start(self, prefix: str | None, uri: str) -> None:
+        if self._depth == 0:
+            if prefix is None:
+                self._root_default_ns = uri
+            return
+        if self._depth >= 2:
+            self._inner_prefixes[prefix or ""] = self._inner_prefixes.get(prefix or "", 0) + 1
+        self._pending_decls.append((prefix, uri))
+
+    def _ns_end(self, prefix: str | None) -> None:
+        key = prefix or ""
+        count = self._inner_prefixes.get(key)
+        if count:
+            if count == 1:
+                del self._inner_prefixes[key]
+            else:
+                self._inner_prefixes[key] = count - 1
+
+    def _start(self, qname: str, attr_list: list[str]) -> None:
+        depth = self._depth + 1
+        self._depth = depth
+        if depth > self.max_depth:
+            raise XmlError("policy-violation", f"elements nested deeper than {self.max_depth}")
+        if len(attr_list) > 2 * self.max_attrs:
+            raise XmlError("policy-violation", f"more than {self.max_attrs} attributes on one element")
+        uri, local = _split_name(qname)
+        attrs: dict[str, str] = {}
+        for i in range(0, len(attr_list), 2):
+            key = attr_list[i]
+            if " " in key:
+                auri, alocal = _split_name(key)
+                key = "xml:" + alocal if auri == ns.XML else "{" + auri + "}" + alocal
+                if auri != ns.XML and depth > 2 and not self._prefix_ok(attr_list[i]):
+                    self._raw_ok = False
+            attrs[key] = attr_list[i + 1]
+        if depth == 1 and not self.framed:
+            self._events.append(StreamHeader(uri, self._root_default_ns, attrs))
+            self._mark = self._fed_position()
+            self._pending_decls.clear()
+            return
+        el = Element(local, uri, attrs)
+        if depth == 2:
+            self._top_start = self._parser.CurrentByteIndex
+            self._inner_start = -1
+            self._raw_ok = True
+            self._top_decls = [(p, u) for p, u in self._pending_decls if p is not None]
+            self._inner_prefixes = {}
+        else:
+            if self._inner_start < 0:
+                self._inner_start = self._parser.CurrentByteIndex
+            if qname.count(" ") == 2 and not self._prefix_ok(qname):
+                self._raw_ok = False
+            top = self._stack[0]
+            el._owner = top
+            self._stack[-1].children.append(el)
+        self._pending_decls.clear()
+        self._stack.append(el)
+
+    def _prefix_ok(self, qname: str) -> bool:
+        prefix = qname.rsplit(" ", 1)[1]
+        return prefix in self._inner_prefixes or any(p == prefix for p, _ in self._top_decls)
+
+    def _end(self, qname: str) -> None:
+        depth = self._depth
+        self._depth = depth - 1
+        if depth == 1 and not self.framed:
+            self._closed = True
+            self._events.append(STREAM_END)
+            return
+        el = self._stack.pop()
+        if self._stack:
+            return
+        # A top-level element is complete.
+        pos = self._parser.CurrentByteIndex
+        if self._inner_start >= 0:
+            if self._raw_ok and not self._top_decls:
+                el._inner = bytes(self._buf[self._inner_start - self._buf_start:pos - self._buf_start])
+        end = self._fed_position()
+        if end - self._top_start > self.max_stanza_size:
+            raise XmlError("policy-violation",
+                           f"stanza larger than the limit of {self.max_stanza_size} bytes")
+        self._top_start = -1
+        self._mark = end
+        self._events.append(el)
+
+    def _chars(self, data: str) -> None:
+        depth = self._depth
+        if depth >= 2:
+            if self._inner_start < 0 and depth == 2:
+                self._inner_start = self._parser.CurrentByteIndex
+            children = self._stack[-1].children
+            if children and isinstance(children[-1], str):
+                children[-1] += data
+            else:
+                children.append(data)
+        elif depth == 1:
+            if data.strip():
+                raise XmlError("bad-format", "text outside any stanza")
+            self._mark = self._fed_position()
+
+    def _fed_position(self) -> int:
+        # expat's index of the current event; the end of an event is not exposed, but every
+        # boundary we need is followed by further input, so the current index is a safe lower bound.
+        return max(self._parser.CurrentByteIndex, self._mark)
+
+    def _forbidden_doctype(self, *args: object) -> None:
+        raise XmlError("restricted-xml", "a DTD (DOCTYPE) is not allowed in XMPP")
+
+    def _forbidden_entity(self, *args: object) -> None:
+        raise XmlError("restricted-xml", "entity declarations and references are not allowed in XMPP")
+
+    def _forbidden_pi(self, *args: object) -> None:
+        raise XmlError("restricted-xml", "processing instructions are not allowed in XMPP")
+
+    def _forbidden_comment(self, *args: object) -> None:
+        raise XmlError("restricted-xml", "comments are not allowed in XMPP")
+
+    def _expat_error(self, exc: expat.ExpatError) -> XmlError:
+        if exc.code in (expat.errors.codes[expat.errors.XML_ERROR_UNDEFINED_ENTITY],
+                        expat.errors.codes[expat.errors.XML_ERROR_RECURSIVE_ENTITY_REF],
+                        expat.errors.codes[expat.errors.XML_ERROR_ENTITY_DECLARED_IN_PE]):
+            return XmlError("restricted-xml", "entity references other than the predefined five are not allowed")
+        if exc.code == expat.errors.codes[expat.errors.XML_ERROR_UNBOUND_PREFIX]:
+            return XmlError("invalid-namespace", "an element uses a namespace prefix that is not declared")
+        return XmlError("not-well-formed", f"the XML is not well-formed ({expat.errors.messages[exc.code]})")
+
+
+def remap_namespace(el: Element, old: str, new: str) -> None:
+    """Move a stanza between stream namespaces (jabber:component:accept <-> jabber:client).
+    The raw content cache stays valid: unprefixed content inherits the stream's namespace."""
+    if el.xmlns == old:
+        el.xmlns = new
+    for child in el.children:
+        if isinstance(child, Element):
+            remap_namespace(child, old, new)
+
+
+def parse(data: str | bytes) -> Element:
+    """Parse one standalone element: stored stanzas, tests. Store stanzas with
+    `serialize("")` so that their namespace is written out and comes back."""
+    reader = StreamReader(framed=True, max_stanza_size=1 << 24)
+    events = reader.feed(data.encode() if isinstance(data, str) else data)
+    if len(events) != 1 or not isinstance(events[0], Element):
+        raise XmlError("not-well-formed", "expected exactly one element")
+    el = events[0]
+    el._inner = None
+    return el

@@ -1,0 +1,133 @@
+"""Accounts and their SCRAM credentials: salted keys only, never a password."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import Connection, Insert, and_, bindparam, delete, func, insert, select
+
+from stockade.protocol.sasl.scram import ScramCredential
+
+from .archive import ArchiveWriter
+from .engine import Database
+from .errors import AccountExists
+from .schema import USER_DATA_TABLES, accounts, credentials
+
+# Built once: SQLAlchemy then finds the compiled SQL in its cache on every call.
+_ACCOUNT = and_(accounts.c.host == bindparam("host"), accounts.c.username == bindparam("username"))
+_EXISTS = select(accounts.c.username).where(_ACCOUNT)
+_LOCK_ACCOUNT = _EXISTS.with_for_update()       # PostgreSQL row lock; SQLite has BEGIN IMMEDIATE
+_GET_CREDENTIALS = (
+    select(accounts.c.username, credentials.c.hash_name, credentials.c.salt,
+           credentials.c.iterations, credentials.c.stored_key, credentials.c.server_key)
+    # Outer join: one round trip tells "no account" (no row) from "no credentials" (NULL row).
+    .select_from(accounts.outerjoin(credentials, and_(credentials.c.host == accounts.c.host,
+                                                      credentials.c.username == accounts.c.username)))
+    .where(_ACCOUNT))
+_INSERT_CREDENTIALS = insert(credentials)
+_DELETE_CREDENTIALS = delete(credentials).where(credentials.c.host == bindparam("host"),
+                                                credentials.c.username == bindparam("username"))
+_DELETE_ACCOUNT = delete(accounts).where(_ACCOUNT)
+_DELETE_USER_DATA = tuple(
+    delete(table).where(table.c.host == bindparam("host"), table.c.username == bindparam("username"))
+    for table in USER_DATA_TABLES)
+
+
+def _credential_rows(host: str, username: str, creds: Iterable[ScramCredential]) -> list[dict]:
+    rows = [{"host": host, "username": username, "hash_name": c.hash_name, "salt": c.salt,
+             "iterations": c.iterations, "stored_key": c.stored_key, "server_key": c.server_key}
+            for c in creds]
+    names = [row["hash_name"] for row in rows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"one credential per hash function, got {names}")
+    return rows
+
+
+class AccountStore:
+    """Who may log in on each host, and the SCRAM keys to check them with."""
+
+    def __init__(self, db: Database, archive_writer: ArchiveWriter,
+                 clock: Callable[[], float]) -> None:
+        self._db = db
+        self._archive_writer = archive_writer
+        self._clock = clock
+        self._insert_account = db.insert_ignore(accounts, ("host", "username"))
+
+    async def create(self, host: str, username: str, credentials: list[ScramCredential]) -> None:
+        """Create an account; AccountExists if `username@host` is taken."""
+        rows = _credential_rows(host, username, credentials)
+        account = {"host": host, "username": username, "created": self._clock()}
+        await self._db.write("account.create", _create, self._insert_account, account, rows)
+
+    async def get_credentials(self, host: str, username: str) -> dict[str, ScramCredential] | None:
+        """The stored keys by hash name ("sha1", "sha256"); None if there is no such account."""
+        rows = await self._db.fetch_all("account.get_credentials", _GET_CREDENTIALS,
+                                        {"host": host, "username": username})
+        if not rows:
+            return None
+        return {row.hash_name: ScramCredential(row.hash_name, bytes(row.salt), row.iterations,
+                                               bytes(row.stored_key), bytes(row.server_key))
+                for row in rows if row.hash_name is not None}
+
+    async def set_credentials(self, host: str, username: str,
+                              credentials: list[ScramCredential]) -> bool:
+        """Replace all of the account's keys (a password change); False if there is no such account."""
+        rows = _credential_rows(host, username, credentials)
+        return await self._db.write("account.set_credentials", _set_credentials,
+                                    {"host": host, "username": username}, rows)
+
+    async def exists(self, host: str, username: str) -> bool:
+        row = await self._db.fetch_first("account.exists", _EXISTS,
+                                         {"host": host, "username": username})
+        return row is not None
+
+    async def remove(self, host: str, username: str) -> bool:
+        """Delete the account and ALL its data in every store; False if there is no such account."""
+        # Archive appends already queued for this user would otherwise land after the wipe.
+        await self._archive_writer.flush()
+        return await self._db.write("account.remove", _remove, {"host": host, "username": username})
+
+    async def list(self, host: str | None = None) -> list[tuple[str, str]]:
+        """(host, username) of every account, or of one host's; sorted by code point."""
+        stmt = select(accounts.c.host, accounts.c.username)
+        if host is not None:
+            stmt = stmt.where(accounts.c.host == host)
+        rows = await self._db.fetch_all("account.list", stmt)
+        # Sorted here, not by ORDER BY: database collations differ, code points do not.
+        return sorted((row.host, row.username) for row in rows)
+
+    async def count(self, host: str | None = None) -> int:
+        stmt = select(func.count()).select_from(accounts)
+        if host is not None:
+            stmt = stmt.where(accounts.c.host == host)
+        return await self._db.scalar("account.count", stmt)
+
+
+# Transactions: plain functions of a synchronous Connection, run by Database.read/write.
+
+def _create(conn: Connection, insert_account: Insert, account: dict, rows: list[dict]) -> None:
+    if conn.execute(insert_account, account).rowcount == 0:
+        raise AccountExists(f"the account {account['username']}@{account['host']} already "
+                            f"exists; choose another username or remove the old account first")
+    if rows:
+        conn.execute(_INSERT_CREDENTIALS, rows)
+
+
+def _set_credentials(conn: Connection, params: dict, rows: list[dict]) -> bool:
+    # Locking the account row keeps a concurrent remove() from slipping in between.
+    if conn.execute(_LOCK_ACCOUNT, params).first() is None:
+        return False
+    conn.execute(_DELETE_CREDENTIALS, params)
+    if rows:
+        conn.execute(_INSERT_CREDENTIALS, rows)
+    return True
+
+
+def _remove(conn: Connection, params: dict) -> bool:
+    if conn.execute(_DELETE_ACCOUNT, params).rowcount == 0:
+        return False
+    # Explicit, not only ON DELETE CASCADE: correct even where foreign keys are off.
+    conn.execute(_DELETE_CREDENTIALS, params)
+    for stmt in _DELETE_USER_DATA:
+        conn.execute(stmt, params)
+    return True

@@ -1,0 +1,336 @@
+"""The database connection: URL handling and every difference between SQLite and PostgreSQL.
+
+The rest of `storage/` is written once against SQLAlchemy Core. What has to differ by dialect lives
+here and nowhere else:
+
+- URLs: `sqlite:///path.db` and `postgresql://...` are mapped to the async drivers (aiosqlite, asyncpg).
+- Connection pools. SQLite allows one writer at a time, so every write goes through ONE pooled
+  connection (tasks queue for it instead of failing with "database is locked"), and reads use a
+  small separate pool that WAL mode lets run beside the writer. PostgreSQL uses one ordinary pool.
+- Transactions. SQLite write transactions start with BEGIN IMMEDIATE, which takes the write lock up
+  front; a deferred BEGIN that reads first and writes later can fail with SQLITE_BUSY when another
+  process (the `stockade user` CLI) wrote in between. Reads run in autocommit on both dialects:
+  each is one statement, and skipping BEGIN/COMMIT saves round trips on the hot path.
+- Pragmas (SQLite): WAL, synchronous=NORMAL, foreign keys, busy timeout, query_only for readers.
+- Upsert and insert-or-ignore (ON CONFLICT, spelled by each dialect's `insert`).
+- Allocating archive ids in bulk for the group-commit writer, and the lock that serialises
+  migrations between processes.
+
+Every transaction runs in its own task, shielded from the caller's cancellation: a cancelled
+aiosqlite call can otherwise leave a half-closed connection holding SQLite's write lock.
+
+Every operation is named (`db.write("account.create")`) so that a failure says which one failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Executable, Row, Table, column, event, func, select
+from sqlalchemy import table as lightweight_table
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
+from sqlalchemy.sql.dml import Insert
+
+from .errors import StorageError
+
+SQLITE_BUSY_TIMEOUT_MS = 5000      # how long to wait for another process's write lock
+SQLITE_READERS = 4                 # pooled read connections (each is one aiosqlite thread)
+SQLITE_MIN_VERSION = (3, 35, 0)    # DELETE ... RETURNING (pop_all) needs 3.35
+POSTGRES_POOL_SIZE = 10
+POSTGRES_MAX_OVERFLOW = 10
+POOL_TIMEOUT_S = 30                # a task waiting longer than this for a connection gets an error
+
+# pg_advisory_xact_lock key that serialises migrations between processes ("Stockade" in ASCII).
+_MIGRATION_LOCK_KEY = 0x53746F636B616465
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+_URL_HELP = "use sqlite:///path/to/file.db or postgresql://user:password@host:port/database"
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Params = dict[str, Any] | list[dict[str, Any]] | None   # one row of parameters, or many
+
+_SQLITE_SEQUENCE = lightweight_table("sqlite_sequence", column("name"), column("seq"))
+
+
+def parse_url(url: str) -> URL:
+    """The SQLAlchemy URL for a Stockade database URL, with the async driver filled in."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"cannot parse the database URL {url!r}; {_URL_HELP}") from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise StorageError(f"unsupported database URL scheme {parsed.drivername!r}; {_URL_HELP}")
+    if driver.startswith("sqlite") and not parsed.database:
+        raise StorageError(f"the SQLite URL {url!r} names no file; {_URL_HELP}")
+    return parsed.set(drivername=driver)
+
+
+def _is_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:")
+
+
+def _describe(exc: BaseException) -> str:
+    """The driver's own message when there is one: it is what a person can search for."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {exc.orig}".strip()
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+class Database:
+    """A connected database: named read and write transactions plus the dialect-specific SQL."""
+
+    def __init__(self, url: URL, writer: AsyncEngine, reader: AsyncEngine,
+                 engines: Sequence[AsyncEngine]) -> None:
+        self.dialect: str = url.get_backend_name()          # "sqlite" | "postgresql"
+        self.display_url = url.render_as_string(hide_password=True)
+        self._writer = writer
+        self._reader = reader
+        self._engines = tuple(engines)                       # what dispose() closes
+        self._insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+        self._in_flight: set[asyncio.Task] = set()            # see _shielded
+
+    # -- engines ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str) -> Database:
+        """Engines for `url`. Nothing is opened yet: the first transaction connects."""
+        parsed = parse_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            return cls._connect_sqlite(parsed)
+        return cls._connect_postgresql(parsed)
+
+    @classmethod
+    def _connect_sqlite(cls, url: URL) -> Database:
+        if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
+            raise StorageError(
+                f"SQLite {sqlite3.sqlite_version} is too old; Stockade needs "
+                f"{'.'.join(map(str, SQLITE_MIN_VERSION))} or newer (upgrade Python or the system SQLite)")
+        memory = _is_memory(url)
+        if not memory:
+            path = Path(url.database).expanduser()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the directory {path.parent} for the database: "
+                                   f"{exc.strerror}; check the path and its permissions") from exc
+        # One writer connection: SQLite has one write lock, so writers queue here in-process.
+        # For ":memory:" that one connection IS the database, so reads must use it too.
+        # pool_reset_on_return=None: see on_reset in _install_sqlite_hooks.
+        writer = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=1,
+                                     max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
+                                     pool_reset_on_return=None)
+        _install_sqlite_hooks(writer, is_writer=True, is_memory=memory)
+        if memory:
+            return cls(url, writer, writer, [writer])
+        # Readers never open a transaction (autocommit, query_only), so there is never anything
+        # to roll back: skip the ROLLBACK calls, each of which is an aiosqlite thread hop.
+        reader = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=SQLITE_READERS,
+                                     max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
+                                     skip_autocommit_rollback=True)
+        _install_sqlite_hooks(reader, is_writer=False, is_memory=False)
+        return cls(url, writer, reader, [writer, reader])
+
+    @classmethod
+    def _connect_postgresql(cls, url: URL) -> Database:
+        engine = create_async_engine(
+            url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_MAX_OVERFLOW,
+            pool_timeout=POOL_TIMEOUT_S,
+            connect_args={"server_settings": {"application_name": "stockade"}})
+        # Same pool; reads just skip BEGIN/COMMIT (asyncpg switches this with a flag, no round trip).
+        reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        return cls(url, engine, reader, [engine])
+
+    async def dispose(self) -> None:
+        """Wait for operations still running (their callers may be gone), close every connection."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        for engine in self._engines:
+            await engine.dispose()
+
+    # -- transactions -----------------------------------------------------------------------
+
+    async def write(self, name: str, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(conn, *args)` in a write transaction named `name`; commit if it returns.
+
+        `fn` gets a synchronous SQLAlchemy Connection: a transaction is one plain function, and
+        how it is run (here on the async drivers) is this file's business alone. Cancelling the
+        caller does not cancel the transaction (see `_shielded`).
+        """
+        return await self._shielded(self._write(name, fn, args))
+
+    async def read(self, name: str, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(conn, *args)` for reading; each statement sees the latest committed data."""
+        return await self._shielded(self._read(name, fn, args))
+
+    async def _write(self, name: str, fn: Callable[..., T], args: tuple) -> T:
+        try:
+            async with self._writer.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._error(name, exc) from exc
+
+    async def _read(self, name: str, fn: Callable[..., T], args: tuple) -> T:
+        try:
+            async with self._reader.connect() as conn:
+                return await conn.run_sync(fn, *args)
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._error(name, exc) from exc
+
+    async def _shielded(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run `operation` to its end even if the caller is cancelled.
+
+        Cancelling SQLAlchemy's async drivers mid-statement invalidates the connection, and an
+        aiosqlite connection dropped that way keeps SQLite's write lock until it is garbage
+        collected: every later write fails with "database is locked". So cancellation only stops
+        the caller waiting; the transaction commits or rolls back as it would have anyway.
+        """
+        task = asyncio.get_running_loop().create_task(operation)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_abandoned_failure)
+            raise
+
+    # Single-statement shorthands for the common cases.
+
+    async def fetch_all(self, name: str, stmt: Executable, params: Params = None) -> Sequence[Row]:
+        return await self.read(name, _fetch_all, stmt, params)
+
+    async def fetch_first(self, name: str, stmt: Executable, params: Params = None) -> Row | None:
+        return await self.read(name, _fetch_first, stmt, params)
+
+    async def scalar(self, name: str, stmt: Executable, params: Params = None) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        return await self.read(name, _scalar, stmt, params)
+
+    async def execute(self, name: str, stmt: Executable, params: Params = None) -> int:
+        """Run one writing statement in its own transaction; the number of rows it touched."""
+        return await self.write(name, _rowcount, stmt, params)
+
+    async def execute_returning(self, name: str, stmt: Executable,
+                                params: Params = None) -> Sequence[Row]:
+        """Run one writing statement with RETURNING in its own transaction; the returned rows."""
+        return await self.write(name, _fetch_all, stmt, params)
+
+    def _error(self, name: str, exc: BaseException) -> StorageError:
+        reason = _describe(exc)
+        hint = "check that the database is reachable and writable"
+        if "locked" in reason or "busy" in reason:
+            hint = "another process holds the database's write lock; stop it or retry"
+        return StorageError(f"database operation {name!r} failed on {self.display_url}: {reason}; {hint}")
+
+    # -- dialect-specific SQL -----------------------------------------------------------------
+
+    def upsert(self, table: Table, keys: Sequence[str], update: Sequence[str]) -> Insert:
+        """INSERT that overwrites `update` columns when a row with the same `keys` exists."""
+        stmt = self._insert(table)
+        return stmt.on_conflict_do_update(index_elements=[table.c[k] for k in keys],
+                                          set_={c: stmt.excluded[c] for c in update})
+
+    def insert_ignore(self, table: Table, keys: Sequence[str]) -> Insert:
+        """INSERT that does nothing (rowcount 0) when a row with the same `keys` exists."""
+        return self._insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in keys])
+
+    def allocate_ids(self, conn: Connection, table: Table, count: int) -> list[int]:
+        """`count` new ascending values for `table.c.id`, never used before, inside a write transaction.
+
+        Allocating first and inserting with explicit ids lets a whole batch go out as one
+        executemany and still tell every caller its id, in queue order.
+        """
+        if self.dialect == "sqlite":
+            # Safe because the write transaction holds SQLite's write lock (BEGIN IMMEDIATE).
+            # sqlite_sequence is AUTOINCREMENT's high-water mark: ids of deleted rows stay used.
+            seq = (select(func.coalesce(func.max(_SQLITE_SEQUENCE.c.seq), 0))
+                   .where(_SQLITE_SEQUENCE.c.name == table.name).scalar_subquery())
+            top = select(func.coalesce(func.max(table.c.id), 0)).scalar_subquery()
+            row = conn.execute(select(seq, top)).one()
+            first = max(row) + 1
+            return list(range(first, first + count))
+        sequence = func.pg_get_serial_sequence(table.name, "id")
+        result = conn.execute(
+            select(func.nextval(sequence)).select_from(func.generate_series(1, count)))
+        return sorted(result.scalars())
+
+    def lock_schema(self, conn: Connection) -> None:
+        """Make concurrent migrations (two processes starting at once) run one after the other."""
+        if self.dialect == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+        # SQLite: the write transaction's BEGIN IMMEDIATE already excludes other writers.
+
+
+def _log_abandoned_failure(task: asyncio.Task) -> None:
+    # Nobody awaits this operation any more; its failure would otherwise go unseen.
+    if not task.cancelled() and task.exception() is not None:
+        _log.warning("a storage operation failed after its caller was cancelled: %s",
+                     task.exception())
+
+
+def _fetch_all(conn: Connection, stmt: Executable, params: Params) -> Sequence[Row]:
+    return conn.execute(stmt, params).all()
+
+
+def _fetch_first(conn: Connection, stmt: Executable, params: Params) -> Row | None:
+    return conn.execute(stmt, params).first()
+
+
+def _scalar(conn: Connection, stmt: Executable, params: Params) -> Any:
+    return conn.execute(stmt, params).scalar()
+
+
+def _rowcount(conn: Connection, stmt: Executable, params: Params) -> int:
+    return conn.execute(stmt, params).rowcount
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, is_writer: bool, is_memory: bool) -> None:
+    """Pragmas on every new SQLite connection, and BEGIN IMMEDIATE for the writer."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module: it would BEGIN (deferred) on
+        # its own before DML; we emit BEGIN IMMEDIATE below and nothing for reads.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if is_writer and not is_memory:
+            # Persistent in the file. With WAL, readers never block the writer nor it them.
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")          # WAL + NORMAL: survives a process crash
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+        if not is_writer:
+            cursor.execute("PRAGMA query_only=ON")           # a write on a read connection is a bug
+        cursor.close()
+
+    if is_writer:
+        @event.listens_for(engine.sync_engine, "begin")
+        def on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        @event.listens_for(engine.sync_engine, "reset")
+        def on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+            # The pool's default reset is a ROLLBACK on every return, even right after COMMIT,
+            # and each costs an aiosqlite thread hop. sqlite3 knows whether a transaction is
+            # still open (an error or a cancellation mid-transaction): roll back only then.
+            if state.asyncio_safe and not state.terminate_only \
+                    and dbapi_connection.driver_connection.in_transaction:
+                dbapi_connection.rollback()

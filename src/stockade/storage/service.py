@@ -1,0 +1,94 @@
+"""`Storage`: opens the database, brings its schema up to date and hands out the stores."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .accounts import AccountStore
+from .archive import ArchiveStore, ArchiveWriter
+from .engine import Database
+from .migrate import upgrade
+from .stores import KeyValueStore, MapStore
+
+
+class Storage:
+    """Everything Stockade persists, behind one object per database.
+
+    Open with `await Storage.open(url)`; close with `await storage.close()`, which first commits
+    the queued archive appends. A Storage belongs to the event loop that opened it.
+    """
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        """Use `Storage.open()`; this only wires already-built parts."""
+        self._db = db
+        self._clock = clock
+        self._archive_writer = ArchiveWriter(db)
+        self.dialect: str = db.dialect                 # "sqlite" | "postgresql"
+        self.accounts = AccountStore(db, self._archive_writer, clock)
+        # Store objects are cheap but each builds its dialect's upsert once: keep them.
+        self._keyval: dict[str, KeyValueStore] = {}
+        self._map: dict[str, MapStore] = {}
+        self._archive: dict[str, ArchiveStore] = {}
+        self._is_closed = False
+
+    @classmethod
+    async def open(cls, url: str, *, clock: Callable[[], float] = time.time) -> Storage:
+        """Connect to `url` and apply pending migrations.
+
+        `url` is `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:`
+        or `postgresql://user:password@host:port/database`. `clock` stamps account creation and
+        archive items that come without a time. Raises StorageError (with what to do) if the
+        database cannot be opened or its schema is newer than this code.
+        """
+        db = Database.from_url(url)
+        try:
+            await upgrade(db)
+        except BaseException:
+            await db.dispose()
+            raise
+        return cls(db, clock)
+
+    async def close(self) -> None:
+        """Commit the queued archive appends, then close every connection. Safe to call twice."""
+        if self._is_closed:
+            return
+        self._is_closed = True
+        try:
+            await self._archive_writer.close()
+        finally:
+            await self._db.dispose()
+
+    async def flush(self) -> None:
+        """Wait until every archive append queued so far is committed (or has failed)."""
+        await self._archive_writer.flush()
+
+    @property
+    def archive_batches_committed(self) -> int:
+        """How many group-commit transactions have committed so far (for metrics and tests)."""
+        return self._archive_writer.batches_committed
+
+    def keyval(self, store: str) -> KeyValueStore:
+        """The key-value store named `store` (one JSON value per user)."""
+        if store not in self._keyval:
+            self._keyval[store] = KeyValueStore(self._db, _store_name(store))
+        return self._keyval[store]
+
+    def map(self, store: str) -> MapStore:
+        """The map store named `store` (JSON values per user, by key)."""
+        if store not in self._map:
+            self._map[store] = MapStore(self._db, _store_name(store))
+        return self._map[store]
+
+    def archive(self, store: str) -> ArchiveStore:
+        """The archive store named `store` (ordered items per user, group-committed appends)."""
+        if store not in self._archive:
+            self._archive[store] = ArchiveStore(self._db, self._archive_writer, _store_name(store),
+                                                self._clock)
+        return self._archive[store]
+
+
+def _store_name(store: str) -> str:
+    if not isinstance(store, str) or not store:
+        raise ValueError(f"a store needs a non-empty name, got {store!r}")
+    return store

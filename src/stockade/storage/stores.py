@@ -1,0 +1,107 @@
+"""Key-value and map stores: JSON documents per (host, user), separated by store name.
+
+A key-value store holds one document per user (a vCard, privacy settings); a map store holds many,
+each under a string key (roster items by JID, bookmarks by room). `user` may be "" for host-wide
+data. Setting None deletes. Values go through `json` both ways, so they come back as plain
+dicts, lists, strings, numbers, booleans and None (tuples come back as lists).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, Insert, bindparam, delete, select
+
+from .engine import Database
+from .schema import kv, map_
+
+
+def _dump(value: Any) -> str:
+    # Compact and unescaped (UTF-8 in the database, not \uXXXX); NaN is not JSON, refuse it.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+_KV_WHERE = (kv.c.host == bindparam("host"), kv.c.username == bindparam("username"),
+             kv.c.store == bindparam("store"))
+_KV_GET = select(kv.c.value).where(*_KV_WHERE)
+_KV_DELETE = delete(kv).where(*_KV_WHERE)
+
+_MAP_USER = (map_.c.host == bindparam("host"), map_.c.username == bindparam("username"),
+             map_.c.store == bindparam("store"))
+_MAP_GET = select(map_.c.value).where(*_MAP_USER, map_.c.key == bindparam("key"))
+_MAP_GET_ALL = select(map_.c.key, map_.c.value).where(*_MAP_USER)
+_MAP_DELETE = delete(map_).where(*_MAP_USER, map_.c.key == bindparam("key"))
+_MAP_DELETE_ALL = delete(map_).where(*_MAP_USER)
+
+
+class KeyValueStore:
+    """One JSON value per (host, user) in the store named `store`."""
+
+    def __init__(self, db: Database, store: str) -> None:
+        self._db = db
+        self.store = store
+        self._upsert = db.upsert(kv, ("host", "username", "store"), ("value",))
+
+    async def get(self, host: str, user: str) -> Any | None:
+        raw = await self._db.scalar("keyval.get", _KV_GET,
+                                    {"host": host, "username": user, "store": self.store})
+        return None if raw is None else json.loads(raw)
+
+    async def set(self, host: str, user: str, value: Any | None) -> None:
+        """Store `value` (replacing what was there); None deletes."""
+        params = {"host": host, "username": user, "store": self.store}
+        if value is None:
+            await self._db.execute("keyval.delete", _KV_DELETE, params)
+        else:
+            params["value"] = _dump(value)
+            await self._db.execute("keyval.set", self._upsert, params)
+
+
+class MapStore:
+    """Many JSON values per (host, user), each under a string key, in the store named `store`."""
+
+    def __init__(self, db: Database, store: str) -> None:
+        self._db = db
+        self.store = store
+        self._upsert = db.upsert(map_, ("host", "username", "store", "key"), ("value",))
+
+    async def get(self, host: str, user: str, key: str) -> Any | None:
+        raw = await self._db.scalar("map.get", _MAP_GET, {"host": host, "username": user,
+                                                          "store": self.store, "key": key})
+        return None if raw is None else json.loads(raw)
+
+    async def set(self, host: str, user: str, key: str, value: Any | None) -> None:
+        """Store `value` under `key`; None deletes the key."""
+        params = {"host": host, "username": user, "store": self.store, "key": key}
+        if value is None:
+            await self._db.execute("map.delete", _MAP_DELETE, params)
+        else:
+            params["value"] = _dump(value)
+            await self._db.execute("map.set", self._upsert, params)
+
+    async def set_many(self, host: str, user: str, items: dict[str, Any | None]) -> None:
+        """Store or (for None) delete several keys in one transaction: all or nothing."""
+        if not items:
+            return
+        base = {"host": host, "username": user, "store": self.store}
+        # Serialise before the transaction: a bad value fails the call without touching the data.
+        upserts = [{**base, "key": k, "value": _dump(v)} for k, v in items.items() if v is not None]
+        deletes = [{**base, "key": k} for k, v in items.items() if v is None]
+        await self._db.write("map.set_many", _set_many, self._upsert, upserts, deletes)
+
+    async def get_all(self, host: str, user: str) -> dict[str, Any]:
+        rows = await self._db.fetch_all("map.get_all", _MAP_GET_ALL,
+                                        {"host": host, "username": user, "store": self.store})
+        return {row.key: json.loads(row.value) for row in rows}
+
+    async def delete_all(self, host: str, user: str) -> None:
+        await self._db.execute("map.delete_all", _MAP_DELETE_ALL,
+                               {"host": host, "username": user, "store": self.store})
+
+
+def _set_many(conn: Connection, upsert: Insert, upserts: list[dict], deletes: list[dict]) -> None:
+    if deletes:
+        conn.execute(_MAP_DELETE, deletes)
+    if upserts:
+        conn.execute(upsert, upserts)

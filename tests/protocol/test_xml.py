@@ -1,0 +1,171 @@
+"""The restricted XML stream reader (RFC 6120 section 11) and element serialisation."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stockade.protocol.xml import STREAM_END, Element, StreamHeader, StreamReader, XmlError, parse
+
+HEADER = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>")
+STANZAS = (b"<message to='bob@example.com' type='chat' id='m1'><body>hi &amp; &lt;bye&gt; &#x263A;</body>"
+           b"<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+           b"<presence><show>away</show><status xml:lang='en'>out</status></presence>"
+           b"<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+STREAM = HEADER + STANZAS + b"</stream:stream>"
+
+
+def feed_all(data: bytes, splits: list[int] | None = None, **limits) -> list:
+    reader = StreamReader(**limits)
+    events = []
+    cuts = sorted(set(splits or [])) + [len(data)]
+    start = 0
+    for cut in cuts:
+        events += reader.feed(data[start:cut])
+        start = cut
+    return events
+
+
+def describe(events: list) -> list:
+    return [e.serialize("jabber:client") if isinstance(e, Element) else type(e).__name__ for e in events]
+
+
+def test_reads_header_stanzas_and_end():
+    events = feed_all(STREAM)
+    assert isinstance(events[0], StreamHeader) and events[0].attrs["to"] == "example.com"
+    assert events[0].content_ns == "jabber:client"
+    assert [e.name for e in events[1:4]] == ["message", "presence", "iq"]
+    assert events[1].find("body").text == "hi & <bye> \u263a"
+    assert events[2].find("status").get("xml:lang") == "en"
+    assert events[3].find("ping", "urn:xmpp:ping") is not None
+    assert events[-1] is STREAM_END
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=40))
+def test_any_split_of_the_input_gives_the_same_events(splits):
+    assert describe(feed_all(STREAM, splits)) == describe(feed_all(STREAM))
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400), st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+def test_garbage_only_ever_raises_the_protocol_error(garbage, splits):
+    try:
+        feed_all(HEADER + garbage, [len(HEADER) + s for s in splits if s <= len(garbage)])
+    except XmlError as exc:
+        assert exc.condition in {"not-well-formed", "restricted-xml", "invalid-namespace", "bad-format",
+                                 "policy-violation"}
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_text_round_trips_through_serialisation(text):
+    el = Element("message", "jabber:client", {"to": text or "x"})
+    el.add("body", text=text)
+    try:
+        back = parse(el.serialize(""))
+    except XmlError:
+        # Characters XML 1.0 cannot carry (control characters) are refused, never mangled.
+        assert any(ord(c) < 0x20 and c not in "\t\n\r" or c in "\ufffe\uffff" for c in text)
+        return
+    assert back.find("body").text == text.replace("\r", "\n") or back.find("body").text == text
+    assert back.get("to") == (text or "x")
+
+
+@pytest.mark.parametrize("bad, condition", [
+    (b"<message><body>&x;</body></message>", "restricted-xml"),
+    (b"<?php evil ?>", "restricted-xml"),
+    (b"<!-- a comment -->", "restricted-xml"),
+    (b"<message><body>unclosed</message>", "not-well-formed"),
+    (b"<a:message/>", "invalid-namespace"),
+    (b"just text", "bad-format"),
+])
+def test_restricted_and_malformed_xml_is_refused(bad, condition):
+    with pytest.raises(XmlError) as exc:
+        feed_all(HEADER + bad)
+    assert exc.value.condition == condition
+
+
+def test_a_dtd_before_the_stream_is_refused():
+    with pytest.raises(XmlError) as exc:
+        feed_all(b"<?xml version='1.0'?><!DOCTYPE stream>" + HEADER[21:])
+    assert exc.value.condition == "restricted-xml"
+
+
+def test_billion_laughs_never_expands():
+    bomb = (b"<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>"
+            b"<!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'>]><lolz>&lol2;</lolz>")
+    with pytest.raises(XmlError) as exc:
+        feed_all(bomb)
+    assert exc.value.condition == "restricted-xml"
+
+
+def test_oversized_stanza_is_refused_even_when_it_never_ends():
+    reader = StreamReader(max_stanza_size=4096)
+    reader.feed(HEADER)
+    reader.feed(b"<message><body>")
+    with pytest.raises(XmlError) as exc:
+        for _ in range(10):
+            reader.feed(b"x" * 1000)
+    assert exc.value.condition == "policy-violation"
+
+
+def test_oversized_attribute_in_an_unfinished_tag_is_refused():
+    reader = StreamReader(max_stanza_size=4096)
+    reader.feed(HEADER)
+    with pytest.raises(XmlError):
+        for _ in range(10):
+            reader.feed(b"<message to='" + b"a" * 1000)
+
+
+def test_a_stanza_under_the_limit_passes_and_the_limit_is_per_stanza():
+    body = b"x" * 3000
+    stanza = b"<message><body>" + body + b"</body></message>"
+    events = feed_all(HEADER + stanza * 5, max_stanza_size=4096)
+    assert len(events) == 6
+
+
+def test_depth_and_attribute_limits():
+    with pytest.raises(XmlError) as exc:
+        feed_all(HEADER + b"<a>" * 40, max_depth=32)
+    assert exc.value.condition == "policy-violation"
+    attrs = b" ".join(b"a%d='1'" % i for i in range(70))
+    with pytest.raises(XmlError):
+        feed_all(HEADER + b"<message " + attrs + b"/>", max_attrs=64)
+
+
+def test_raw_content_is_reused_and_dropped_on_change():
+    events = feed_all(STREAM)
+    msg = events[1]
+    assert msg._inner is not None
+    msg.set("from", "alice@example.com/home")
+    out = msg.serialize("jabber:client")
+    assert b"from=\"alice@example.com/home\"" in out and b"&#x263A;" in out   # raw bytes kept
+    msg.find("body").set_text("changed")
+    assert msg._inner is None
+    assert b"<body>changed</body>" in msg.serialize("jabber:client")
+
+
+def test_raw_content_is_not_used_when_it_needs_a_prefix_from_the_stream_root():
+    events = feed_all(HEADER + b"<message><stream:foo/></message>")
+    assert events[1]._inner is None
+    assert b"xmlns=\"http://etherx.jabber.org/streams\"" in events[1].serialize("jabber:client")
+
+
+def test_websocket_framing_reads_one_element_per_message():
+    reader = StreamReader(framed=True)
+    (opening,) = reader.feed(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='example.com' version='1.0'/>")
+    assert opening.name == "open"
+    (msg,) = reader.feed(b"<message xmlns='jabber:client' to='a@example.com'><body>x</body></message>")
+    assert msg.find("body").text == "x"
+
+
+def test_a_stored_stanza_comes_back_in_its_namespace():
+    reader = StreamReader()
+    reader.feed(HEADER)
+    (msg,) = reader.feed(b"<message to='a@example.com'><body>x</body></message>")
+    again = parse(msg.serialize(""))
+    assert again.xmlns == "jabber:client" and again.find("body").xmlns == "jabber:client"
+    assert again.serialize("jabber:client").startswith(b"<message to=")

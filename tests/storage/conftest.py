@@ -1,0 +1,71 @@
+"""Storage fixtures: an open Storage on a fresh database, a fake clock, raw SQL access."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from stockade.storage import Storage
+from stockade.storage.engine import parse_url
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def storage(storage_url: str, clock: FakeClock) -> AsyncIterator[Storage]:
+    """An open Storage on a fresh database (SQLite and PostgreSQL), closed after the test."""
+    opened = await Storage.open(storage_url, clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+RunSql = Callable[..., Awaitable[list[list[tuple]]]]
+
+
+@pytest.fixture
+def run_sql(storage_url: str) -> RunSql:
+    """Run raw SQL statements against the test database, bypassing Storage; rows per statement."""
+
+    async def run(*statements: str) -> list[list[tuple]]:
+        engine = create_async_engine(parse_url(storage_url))
+        try:
+            async with engine.begin() as conn:
+                results = []
+                for statement in statements:
+                    result = await conn.execute(text(statement))
+                    results.append([tuple(row) for row in result] if result.returns_rows else [])
+                return results
+        finally:
+            await engine.dispose()
+
+    return run
+
+
+@pytest.fixture
+def snapshot(run_sql: RunSql) -> Callable[[], Awaitable[dict[str, list[tuple]]]]:
+    """Every row of every Stockade table, sorted: to prove that something changed nothing."""
+
+    async def take() -> dict[str, list[tuple]]:
+        tables = ["schema_version", "accounts", "credentials", "kv", "map", "archive"]
+        results = await run_sql(*(f'SELECT * FROM "{table}"' for table in tables))
+        return {table: sorted(rows, key=repr) for table, rows in zip(tables, results)}
+
+    return take

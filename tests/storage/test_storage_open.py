@@ -1,0 +1,162 @@
+"""Storage.open/close: URLs, durability across restarts, errors a person can act on, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from stockade.protocol.sasl.scram import derive
+from stockade.storage import Storage, StorageError
+
+HOST = "example.com"
+
+
+async def test_dialect_names_the_backend(storage: Storage, storage_url: str) -> None:
+    assert storage.dialect == storage_url.split(":")[0]
+
+
+async def test_committed_data_survives_close_and_reopen(storage_url: str) -> None:
+    storage = await Storage.open(storage_url)
+    cred = derive("pw", "sha256")
+    await storage.accounts.create(HOST, "alice", [cred])
+    await storage.keyval("vcard").set(HOST, "alice", {"fn": "Alice"})
+    await storage.map("roster").set(HOST, "alice", "bob@example.com", {"name": "Bob"})
+    item = await storage.archive("offline").append(HOST, "alice", "<message/>")
+    await storage.close()
+
+    reopened = await Storage.open(storage_url)
+    try:
+        assert await reopened.accounts.get_credentials(HOST, "alice") == {"sha256": cred}
+        assert await reopened.keyval("vcard").get(HOST, "alice") == {"fn": "Alice"}
+        assert await reopened.map("roster").get_all(HOST, "alice") == {"bob@example.com": {"name": "Bob"}}
+        assert await reopened.archive("offline").query(HOST, "alice") == [item]
+    finally:
+        await reopened.close()
+
+
+async def test_close_commits_queued_appends_first(storage_url: str) -> None:
+    storage = await Storage.open(storage_url)
+    futures = [storage.archive("offline").append_nowait(HOST, "alice", f"<m{n}/>") for n in range(50)]
+    await storage.close()                         # nobody awaited the appends
+
+    assert all(f.done() and f.exception() is None for f in futures)
+    reopened = await Storage.open(storage_url)
+    try:
+        assert [i.value for i in await reopened.archive("offline").query(HOST, "alice")] == [
+            f"<m{n}/>" for n in range(50)]
+    finally:
+        await reopened.close()
+
+
+async def test_close_twice_is_harmless(storage_url: str) -> None:
+    storage = await Storage.open(storage_url)
+    await storage.close()
+    await storage.close()
+
+
+async def test_many_concurrent_writers_and_readers_never_hit_a_locked_database(
+        storage: Storage) -> None:
+    """SQLite has one write lock; tasks must queue for it instead of failing."""
+
+    async def user_session(n: int) -> None:
+        user = f"user{n}"
+        await storage.accounts.create(HOST, user, [derive("pw", "sha1", iterations=1)])
+        await storage.keyval("vcard").set(HOST, user, {"n": n})
+        await storage.map("roster").set_many(HOST, user, {f"friend{k}": k for k in range(5)})
+        await storage.archive("mam").append(HOST, user, f"<message n='{n}'/>")
+        assert await storage.keyval("vcard").get(HOST, user) == {"n": n}
+        assert len(await storage.map("roster").get_all(HOST, user)) == 5
+        await storage.accounts.set_credentials(HOST, user, [derive("pw2", "sha256", iterations=1)])
+
+    await asyncio.gather(*(user_session(n) for n in range(100)))
+
+    assert await storage.accounts.count(HOST) == 100
+    assert sum([await storage.archive("mam").count(HOST, f"user{n}") for n in range(100)]) == 100
+
+
+async def test_two_storages_on_one_database_can_both_write(storage_url: str) -> None:
+    """The server and the `stockade user` CLI may have the same database open at once."""
+    server = await Storage.open(storage_url)
+    cli = await Storage.open(storage_url)
+    try:
+        await asyncio.gather(
+            *(server.archive("mam").append(HOST, "alice", f"<s{n}/>") for n in range(100)),
+            *(cli.accounts.create(HOST, f"user{n}", []) for n in range(30)),
+            *(server.keyval("vcard").set(HOST, f"user{n}", n) for n in range(30)))
+        assert await server.accounts.count(HOST) == 30
+        assert await cli.archive("mam").count(HOST, "alice") == 100
+    finally:
+        await cli.close()
+        await server.close()
+
+
+async def test_unsupported_url_scheme_is_explained() -> None:
+    with pytest.raises(StorageError, match="unsupported database URL scheme 'mysql'.*sqlite:///"):
+        await Storage.open("mysql://user@host/db")
+
+
+async def test_unparseable_url_is_explained() -> None:
+    with pytest.raises(StorageError, match="cannot parse the database URL"):
+        await Storage.open("not a url")
+
+
+async def test_unreachable_postgresql_is_explained_without_the_password() -> None:
+    with pytest.raises(StorageError) as failed:
+        # Port 1 on localhost: nothing listens there, the connection is refused at once.
+        await Storage.open("postgresql://stockade:s3cret-pw@127.0.0.1:1/stockade")
+    message = str(failed.value)
+    assert "postgresql+asyncpg://stockade:***@127.0.0.1:1/stockade" in message
+    assert "s3cret-pw" not in message
+
+
+async def test_sqlite_creates_the_parent_directory(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "lib" / "stockade.db"
+    storage = await Storage.open(f"sqlite:///{path}")
+    await storage.keyval("vcard").set(HOST, "alice", 1)
+    await storage.close()
+    assert path.is_file()
+
+
+async def test_sqlite_uses_write_ahead_logging(tmp_path: Path) -> None:
+    path = tmp_path / "stockade.db"
+    await (await Storage.open(f"sqlite:///{path}")).close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_in_memory_database_works_for_tests() -> None:
+    storage = await Storage.open("sqlite:///:memory:")
+    try:
+        await storage.accounts.create(HOST, "alice", [])
+        items = await asyncio.gather(*(storage.archive("mam").append(HOST, "alice", "<m/>")
+                                       for _ in range(20)))
+        await storage.keyval("vcard").set(HOST, "alice", "x")
+        assert await storage.archive("mam").count(HOST, "alice") == 20
+        assert await storage.keyval("vcard").get(HOST, "alice") == "x"
+        assert len({i.id for i in items}) == 20
+    finally:
+        await storage.close()
+
+
+async def test_cancelling_a_call_at_any_point_leaves_the_storage_usable(storage: Storage) -> None:
+    """A client disconnecting mid-write cancels its task; that must not wedge the database.
+
+    The call is cancelled after 0, 1, 2, ... event-loop turns, so every stage of a transaction
+    gets hit. The transaction is all-or-nothing, and the next calls work.
+    """
+    roster = storage.map("roster")
+    vcard = storage.keyval("vcard")
+    for turns in range(60):
+        task = asyncio.ensure_future(roster.set_many(HOST, "alice", {f"k{i}": i for i in range(20)}))
+        for _ in range(turns):
+            await asyncio.sleep(0)                     # one event-loop turn, not a timed wait
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+        await vcard.set(HOST, "alice", turns)
+        assert await vcard.get(HOST, "alice") == turns
+        assert len(await roster.get_all(HOST, "alice")) in (0, 20)
+        await roster.delete_all(HOST, "alice")
