@@ -76,9 +76,9 @@ class MessageDelivered:
 @dataclass(slots=True)
 class MessageUndeliverable:
     """No session of the local account `to` can take this message now (RFC 6121 section 8.5.2.2).
-    Sync. A handler that keeps it (offline storage) returns HANDLED; if none does, the sender gets
-    <service-unavailable/>."""
-    ASYNC: ClassVar[bool] = False
+    Async: the sender's next stanza waits until a handler has stored it durably. A handler that
+    keeps it (offline storage) returns HANDLED; if none does, the sender gets <service-unavailable/>."""
+    ASYNC: ClassVar[bool] = True
     stanza: Element
     to: JID
 

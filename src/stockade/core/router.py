@@ -91,7 +91,7 @@ class Router:
             if to.local is None:
                 self._message_to_host(stanza)
             elif self.accounts.exists_cached(domain, to.local):
-                self.message_to_local(stanza, to, origin)
+                return self.message_to_local(stanza, to, origin)
             else:
                 return self._message_to_unknown(stanza, to, origin)
         elif domain in self.components:
@@ -103,7 +103,9 @@ class Router:
     async def _message_to_unknown(self, stanza: Element, to: JID, origin: ClientSession | None) -> None:
         # Not in the in-memory set: created since start by another process, or no such account.
         if await self.accounts.exists(to.domain, to.local or ""):
-            self.message_to_local(stanza, to, origin)
+            pending = self.message_to_local(stanza, to, origin)
+            if pending is not None:
+                await pending
         elif stanza.attrs.get("type", "normal") not in ("error", "headline", "groupchat"):
             self.bounce(stanza, StanzaError("service-unavailable"))
 
@@ -111,50 +113,53 @@ class Router:
         if stanza.attrs.get("type") not in ("error", "headline", "groupchat"):
             self.bounce(stanza, StanzaError("service-unavailable", "this server does not take messages itself"))
 
-    def message_to_local(self, stanza: Element, to: JID, origin: ClientSession | None) -> None:
+    def message_to_local(self, stanza: Element, to: JID, origin: ClientSession | None) -> Awaitable[None] | None:
         mtype = stanza.attrs.get("type", "normal")
         if not self.accounts.exists_cached(to.domain, to.local or ""):
             if mtype not in ("error", "headline", "groupchat"):
                 self.bounce(stanza, StanzaError("service-unavailable"))
-            return
+            return None
         bus = self.bus
         if bus.fire(MessageToLocal(stanza, to, origin)) is HANDLED:
-            return
+            return None
         if to.resource is not None:
             session = self.sessions.get(to)
             if session is not None:                       # 8.5.3.1
                 session.send(stanza)
                 bus.fire(MessageDelivered(stanza, to, [session]))
-                return
+                return None
             if mtype in ("headline", "error"):            # 8.5.3.2.1
-                return
+                return None
             if mtype != "chat":
                 self.bounce(stanza, StanzaError("service-unavailable", "that resource is not online"))
-                return
-        self._message_to_bare(stanza, to, mtype)
+                return None
+        return self._message_to_bare(stanza, to, mtype)
 
-    def _message_to_bare(self, stanza: Element, to: JID, mtype: str) -> None:
+    def _message_to_bare(self, stanza: Element, to: JID, mtype: str) -> Awaitable[None] | None:
         targets = [s for s in self.sessions.available(to.bare) if s.priority >= 0]
         if targets:                                        # 8.5.2.1
             if mtype == "error":
-                return
+                return None
             if mtype == "groupchat":
                 self.bounce(stanza, StanzaError("service-unavailable"))
-                return
+                return None
             if mtype != "headline":
                 top = max(s.priority for s in targets)
                 targets = [s for s in targets if s.priority == top]
             for session in targets:
                 session.send(stanza)
             self.bus.fire(MessageDelivered(stanza, to, targets))
-            return
+            return None
         if mtype in ("headline", "error"):                 # 8.5.2.2
-            return
+            return None
         if mtype == "groupchat":
             self.bounce(stanza, StanzaError("service-unavailable"))
-            return
-        if self.bus.fire(MessageUndeliverable(stanza, to)) is not HANDLED:
-            self.bounce(stanza, StanzaError("service-unavailable", "the recipient is offline"))
+            return None
+        return self._undeliverable(stanza, to)
+
+    async def _undeliverable(self, stanza: Element, to: JID) -> None:
+        if await self.bus.fire_async(MessageUndeliverable(stanza, to)) is not HANDLED:
+            self.bounce(stanza, StanzaError("service-unavailable", "the recipient cannot take messages now"))
 
     # -- IQ -------------------------------------------------------------------------------------
     def route_iq(self, stanza: Element, to: JID | None, origin: ClientSession | None) -> Awaitable[None] | None:

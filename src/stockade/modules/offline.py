@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..config.options import option
-from ..core.hooks import HANDLED, FALLBACK, AccountRemoved, MessageUndeliverable, SessionAvailable, ServerStopping
+from ..core.hooks import FALLBACK, HANDLED, AccountRemoved, MessageUndeliverable, SessionAvailable
 from ..core.module_api import ModuleAPI
 from ..protocol import ns
 from ..protocol.jid import JID
@@ -46,76 +46,75 @@ def is_worth_storing(stanza: Element) -> bool:
 
 
 class OfflineStore:
-    """Stored messages per account, with the pending (not yet committed) appends tracked so that
-    delivery never races a write in flight."""
+    """Stored messages per account. The count per account is cached so that the limit costs
+    nothing after the first message."""
 
     def __init__(self, module: ModuleAPI) -> None:
         self.module = module
         self.archive = module.open_store("offline", "archive")
         self.max_messages = module.options.max_messages
         self._counts: dict[JID, int] = {}
-        self._pending: dict[JID, list[asyncio.Future]] = {}
+        # Storing and delivering for one account never interleave: a message stored while the
+        # account comes online is either in the delivered batch or delivered directly.
+        self._locks: dict[JID, asyncio.Lock] = {}
 
-    def store(self, event: MessageUndeliverable) -> object:
+    def _lock(self, bare: JID) -> asyncio.Lock:
+        lock = self._locks.get(bare)
+        if lock is None:
+            lock = self._locks[bare] = asyncio.Lock()
+        return lock
+
+    async def store(self, event: MessageUndeliverable) -> object:
         stanza = event.stanza
         if stanza.attrs.get("type", "normal") not in ("normal", "chat"):
             return None
         if not is_worth_storing(stanza):
             return HANDLED          # nothing a person would miss: a typing notification
         bare = event.to.bare
-        count = self._counts.get(bare)
-        if count is not None and count >= self.max_messages:
+        async with self._lock(bare):
+            return await self._store(stanza, bare)
+
+    async def _store(self, stanza: Element, bare: JID) -> object:
+        online = [s for s in self.module.sessions.available(bare) if s.priority >= 0]
+        if online:                  # came online meanwhile
+            for session in online:
+                session.send(stanza)
+            return HANDLED
+        count = await self.count_for(bare)
+        if count >= self.max_messages:
             self.module.log.warning("offline store of %s is full (%d messages)", bare, count)
             return None             # the router answers <service-unavailable/>
+        self._counts[bare] = count + 1
         clock = self.module.clock
         stored = stanza.copy()
         stored.add("delay", ns.DELAY, {"from": bare.domain, "stamp": delay_stamp(clock.time())},
                    text="Offline storage")
         sender = stanza.attrs.get("from", "")
-        fut = self.archive.append_nowait(bare.domain, bare.local, stored.serialize("").decode(),
-                                         with_jid=sender.split("/", 1)[0], when=clock.time())
-        pending = self._pending.setdefault(bare, [])
-        pending.append(fut)
-        fut.add_done_callback(lambda f, b=bare: self._written(b, f))
-        if count is not None:
-            self._counts[bare] = count + 1
-        else:
-            # First message for this account since start: learn the stored count in the background
-            # (the limit may be exceeded by the few messages that arrive meanwhile).
-            asyncio.ensure_future(self.count_for(bare))
+        try:
+            # Stored durably before the sender's next stanza is processed (group commit).
+            await self.archive.append(bare.domain, bare.local, stored.serialize("").decode(),
+                                      with_jid=sender.split("/", 1)[0], when=clock.time())
+        except Exception:
+            self._counts.pop(bare, None)
+            self.module.log.exception("could not store an offline message for %s", bare)
+            return None
         return HANDLED
-
-    def _written(self, bare: JID, fut: asyncio.Future) -> None:
-        pending = self._pending.get(bare)
-        if pending is not None:
-            try:
-                pending.remove(fut)
-            except ValueError:
-                pass
-            if not pending:
-                del self._pending[bare]
-        if not fut.cancelled() and fut.exception() is not None:
-            self.module.log.error("could not store an offline message for %s: %s", bare, fut.exception())
 
     async def deliver(self, event: SessionAvailable) -> None:
         session = event.session
         if session.priority < 0:
             return
         bare = session.bare
-        pending = list(self._pending.get(bare, ()))
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        items = await self.archive.pop_all(bare.domain, bare.local)
-        self._counts[bare] = 0
+        async with self._lock(bare):
+            items = await self.archive.pop_all(bare.domain, bare.local)
+            self._counts[bare] = 0
+        self._locks.pop(bare, None)
         for item in items:
             session.send(parse(item.value))
 
     async def count_for(self, bare: JID) -> int:
         count = self._counts.get(bare)
         if count is None:
-            pending = list(self._pending.get(bare, ()))
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
             count = await self.archive.count(bare.domain, bare.local)
             self._counts[bare] = count
         return count
@@ -123,11 +122,6 @@ class OfflineStore:
     async def removed(self, event: AccountRemoved) -> None:
         self._counts.pop(JID(event.username, event.host, None), None)
         await self.archive.delete(event.host, event.username)
-
-    async def flush(self, event: ServerStopping) -> None:
-        pending = [f for futs in self._pending.values() for f in futs]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def setup(module: ModuleAPI) -> None:
@@ -137,4 +131,3 @@ def setup(module: ModuleAPI) -> None:
     module.on(MessageUndeliverable, offline.store, FALLBACK)
     module.on(SessionAvailable, offline.deliver)
     module.on(AccountRemoved, offline.removed)
-    module.on(ServerStopping, offline.flush)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import slixmpp
+import slixmpp.exceptions
+from slixmpp.xmlstream import ET
 from slixmpp.stanza import Message, Presence
 
 TIMEOUT = 20.0
@@ -37,7 +39,7 @@ class Client(slixmpp.ClientXMPP):
         self.enable_starttls = not direct_tls
         self.enable_plaintext = False
         # Tests decide about subscriptions themselves.
-        self.roster.auto_authorize = False
+        self.roster.auto_authorize = None      # None: neither accept nor refuse by itself
         self.roster.auto_subscribe = False
         if mechanism:
             self["feature_mechanisms"].use_mech = mechanism
@@ -46,19 +48,26 @@ class Client(slixmpp.ClientXMPP):
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self.presences: asyncio.Queue[Presence] = asyncio.Queue()
         self.subscription_requests: asyncio.Queue[Presence] = asyncio.Queue()
+        self.all_presence: asyncio.Queue[Presence] = asyncio.Queue()
         self.roster_pushes: asyncio.Queue[Any] = asyncio.Queue()
         self.stream_errors: asyncio.Queue[Any] = asyncio.Queue()
         self._session: asyncio.Future[bool] | None = None
+        self._stash: dict[int, list[Any]] = {}
         self.disconnected_event = asyncio.Event()
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("failed_all_auth", self._on_failed_auth)
         self.add_event_handler("message", self.messages.put_nowait)
-        self.add_event_handler("presence_available", self.presences.put_nowait)
-        self.add_event_handler("presence_unavailable", self.presences.put_nowait)
+        self.add_event_handler("presence", self._on_presence)
         self.add_event_handler("presence_subscribe", self.subscription_requests.put_nowait)
+        self.add_event_handler("presence", self.all_presence.put_nowait)
         self.add_event_handler("roster_update", self.roster_pushes.put_nowait)
         self.add_event_handler("stream_error", self.stream_errors.put_nowait)
         self.add_event_handler("disconnected", lambda *_: self.disconnected_event.set())
+
+    def _on_presence(self, presence: Presence) -> None:
+        # slixmpp reports <show/> values as the type; keep availability only.
+        if presence["type"] not in ("subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "error"):
+            self.presences.put_nowait(presence)
 
     def _on_session_start(self, _: Any) -> None:
         if self._session is not None and not self._session.done():
@@ -81,22 +90,57 @@ class Client(slixmpp.ClientXMPP):
             self.send_presence()
         return True
 
+    async def next_of(self, queue: asyncio.Queue[Any], match: Callable[[Any], bool] | None = None,
+                      timeout: float = TIMEOUT) -> Any:
+        """The oldest item of `queue` that matches. Items that do not match are kept for later
+        calls, so waiting for one event never loses another."""
+        stash = self._stash.setdefault(id(queue), [])
+        for i, item in enumerate(stash):
+            if match is None or match(item):
+                return stash.pop(i)
+
+        async def _next() -> Any:
+            while True:
+                item = await queue.get()
+                if match is None or match(item):
+                    return item
+                stash.append(item)
+        return await asyncio.wait_for(_next(), timeout)
+
+    def pending(self, queue: asyncio.Queue[Any]) -> list[Any]:
+        """Everything received so far and not yet taken (does not wait)."""
+        stash = self._stash.setdefault(id(queue), [])
+        while not queue.empty():
+            stash.append(queue.get_nowait())
+        return list(stash)
+
     async def next_message(self, timeout: float = TIMEOUT, *, with_body: bool = True) -> Message:
-        while True:
-            msg = await asyncio.wait_for(self.messages.get(), timeout)
-            if not with_body or msg["body"] or msg["type"] == "error":
-                return msg
+        return await self.next_of(self.messages, lambda m: not with_body or bool(m["body"]) or m["type"] == "error",
+                                  timeout)
 
     async def next_presence(self, frm: str | None = None, timeout: float = TIMEOUT,
                             match: Callable[[Presence], bool] | None = None) -> Presence:
         """The next available/unavailable presence (from `frm`, bare or full, when given)."""
-        while True:
-            p = await asyncio.wait_for(self.presences.get(), timeout)
+        def ok(p: Presence) -> bool:
             if frm is not None and str(p["from"]) != frm and p["from"].bare != frm:
-                continue
-            if match is not None and not match(p):
-                continue
-            return p
+                return False
+            return match is None or match(p)
+        return await self.next_of(self.presences, ok, timeout)
+
+    async def query(self, iq: Any, timeout: float = TIMEOUT) -> Any:
+        """Send an IQ and return the reply, error or not (slixmpp raises on errors otherwise)."""
+        try:
+            return await iq.send(timeout=timeout)
+        except slixmpp.exceptions.IqError as exc:
+            return exc.iq
+
+    async def roundtrip(self, timeout: float = TIMEOUT) -> None:
+        """Ping the server and wait for the answer: everything the server sent before the answer
+        has been received when this returns."""
+        iq = self.make_iq_get(ito=self.boundjid.domain)
+        iq.xml.append(ET.Element("{urn:xmpp:ping}ping"))
+        reply = await self.query(iq, timeout)
+        assert reply["type"] == "result", reply
 
     async def close(self, timeout: float = TIMEOUT) -> None:
         if self.transport is not None or not self.disconnected_event.is_set():

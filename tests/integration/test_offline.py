@@ -1,0 +1,71 @@
+"""XEP-0160 offline messages with XEP-0203 delay stamps; errors for unknown users; nothing lost."""
+
+from __future__ import annotations
+
+from slixmpp.xmlstream import ET
+
+from stockade.testing.server import RunningServer
+from stockade.testing.xmpp import client
+
+from .conftest import DOMAIN, USERS, jid
+
+
+async def test_messages_wait_for_the_next_login_in_order_with_a_delay_stamp(server):
+    async with client(server, jid("alice"), USERS["alice"]) as alice:
+        for i in range(3):
+            alice.send_message(mto=jid("bob"), mbody=f"offline {i}", mtype="chat")
+        # a typing notification alone is not worth keeping
+        typing = alice.make_message(mto=jid("bob"), mtype="chat")
+        typing.xml.append(ET.Element("{http://jabber.org/protocol/chatstates}composing"))
+        typing.send()
+        await alice.roundtrip()
+    async with client(server, jid("bob"), USERS["bob"]) as bob:
+        got = [await bob.next_message() for _ in range(3)]
+        assert [m["body"] for m in got] == ["offline 0", "offline 1", "offline 2"]
+        for m in got:
+            delay = m.xml.find("{urn:xmpp:delay}delay")
+            assert delay is not None and delay.get("from") == DOMAIN and delay.get("stamp").endswith("Z")
+            assert m["from"].bare == jid("alice")
+        await bob.roundtrip()
+        assert bob.pending(bob.messages) == []
+    async with client(server, jid("bob"), USERS["bob"]) as bob:
+        await bob.roundtrip()
+        assert bob.pending(bob.messages) == []          # delivered once, then gone
+
+
+async def test_offline_messages_survive_a_restart(tmp_path):
+    with RunningServer([DOMAIN], data_dir=tmp_path) as srv:
+        srv.add_user(jid("alice"), USERS["alice"])
+        srv.add_user(jid("bob"), USERS["bob"])
+        async with client(srv, jid("alice"), USERS["alice"]) as alice:
+            alice.send_message(mto=jid("bob"), mbody="kept across restarts", mtype="chat")
+            await alice.roundtrip()
+    with RunningServer([DOMAIN], data_dir=tmp_path) as srv:
+        async with client(srv, jid("bob"), USERS["bob"]) as bob:
+            assert (await bob.next_message())["body"] == "kept across restarts"
+
+
+async def test_a_message_to_an_unknown_user_is_bounced(server):
+    async with client(server, jid("alice"), USERS["alice"]) as alice:
+        alice.send_message(mto=f"nobody@{DOMAIN}", mbody="anyone?", mtype="chat")
+        error = await alice.next_message()
+        assert error["type"] == "error" and error["error"]["condition"] == "service-unavailable"
+        alice.send_message(mto="someone@elsewhere.net", mbody="outside", mtype="chat")
+        error = await alice.next_message()
+        assert error["error"]["condition"] == "remote-server-not-found"
+
+
+async def test_a_full_offline_store_answers_with_an_error_instead_of_dropping():
+    with RunningServer([DOMAIN], config={"modules": {"offline": {"max_messages": 2}}}) as srv:
+        srv.add_user(jid("alice"), USERS["alice"])
+        srv.add_user(jid("bob"), USERS["bob"])
+        async with client(srv, jid("alice"), USERS["alice"]) as alice:
+            for i in range(2):
+                alice.send_message(mto=jid("bob"), mbody=f"m{i}", mtype="chat")
+            await alice.roundtrip()
+            alice.send_message(mto=jid("bob"), mbody="one too many", mtype="chat")
+            error = await alice.next_message()
+            assert error["type"] == "error" and error["error"]["condition"] == "service-unavailable"
+            assert error["body"] == "one too many"
+        async with client(srv, jid("bob"), USERS["bob"]) as bob:
+            assert [(await bob.next_message())["body"] for _ in range(2)] == ["m0", "m1"]
