@@ -1,0 +1,46 @@
+# Stockade: the whole set-up on a fresh Debian machine.
+#   make run    set up and start the server on the embedded default (demo accounts printed)
+#   make test   set up and pass every test (starts every server the tests need)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+# Debian packages the test suite drives (real servers and clients).
+TEST_DEBS := postgresql go-sendxmpp profanity tmux
+
+.PHONY: run test venv test-deps system-deps clean docs
+
+run: $(VENV)/.installed
+	$(VENV)/bin/stockade serve --demo
+
+test: $(VENV)/.installed-test system-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+venv: $(VENV)/.installed
+
+$(VENV)/bin/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip && $(PYTHON) -m venv $(VENV); \
+	  else echo "stockade: cannot create a virtual environment; install python3-venv (apt-get install python3-venv)"; exit 1; fi; }
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml requirements.lock
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
+	$(PIP) install -q -r requirements-test.lock
+	touch $@
+
+# Install the Debian packages the tests need when they are missing (only possible as root).
+system-deps:
+	@scripts/ensure-debs $(TEST_DEBS)
+
+docs: $(VENV)/.installed
+	$(PY) -m stockade.config.docs > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
