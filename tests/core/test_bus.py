@@ -1,0 +1,42 @@
+"""The hook bus: priority order, first result wins, sync hooks refuse coroutine handlers."""
+
+import pytest
+
+from stockade.core.bus import HookBus
+from stockade.core.hooks import FALLBACK, HANDLED, POLICY, MessageUndeliverable, StanzaFromClient
+from stockade.protocol.jid import parse_jid
+from stockade.protocol.xml import Element
+
+
+def test_higher_priority_runs_first_and_the_first_result_ends_the_chain():
+    bus = HookBus()
+    seen = []
+    bus.on(StanzaFromClient, lambda e: seen.append("default"))
+    bus.on(StanzaFromClient, lambda e: seen.append("policy") or "verdict", POLICY)
+    bus.on(StanzaFromClient, lambda e: seen.append("fallback"), FALLBACK)
+    assert bus.fire(StanzaFromClient(None, Element("message"))) == "verdict"
+    assert seen == ["policy"]
+
+
+def test_sync_hooks_refuse_coroutines_and_unknown_hooks_are_refused():
+    bus = HookBus()
+
+    async def handler(event):
+        return None
+    with pytest.raises(TypeError):
+        bus.on(StanzaFromClient, handler)
+    with pytest.raises(TypeError):
+        bus.on(dict, lambda e: None)
+
+
+async def test_async_hooks_run_both_kinds_and_survive_a_failing_handler():
+    bus = HookBus()
+
+    async def broken(event):
+        raise RuntimeError("boom")
+
+    async def keeper(event):
+        return HANDLED
+    bus.on(MessageUndeliverable, broken, 10)
+    bus.on(MessageUndeliverable, keeper)
+    assert await bus.fire_async(MessageUndeliverable(Element("message"), parse_jid("a@b"))) is HANDLED
