@@ -78,6 +78,22 @@ def _split_jid(text: str) -> tuple[str, str]:
     return jid.domain, jid.local
 
 
+def _read_password(jid: str) -> str | None:
+    """Ask on the terminal; without one (a script, a pipe) read one line from standard input.
+    None when nothing was given (end of input, Ctrl-C)."""
+    try:
+        if sys.stdin is not None and sys.stdin.isatty():
+            password = getpass.getpass(f"password for {jid}: ")
+        else:
+            line = sys.stdin.readline() if sys.stdin is not None else ""
+            if not line:
+                return None
+            password = line.rstrip("\r\n")
+    except (EOFError, KeyboardInterrupt):
+        return None
+    return password or None
+
+
 async def _open_accounts(config: ServerConfig):
     from .core.accounts import AccountService
     from .storage import Storage
@@ -96,11 +112,17 @@ async def _user_command(config: ServerConfig, args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     if args.action in ("add", "passwd") and args.password is None:
-        args.password = getpass.getpass(f"password for {args.jid}: ")
+        args.password = _read_password(args.jid)
+        if args.password is None:
+            return _fail("no password given: use --password PW, type it when asked, or pipe it on standard input")
     try:
         storage, accounts = await _open_accounts(config)
     except StorageError as exc:
         return _fail(f"cannot open the database: {exc}")
+    except OSError as exc:
+        data_dir = resolve_path(config, config.server.data_dir)
+        return _fail(f"cannot use the data folder {data_dir}: {exc.strerror or exc}"
+                     f"{f' ({exc.filename})' if exc.filename else ''}; check server.data_dir in {config.source}")
     try:
         if args.action == "add":
             name = await accounts.create(host, username, args.password)

@@ -53,6 +53,27 @@ class StanzaFromClient:
 
 
 @dataclass(slots=True)
+class MessageFromLocal:
+    """A local client sent a message (after the policy verdict, before routing). Sync. Carbons copy
+    it to the sender's other resources; the archive stores it for the sender. Handlers may add
+    to the stanza; returning HANDLED stops routing (the handler disposed of it)."""
+    ASYNC: ClassVar[bool] = False
+    stanza: Element
+    session: ClientSession
+
+
+@dataclass(slots=True)
+class StanzaToLocal:
+    """A stanza (message, presence, or IQ for a full JID) is about to reach local account `to`
+    from `sender`. Sync, on the delivery path. May veto: return a Verdict (Deny bounces with its
+    error) or HANDLED to drop it silently (blocked contacts, privacy rules)."""
+    ASYNC: ClassVar[bool] = False
+    stanza: Element
+    to: JID
+    sender: JID
+
+
+@dataclass(slots=True)
 class MessageToLocal:
     """A message is about to be delivered to a local account (`to` is bare or full). Sync.
     Handlers may change the stanza (add a stanza id, a label) before delivery; returning HANDLED
@@ -118,6 +139,16 @@ class SessionAvailable:
 
 
 @dataclass(slots=True)
+class SessionInterrupted:
+    """The connection of a session was lost before the stream was closed properly. Async. A
+    handler that keeps the session alive for resumption (XEP-0198) returns HANDLED; otherwise the
+    session ends (SessionClosed)."""
+    ASYNC: ClassVar[bool] = True
+    session: ClientSession
+    reason: str = ""
+
+
+@dataclass(slots=True)
 class SessionClosed:
     """A session ended (logout, dropped socket, replaced by a newer login, shutdown). Async.
     The session is already unregistered; unavailable presence is broadcast here."""
@@ -142,6 +173,6 @@ class ServerStopping:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-CATALOGUE = (StanzaFromClient, MessageToLocal, MessageDelivered, MessageUndeliverable,
-             PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable, SessionClosed,
-             AccountRemoved, ServerStopping)
+CATALOGUE = (StanzaFromClient, MessageFromLocal, StanzaToLocal, MessageToLocal, MessageDelivered,
+             MessageUndeliverable, PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable,
+             SessionInterrupted, SessionClosed, AccountRemoved, ServerStopping)

@@ -17,7 +17,8 @@ from typing import Awaitable
 from ..protocol.errors import StanzaError, StreamError, error_reply
 from ..protocol.jid import JID, InvalidJid, normalise_resource, try_jid
 from ..protocol.xml import Element
-from .hooks import PresenceFromClient, SessionBound, SessionClosed, StanzaFromClient
+from .hooks import (HANDLED, MessageFromLocal, PresenceFromClient, SessionBound, SessionClosed,
+                    SessionInterrupted, StanzaFromClient)
 from .module_api import ServerContext
 from .sessions import ClientSession, SessionChannel
 from .verdict import Allow, Deny, Quarantine, Redact
@@ -53,6 +54,13 @@ class ClientHub:
             await self.ctx.bus.fire_async(SessionClosed(old, "replaced"))
         await self.ctx.bus.fire_async(SessionBound(session))
         return session
+
+    async def session_lost(self, session: ClientSession, reason: str) -> None:
+        """The connection dropped without a closed stream: a module may keep the session for
+        resumption (XEP-0198); otherwise it ends now."""
+        if not session.is_closed and await self.ctx.bus.fire_async(SessionInterrupted(session, reason)) is HANDLED:
+            return
+        await self.close_session(session, reason)
 
     async def close_session(self, session: ClientSession, reason: str) -> None:
         """The session's stream ended: unregister it and let modules clean up (unavailable presence)."""
@@ -101,6 +109,8 @@ class ClientHub:
 
         if name == "presence":
             return self.ctx.bus.fire_async(PresenceFromClient(session, stanza, to_jid))
+        if name == "message" and self.ctx.bus.fire(MessageFromLocal(stanza, session)) is HANDLED:
+            return None
         return self.ctx.router.route(stanza, session)
 
     def _reject(self, session: ClientSession, stanza: Element, error: StanzaError) -> None:

@@ -23,7 +23,9 @@ from ..protocol.errors import StanzaError, error_reply
 from ..protocol.jid import JID, try_jid
 from ..protocol.xml import Element
 from .bus import HookBus
-from .hooks import HANDLED, MessageDelivered, MessageToLocal, MessageUndeliverable, PresenceToLocal
+from .hooks import (HANDLED, MessageDelivered, MessageToLocal, MessageUndeliverable, PresenceToLocal,
+                    StanzaToLocal)
+from .verdict import Deny
 from .iq import IqDispatcher
 from .sessions import ClientSession, SessionManager
 
@@ -120,6 +122,8 @@ class Router:
                 self.bounce(stanza, StanzaError("service-unavailable"))
             return None
         bus = self.bus
+        if bus.has(StanzaToLocal) and not self._may_reach(stanza, to):
+            return None
         if bus.fire(MessageToLocal(stanza, to, origin)) is HANDLED:
             return None
         if to.resource is not None:
@@ -161,6 +165,18 @@ class Router:
         if await self.bus.fire_async(MessageUndeliverable(stanza, to)) is not HANDLED:
             self.bounce(stanza, StanzaError("service-unavailable", "the recipient cannot take messages now"))
 
+    def _may_reach(self, stanza: Element, to: JID) -> bool:
+        """Ask the StanzaToLocal handlers (blocking, privacy); bounce or drop when they say no."""
+        sender = try_jid(stanza.attrs.get("from"))
+        if sender is None or sender.bare == to.bare:
+            return True
+        verdict = self.bus.fire(StanzaToLocal(stanza, to, sender))
+        if verdict is None:
+            return True
+        if isinstance(verdict, Deny):
+            self.bounce(stanza, verdict.error())
+        return False
+
     # -- IQ -------------------------------------------------------------------------------------
     def route_iq(self, stanza: Element, to: JID | None, origin: ClientSession | None) -> Awaitable[None] | None:
         itype = stanza.attrs.get("type")
@@ -173,9 +189,13 @@ class Router:
             if to.resource is None:
                 if to.local is not None and not self.accounts.exists_cached(domain, to.local):
                     return self._iq_to_unknown(stanza, to, origin)
+                if to.local is not None and self.bus.has(StanzaToLocal) and not self._may_reach(stanza, to):
+                    return None
                 return self.iq.dispatch(stanza, to, origin, self)
             session = self.sessions.get(to)
             if session is not None:
+                if self.bus.has(StanzaToLocal) and not self._may_reach(stanza, to):
+                    return None
                 if itype in ("get", "set"):
                     sender = try_jid(stanza.attrs.get("from"))
                     if sender is None or not self.may_query_full_jid(sender, session):
@@ -211,6 +231,8 @@ class Router:
                 return None          # presence to the server itself: nothing to do
             from_jid = try_jid(stanza.attrs.get("from"))
             if from_jid is None:
+                return None
+            if self.bus.has(StanzaToLocal) and not self._may_reach(stanza, to):
                 return None
             return self.bus.fire_async(PresenceToLocal(stanza, from_jid, to))
         if domain in self.components:

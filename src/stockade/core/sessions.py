@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from ..protocol.errors import StreamError
 from ..protocol.jid import JID
@@ -24,7 +24,8 @@ class ClientSession:
     """A bound resource of a local account (RFC 6120 section 7) and its presence state."""
 
     __slots__ = ("jid", "bare", "host", "username", "resource", "channel", "presence", "priority",
-                 "is_available", "is_interested", "directed", "created", "extra", "is_closed")
+                 "is_available", "is_interested", "directed", "created", "extra", "is_closed",
+                 "outbound_filter", "handled_count", "client_info")
 
     def __init__(self, jid: JID, channel: SessionChannel, created: float) -> None:
         assert jid.local is not None and jid.resource is not None
@@ -42,10 +43,17 @@ class ClientSession:
         self.created = created
         self.extra: dict[str, Any] = {}         # per-module state, keyed by module name
         self.is_closed = False
+        # A filter that may hold back or drop stanzas for this client (client state indication);
+        # it returns True when it took the stanza. None costs nothing on the delivery path.
+        self.outbound_filter: Callable[[Element], bool] | None = None
+        self.handled_count = 0                  # stanzas from the client fully processed (XEP-0198 'h')
+        self.client_info: dict[str, str] = {}   # software name/version when known
 
     def send(self, stanza: Element) -> None:
         """Write a stanza to this client (batched with others in the same event-loop turn)."""
         if not self.is_closed:
+            if self.outbound_filter is not None and self.outbound_filter(stanza):
+                return
             self.channel.send_stanza(stanza)
 
     def close(self, error: StreamError | None = None) -> None:

@@ -50,13 +50,17 @@ class ComponentConnection(asyncio.Protocol):
             elif isinstance(event, StanzaReceived):
                 pending = self.ctx.router.route(event.stanza)
                 if pending is not None:
-                    asyncio.ensure_future(pending)
+                    asyncio.ensure_future(pending).add_done_callback(self._routed)
             elif isinstance(event, StreamClosed):
                 if event.error:
                     log.info("component stream %s closed: %s", self.domain or "?", event.error)
                 self._finish()
                 return
         self._flush()
+
+    def _routed(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("routing a stanza from component %s failed", self.domain, exc_info=task.exception())
 
     def _authenticated(self, domain: str) -> None:
         router = self.ctx.router
@@ -90,6 +94,9 @@ class ComponentConnection(asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
+        # Unroute now, not at connection_lost: a closed stream drops what it is given, and a
+        # component that reads slowly may keep its socket for a while. The router bounces instead.
+        self._unroute()
         self._flush()
         if self.transport is not None:
             self.transport.close()
@@ -98,6 +105,9 @@ class ComponentConnection(asyncio.Protocol):
         self.ctx.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
+        self._unroute()
+
+    def _unroute(self) -> None:
         router = self.ctx.router
         if self.domain and router.components.get(self.domain) is self:
             del router.components[self.domain]

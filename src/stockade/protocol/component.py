@@ -85,8 +85,9 @@ class ComponentStream:
             if el.name != "handshake" or el.xmlns != ns.COMPONENT or self.domain is None:
                 raise StreamError("not-authorized", "send the handshake first")
             secret = self.secret_for(self.domain) or ""
-            expected = hashlib.sha1((self.stream_id + secret).encode()).hexdigest()
-            if not hmac.compare_digest(el.text.strip().lower(), expected):
+            expected = hashlib.sha1((self.stream_id + secret).encode()).hexdigest().encode()
+            # Compare bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+            if not hmac.compare_digest(el.text.strip().lower().encode(), expected):
                 raise StreamError("not-authorized", "the handshake does not match the shared secret")
             self.is_authenticated = True
             self._out.append(b"<handshake/>")

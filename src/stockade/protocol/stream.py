@@ -372,6 +372,12 @@ class ClientStream:
                 break
         return events
 
+    def resumed(self, jid: JID) -> None:
+        """A previous session was resumed (XEP-0198) instead of binding a new resource."""
+        assert self.state is State.BIND
+        self.jid = jid
+        self.state = State.OPEN
+
     def bind_failed(self, error: StanzaError) -> None:
         iq = self._bind_iq
         assert iq is not None

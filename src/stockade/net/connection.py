@@ -1,0 +1,364 @@
+"""The pump between a client transport and its protocol stream, whatever the transport is.
+
+Each connection owns one `ClientStream` (protocol/stream.py). Bytes in go to the stream; the
+events it returns are acted on in order. When acting needs to wait (a credential lookup, a bind,
+an IQ handler, a durable write), the remaining events and any newer input wait behind it, so a
+client's stanzas are processed in the order sent (RFC 6120 section 10.1). Output is batched:
+whatever is queued during one event-loop turn goes out in one write (see `Flusher`).
+
+Subclasses supply the transport: TCP with STARTTLS or direct TLS (`net/c2s.py`) and WebSocket
+(`net/websocket.py`, RFC 7395: one element per message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from ..core.sessions import ClientSession
+from ..protocol.errors import StanzaError, StreamError
+from ..protocol.stream import (BindRequest, ClientStream, NonzaReceived, SaslStep, StanzaReceived,
+                               StartTls, StreamClosed, StreamOptions)
+from ..protocol.xml import Element
+
+if TYPE_CHECKING:
+    from ..core.auth import Authenticator
+    from ..core.hub import ClientHub
+
+log = logging.getLogger(__name__)
+
+CLOSE_WAIT = 2.0     # seconds to wait for the peer to close after we closed the stream
+
+NonzaHandler = Callable[["ClientConnection", Element], "Awaitable[bool] | bool"]
+
+
+class Flusher:
+    """Connections with pending output are written once per event-loop turn: one syscall and one
+    TLS record for everything queued, instead of one per stanza."""
+
+    def __init__(self) -> None:
+        self._dirty: list[ClientConnection] = []
+        self._scheduled = False
+
+    def mark(self, conn: ClientConnection) -> None:
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
+class C2SContext:
+    """What every client connection shares: the hub, authentication, limits, extensions."""
+
+    def __init__(self, *, hub: ClientHub, auth: Authenticator, stream_options: Callable[[bool], StreamOptions],
+                 tls_context: ssl.SSLContext | None, negotiation_timeout: float,
+                 max_per_address: int, max_write_buffer: int) -> None:
+        self.hub = hub
+        self.auth = auth
+        self.stream_options = stream_options
+        self.tls_context = tls_context
+        self.negotiation_timeout = negotiation_timeout
+        self.max_per_address = max_per_address
+        self.max_write_buffer = max_write_buffer
+        # Top-level elements that are not stanzas, by namespace (stream management, CSI).
+        self.nonza_handlers: dict[str, NonzaHandler] = {}
+        self.flusher = Flusher()
+        self.per_address: dict[str, int] = {}
+        self.connections: set[ClientConnection] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run work for a connection in the background, tracked so that shutdown can wait for it."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+class ClientConnection:
+    """Transport-independent part of a client connection; also the session's channel."""
+
+    def __init__(self, ctx: C2SContext, is_secure: bool, framed: bool = False) -> None:
+        self.ctx = ctx
+        self.address = "?"
+        self.is_secure = is_secure
+        options = ctx.stream_options(is_secure)
+        if framed:
+            options.framed = True
+        self.stream = ClientStream(options)
+        self.session: ClientSession | None = None
+        self.sasl: Any = None
+        self._busy = False
+        self._backlog: deque[Any] = deque()      # events waiting behind an async step
+        self._input: deque[bytes] = deque()      # input received while busy
+        self._paused = False
+        self._dirty = False
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    # -- transport hooks (subclasses) -----------------------------------------------------------
+    def _write(self, units: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _buffered(self) -> int:
+        return 0
+
+    def _close_transport(self, wait_for_peer: bool) -> None:
+        raise NotImplementedError
+
+    def _abort_transport(self) -> None:
+        self._close_transport(False)
+
+    def _pause_input(self) -> None:
+        pass
+
+    def _resume_input(self) -> None:
+        pass
+
+    async def _upgrade_tls(self) -> bool:
+        return False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def opened(self, address: str) -> bool:
+        """The transport is up. Returns False when the connection was refused (address cap)."""
+        self.address = address
+        ctx = self.ctx
+        ctx.connections.add(self)
+        count = ctx.per_address.get(address, 0) + 1
+        ctx.per_address[address] = count
+        self._counted = True
+        if count > ctx.max_per_address:
+            log.warning("refusing connection from %s: %d connections already open", address, count - 1)
+            self._end(StreamError("policy-violation", "too many connections from your address"))
+            return False
+        self._timer = asyncio.get_running_loop().call_later(ctx.negotiation_timeout, self._negotiation_timeout)
+        return True
+
+    def receive(self, data: bytes) -> None:
+        """Input from the transport (a chunk of bytes, or one WebSocket message)."""
+        if self._closing:
+            return
+        if self._busy:
+            self._input.append(data)
+            if len(self._input) > 8 and not self._paused:
+                self._paused = True
+                self._pause_input()
+            return
+        self._feed(data)
+
+    def lost(self) -> None:
+        """The transport is gone."""
+        self._closing = True
+        ctx = self.ctx
+        ctx.connections.discard(self)
+        if self._counted:
+            left = ctx.per_address.get(self.address, 1) - 1
+            if left <= 0:
+                ctx.per_address.pop(self.address, None)
+            else:
+                ctx.per_address[self.address] = left
+            self._counted = False
+        if self._timer is not None:
+            self._timer.cancel()
+        session, self.session = self.session, None
+        if session is not None and session.channel is self:
+            if self.stream.is_closed:
+                session.is_closed = True
+                ctx.spawn(ctx.hub.close_session(session, "disconnected"))
+            else:
+                # Dropped without a closed stream: it may be resumed (XEP-0198).
+                ctx.spawn(ctx.hub.session_lost(session, "connection lost"))
+
+    # -- SessionChannel (what core sees) --------------------------------------------------------
+    def send_stanza(self, stanza: Element) -> None:
+        self.stream.send(stanza)
+        self._mark()
+
+    def send_bytes(self, data: bytes) -> None:
+        self.stream.send_raw(data)
+        self._mark()
+
+    def close(self, error: StreamError | None = None) -> None:
+        self._end(error)
+
+    def adopt(self, session: ClientSession) -> None:
+        """Take over a resumed session (XEP-0198): it now writes to this connection."""
+        self.session = session
+        session.channel = self
+        session.is_closed = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.stream.resumed(session.jid)
+
+    # -- input processing -----------------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        events = self.stream.receive_data(data)
+        if events:
+            self._backlog.extend(events)
+            self._run_backlog()
+        self._mark()
+
+    def _run_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog and not self._closing:
+            pending = self._handle(backlog.popleft())
+            if pending is not None:
+                self._busy = True
+                self.ctx.spawn(self._wait(pending))
+                return
+
+    async def _wait(self, pending: Awaitable[Any]) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("processing a stanza from %s failed", self.session or self.address)
+        self._busy = False
+        self._run_backlog()
+        while not self._busy and self._input and not self._closing:
+            self._feed(self._input.popleft())
+        if not self._busy and self._paused and not self._closing:
+            self._paused = False
+            self._resume_input()
+        self._mark()
+
+    def _handle(self, event: Any) -> Awaitable[Any] | None:
+        if isinstance(event, StanzaReceived):
+            session = self.session
+            if session is None:
+                return None
+            pending = self.ctx.hub.handle_stanza(session, event.stanza)
+            if pending is None:
+                session.handled_count += 1
+                return None
+            return self._count_when_done(pending, session)
+        if isinstance(event, SaslStep):
+            return self._sasl(event)
+        if isinstance(event, BindRequest):
+            return self._bind(event)
+        if isinstance(event, StartTls):
+            return self._starttls()
+        if isinstance(event, NonzaReceived):
+            return self._nonza(event.element)
+        if isinstance(event, StreamClosed):
+            if event.error is not None:
+                log.info("stream from %s closed with %s: %s", self.session or self.address,
+                         event.error.condition, event.error.text)
+            self._finish(wait_for_peer=not event.by_peer)
+        return None
+
+    @staticmethod
+    async def _count_when_done(pending: Awaitable[Any], session: ClientSession) -> None:
+        """A stanza counts as handled (XEP-0198 'h') only once its processing has finished."""
+        try:
+            await pending
+        finally:
+            session.handled_count += 1
+
+    async def _sasl(self, event: SaslStep) -> None:
+        stream = self.stream
+        if self.sasl is None or event.mechanism is not None:
+            self.sasl = self.ctx.auth.session(stream.host or "", self.address, self.is_secure)
+        result = await self.sasl.step(event.mechanism, event.data)
+        stream.sasl_reply(result)
+        if stream.is_closed:
+            self._finish()
+
+    async def _bind(self, event: BindRequest) -> None:
+        stream = self.stream
+        assert stream.username is not None and stream.host is not None
+        try:
+            session = await self.ctx.hub.bind(stream.host, stream.username, event.resource, self)
+        except StanzaError as exc:
+            stream.bind_failed(exc)
+            return
+        if self._closing:
+            await self.ctx.hub.close_session(session, "disconnected")
+            return
+        self.session = session
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        held = stream.bound(session.jid)
+        self._backlog.extendleft(reversed(held))
+
+    async def _starttls(self) -> None:
+        self.flush()
+        if await self._upgrade_tls():
+            self.is_secure = True
+            self.stream.tls_established()
+
+    def _nonza(self, element: Element) -> Awaitable[Any] | None:
+        handler = self.ctx.nonza_handlers.get(element.xmlns)
+        if handler is not None:
+            result = handler(self, element)
+            if result is True:
+                return None
+            if result is not False:
+                return self._await_nonza(result, element)
+        self._unsupported(element)
+        return None
+
+    async def _await_nonza(self, result: Awaitable[bool], element: Element) -> None:
+        if not await result:
+            self._unsupported(element)
+
+    def _unsupported(self, element: Element) -> None:
+        self._end(StreamError("unsupported-stanza-type", f"<{element.name} xmlns='{element.xmlns}'/> is not supported"))
+
+    # -- output and closing ---------------------------------------------------------------------
+    def _mark(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self.ctx.flusher.mark(self)
+
+    def flush(self) -> None:
+        self._dirty = False
+        units = self.stream.data_to_send()
+        if units and not self._closing:
+            self._write(units)
+            if self._buffered() > self.ctx.max_write_buffer:
+                log.warning("closing %s: it does not read what is sent to it", self.session or self.address)
+                self._closing = True
+                self._abort_transport()
+                return
+        if self.stream.is_closed and not self._closing:
+            self._finish()
+
+    def _negotiation_timeout(self) -> None:
+        self._timer = None
+        if self.session is None:
+            log.info("closing %s: no authentication within %.0f s", self.address, self.ctx.negotiation_timeout)
+            self._end(StreamError("connection-timeout", "authentication and resource binding took too long"))
+
+    def _end(self, error: StreamError | None) -> None:
+        if self._closing:
+            return
+        self.stream.close(error)
+        self._finish()
+
+    def _finish(self, wait_for_peer: bool = True) -> None:
+        """Write what is pending and close the transport."""
+        if self._closing:
+            return
+        self._closing = True
+        units = self.stream.data_to_send()
+        if units:
+            self._write(units)
+        # RFC 6120 4.4: give the peer a moment to read our closing tag and close its side. Closing
+        # at once with unread input would reset the connection and could lose the error text.
+        self._close_transport(wait_for_peer)
+        session, self.session = self.session, None
+        if session is not None and session.channel is self:
+            session.is_closed = True
+            self.ctx.spawn(self.ctx.hub.close_session(session, "closed"))
