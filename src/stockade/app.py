@@ -59,7 +59,11 @@ class Server:
     # -- start ----------------------------------------------------------------------------------
     async def start(self) -> None:
         config = self.config
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot use the data folder {self.data_dir}: {exc.strerror}; "
+                          f"check server.data_dir in {config.source}") from None
         url = config.storage.url or f"sqlite:///{self.data_dir / 'stockade.db'}"
         self.storage = storage = await Storage.open(url)
         domains = set(config.domains)
@@ -86,6 +90,7 @@ class Server:
         self.throttle = LoginThrottle(self.clock, limits)
         self.auth = Authenticator(accounts, self.throttle)
         await self._start_listeners()
+        self._background = [asyncio.ensure_future(self._check_accounts())]
 
     def _tls_files(self) -> tuple[Path, Path]:
         tls = self.config.tls
@@ -136,6 +141,16 @@ class Server:
         for name, port in self.ports.items():
             log.info("listening for %s on port %d", name, port)
 
+    async def _check_accounts(self) -> None:
+        interval = self.config.server.account_check_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for host, username in await self.accounts.reconcile():
+                    log.info("account %s@%s was removed outside the server; its sessions were ended", username, host)
+            except Exception:
+                log.exception("checking accounts failed")
+
     async def _account_removed(self, host: str, username: str) -> None:
         from .protocol.jid import JID
         for session in self.sessions.of_user(JID(username, host, None)):
@@ -149,6 +164,8 @@ class Server:
             await self._stopped.wait()
             return
         self._stopping = True
+        for task in getattr(self, "_background", []):
+            task.cancel()
         for server in self._servers:
             server.close()
         error = StreamError("system-shutdown", reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -115,3 +116,15 @@ def test_the_database_holds_no_password(server):
         assert password.encode() not in blob
     rows = sqlite3.connect(db).execute("select count(*) from credentials").fetchone()[0]
     assert rows == 2 * len(USERS)        # SCRAM-SHA-1 and SCRAM-SHA-256 keys for each account
+
+
+async def test_an_account_removed_from_the_command_line_loses_its_session(tmp_path):
+    from stockade.cli import main
+    config = tmp_path / "stockade.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path}"\naccount_check_interval = 1.0\n[[hosts]]\ndomain = "{DOMAIN}"\n')
+    with RunningServer([DOMAIN], data_dir=tmp_path, config={"server": {"account_check_interval": 1.0}}) as srv:
+        srv.add_user(jid("alice"), USERS["alice"])
+        async with client(srv, jid("alice"), USERS["alice"]) as alice:
+            assert await asyncio.to_thread(main, ["--config", str(config), "user", "remove", jid("alice")]) == 0
+            error = await alice.next_of(alice.stream_errors)
+            assert error["condition"] == "not-authorized"

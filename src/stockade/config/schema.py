@@ -46,11 +46,24 @@ class ServerSection:
     hide_version: bool = option(False, help="Answer XEP-0092 software version queries without the version and operating system.")
     shutdown_grace: float = option(5.0, help="Seconds to wait for clients and storage on shutdown (SIGTERM).", min=0.0, max=300.0)
     use_uvloop: bool = option(True, help="Run on uvloop when it is installed (faster event loop).")
+    account_check_interval: float = option(10.0, help="Seconds between checks for accounts added or removed outside the server (by `stockade user` on the same database); a removed account loses its sessions at the next check.", min=1.0, max=3600.0)
+
+
+def _check_storage_url(value: str) -> str | None:
+    if not value:
+        return None
+    from ..storage import StorageError
+    from ..storage.engine import parse_url
+    try:
+        parse_url(value)
+    except StorageError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)
 class StorageSection:
-    url: str = option("", help="Database URL: sqlite:///path/to/file.db or postgresql://user:password@host:port/db. Empty: SQLite in data_dir/stockade.db.")
+    url: str = option("", help="Database URL: sqlite:///path/to/file.db or postgresql://user:password@host:port/db. Empty: SQLite in data_dir/stockade.db.", check=_check_storage_url)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,24 @@ class AccountService:
         for host, username in await self.storage.accounts.list():
             self._known.setdefault(host, set()).add(username)
 
+    async def reconcile(self) -> list[tuple[str, str]]:
+        """Pick up accounts created or removed by another process on the same database (the CLI):
+        removed ones go through the same removal callbacks as a removal made here (their sessions
+        end). Returns the accounts found removed."""
+        in_db: dict[str, set[str]] = {}
+        for host, username in await self.storage.accounts.list():
+            in_db.setdefault(host, set()).add(username)
+        removed = [(h, u) for h, users in self._known.items() for u in users - in_db.get(h, set())]
+        for host, users in in_db.items():
+            self._known.setdefault(host, set()).update(users)
+        for host, username in removed:
+            self._known[host].discard(username)
+            for callback in self.on_removed:
+                result = callback(host, username)
+                if asyncio.iscoroutine(result):
+                    await result
+        return removed
+
     def exists_cached(self, host: str, username: str) -> bool:
         known = self._known.get(host)
         return known is not None and username in known

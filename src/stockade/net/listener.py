@@ -25,7 +25,9 @@ async def listen(factory: Callable[[], asyncio.Protocol], interfaces: list[str],
                 server = await loop.create_server(factory, host, bound, ssl=ssl_context, reuse_address=True,
                                                   backlog=1024)
             except OSError as exc:
-                raise ListenError(f"cannot listen for {name} on {host}:{bound}: {exc.strerror}") from None
+                reason = "the port is already in use" if exc.errno == 98 else (exc.strerror or str(exc))
+                raise ListenError(f"cannot listen for {name} on {host}:{bound}: {reason}; "
+                                  "stop what uses it or choose another port in the configuration") from None
             servers.append(server)
             if bound == 0:
                 sock = server.sockets[0]
