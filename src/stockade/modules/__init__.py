@@ -1,12 +1,21 @@
-"""Feature modules, one file per feature. Loaded in this order (later ones use earlier services)."""
+"""Feature modules, one file (or folder) per feature, loaded in the order of DEFAULT_MODULES:
+later modules use services that earlier ones provide."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from . import disco, offline, ping, presence, roster, vcard, version
+# feature modules (one import line each)
+from . import disco
+from . import offline
+from . import ping
+from . import presence
+from . import roster
+from . import vcard
+from . import version
 
 DEFAULT_MODULES: dict[str, ModuleType] = {
+    # registry (one line each; order matters)
     "roster": roster,
     "presence": presence,
     "offline": offline,
