@@ -33,6 +33,12 @@ class DiscoRegistry:
     """Features and identities the server advertises (XEP-0030), per target kind."""
     features: dict[str, list[str]] = field(default_factory=lambda: {"host": [], "account": []})
     identities: dict[str, list[tuple[str, str, str]]] = field(default_factory=lambda: {"host": [], "account": []})
+    items: dict[str, list[tuple[str, str]]] = field(default_factory=dict)    # host -> [(jid, name)]
+
+    def add_item(self, host: str, jid: str, name: str) -> None:
+        entries = self.items.setdefault(host, [])
+        if (jid, name) not in entries:
+            entries.append((jid, name))
 
     def add_feature(self, var: str, target: str) -> None:
         if var not in self.features[target]:
@@ -96,6 +102,10 @@ class ModuleAPI:
 
     def add_identity(self, category: str, type_: str, name: str, target: str = HOST) -> None:
         self.ctx.disco.add_identity(category, type_, name, target)
+
+    def add_disco_item(self, host: str, jid: str, name: str = "") -> None:
+        """List a service (e.g. conference.example.com) in disco#items of the host."""
+        self.ctx.disco.add_item(host, jid, name)
 
     def open_store(self, name: str, kind: str) -> Any:
         """A store of this module's own: kind is "keyval", "map" or "archive"."""

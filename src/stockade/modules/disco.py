@@ -43,6 +43,8 @@ def setup(module: ModuleAPI) -> None:
             for domain in components:
                 if domain.endswith("." + request.host):
                     query.add("item", attrs={"jid": domain})
+            for jid, name in disco.items.get(request.host, ()):
+                query.add("item", attrs={"jid": jid, "name": name} if name else {"jid": jid})
         return request.result(query)
 
     async def account_info(request: IqRequest) -> Element:
