@@ -79,12 +79,12 @@ class Server:
                                        sessions=sessions, accounts=accounts, storage=storage, iq=iq,
                                        domains=domains, version=__version__)
         accounts.on_removed.append(self._account_removed)
+        self.hub = ctx.hub = ClientHub(ctx)
         self.modules: dict[str, ModuleAPI] = {}
         for name, mod in DEFAULT_MODULES.items():
             api = ModuleAPI(name, ctx, config.modules.get(name))
             mod.setup(api)
             self.modules[name] = api
-        self.hub = ClientHub(ctx)
         limits = ThrottleLimits(config.auth.max_failures_per_account, config.auth.max_failures_per_address,
                                 config.auth.failure_window, config.auth.lockout)
         self.throttle = LoginThrottle(self.clock, limits)
@@ -109,7 +109,7 @@ class Server:
         domains = self.ctx.domains
 
         # Stream features offered after authentication (RFC 6121 2.6 and 3.4).
-        extra = [Element("ver", ns.ROSTER_VERSIONING), Element("sub", ns.PRE_APPROVAL)]
+        extra = [Element("ver", ns.ROSTER_VERSIONING), Element("sub", ns.PRE_APPROVAL), *self.ctx.stream_features]
 
         def stream_options(direct: bool) -> StreamOptions:
             return StreamOptions(is_host_served=domains.__contains__, tls_available=True,
@@ -121,6 +121,7 @@ class Server:
                                             tls_context=starttls_ctx, negotiation_timeout=c2s.negotiation_timeout,
                                             max_per_address=c2s.max_connections_per_address,
                                             max_write_buffer=c2s.max_write_buffer)
+        c2s_ctx.nonza_handlers = self.ctx.nonza_handlers
         servers, port = await listen(lambda: C2SConnection(c2s_ctx, False), c2s.interfaces, c2s.port, name="c2s")
         self._servers += servers
         self.ports["c2s"] = port

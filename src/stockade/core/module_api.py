@@ -65,6 +65,12 @@ class ServerContext:
     disco: DiscoRegistry = field(default_factory=DiscoRegistry)
     services: dict[type, Any] = field(default_factory=dict)
     version: str = "0"
+    hub: Any = None                         # core.hub.ClientHub: bind, close sessions
+    # Offered in <stream:features/> after authentication (stream management, CSI, ...).
+    stream_features: list[Element] = field(default_factory=list)
+    # Handlers for top-level elements that are not stanzas, by namespace: (connection, element)
+    # -> bool or awaitable bool (False: not understood). See net/connection.py.
+    nonza_handlers: dict[str, Callable[[Any, Element], Any]] = field(default_factory=dict)
 
 
 class ModuleAPI:
@@ -106,6 +112,18 @@ class ModuleAPI:
     def add_disco_item(self, host: str, jid: str, name: str = "") -> None:
         """List a service (e.g. conference.example.com) in disco#items of the host."""
         self.ctx.disco.add_item(host, jid, name)
+
+    def add_stream_feature(self, element: Element) -> None:
+        """Offer an element in the stream features after authentication."""
+        self.ctx.stream_features.append(element)
+
+    def on_nonza(self, xmlns: str, handler: Callable[[Any, Element], Any]) -> None:
+        """Handle top-level elements of a namespace that are not stanzas (XEP-0198 <r/>, XEP-0352
+        <active/>). The handler gets the connection (`.session`, `.authenticated`, `.adopt()`,
+        `.send_element()`, `.close()`) and the element; it returns True when it understood it."""
+        if xmlns in self.ctx.nonza_handlers:
+            raise ValueError(f"a handler for {xmlns} elements is already registered")
+        self.ctx.nonza_handlers[xmlns] = handler
 
     def open_store(self, name: str, kind: str) -> Any:
         """A store of this module's own: kind is "keyval", "map" or "archive"."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable, Iterator, Protocol
+import asyncio
+from typing import Any, Awaitable, Callable, Iterator, Protocol
 
 from ..protocol.errors import StreamError
 from ..protocol.jid import JID
@@ -15,6 +16,10 @@ class SessionChannel(Protocol):
     address: str
     is_secure: bool
 
+    @property
+    def connection(self) -> Any:
+        """The network connection underneath (a wrapper such as stream management delegates)."""
+
     def send_stanza(self, stanza: Element) -> None: ...
     def send_bytes(self, data: bytes) -> None: ...
     def close(self, error: StreamError | None = None) -> None: ...
@@ -25,7 +30,7 @@ class ClientSession:
 
     __slots__ = ("jid", "bare", "host", "username", "resource", "channel", "presence", "priority",
                  "is_available", "is_interested", "directed", "created", "extra", "is_closed",
-                 "outbound_filter", "handled_count", "client_info")
+                 "outbound_filter", "handled_count", "client_info", "_writes")
 
     def __init__(self, jid: JID, channel: SessionChannel, created: float) -> None:
         assert jid.local is not None and jid.resource is not None
@@ -48,6 +53,7 @@ class ClientSession:
         self.outbound_filter: Callable[[Element], bool] | None = None
         self.handled_count = 0                  # stanzas from the client fully processed (XEP-0198 'h')
         self.client_info: dict[str, str] = {}   # software name/version when known
+        self._writes: list[Awaitable[Any]] = []  # storage writes caused by this client's stanzas
 
     def send(self, stanza: Element) -> None:
         """Write a stanza to this client (batched with others in the same event-loop turn)."""
@@ -58,6 +64,17 @@ class ClientSession:
 
     def close(self, error: StreamError | None = None) -> None:
         self.channel.close(error)
+
+    def track_write(self, write: Awaitable[Any]) -> None:
+        """Remember a storage write caused by a stanza from this client, so that acknowledging
+        the stanza (XEP-0198) can wait until it is durable."""
+        self._writes.append(write)
+
+    async def writes_done(self) -> None:
+        """Wait for the storage writes tracked so far (failures are reported where they happen)."""
+        while self._writes:
+            writes, self._writes = self._writes, []
+            await asyncio.gather(*writes, return_exceptions=True)
 
     def __repr__(self) -> str:
         return f"<ClientSession {self.jid} from {self.channel.address}>"

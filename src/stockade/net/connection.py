@@ -171,7 +171,7 @@ class ClientConnection:
         if self._timer is not None:
             self._timer.cancel()
         session, self.session = self.session, None
-        if session is not None and session.channel is self:
+        if session is not None and session.channel.connection is self:
             if self.stream.is_closed:
                 session.is_closed = True
                 ctx.spawn(ctx.hub.close_session(session, "disconnected"))
@@ -180,6 +180,23 @@ class ClientConnection:
                 ctx.spawn(ctx.hub.session_lost(session, "connection lost"))
 
     # -- SessionChannel (what core sees) --------------------------------------------------------
+    @property
+    def connection(self) -> ClientConnection:
+        return self
+
+    @property
+    def authenticated(self) -> tuple[str, str] | None:
+        """(host, username) once SASL succeeded."""
+        stream = self.stream
+        if stream.is_authenticated and stream.host and stream.username:
+            return stream.host, stream.username
+        return None
+
+    def send_element(self, element: Element) -> None:
+        """Write a top-level element that is not a stanza (stream management, CSI)."""
+        self.stream.send(element)
+        self._mark()
+
     def send_stanza(self, stanza: Element) -> None:
         self.stream.send(stanza)
         self._mark()
@@ -359,6 +376,6 @@ class ClientConnection:
         # at once with unread input would reset the connection and could lose the error text.
         self._close_transport(wait_for_peer)
         session, self.session = self.session, None
-        if session is not None and session.channel is self:
+        if session is not None and session.channel.connection is self:
             session.is_closed = True
             self.ctx.spawn(self.ctx.hub.close_session(session, "closed"))
