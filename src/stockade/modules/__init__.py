@@ -6,6 +6,8 @@ from __future__ import annotations
 from types import ModuleType
 
 # feature modules (one import line each)
+from . import carbons
+from . import csi
 from . import disco
 from . import offline
 from . import ping
@@ -23,4 +25,6 @@ DEFAULT_MODULES: dict[str, ModuleType] = {
     "ping": ping,
     "version": version,
     "vcard": vcard,
+    "carbons": carbons,
+    "csi": csi,
 }
