@@ -190,6 +190,9 @@ class Server:
     async def _drain(self) -> None:
         # Let SessionClosed handlers run (unavailable presence, offline storage of queued stanzas)
         # and any stanza still being processed finish.
+        for session in list(self.sessions):
+            if session.channel.connection is None:      # hibernating (XEP-0198): nobody to tell
+                self.c2s_ctx.spawn(self.hub.close_session(session, "server shutdown"))
         while True:
             tasks = set(self.c2s_ctx.tasks) if hasattr(self, "c2s_ctx") else set()
             if not tasks and not len(self.sessions):

@@ -13,6 +13,7 @@ from . import offline
 from . import ping
 from . import presence
 from . import roster
+from . import stream_management
 from . import vcard
 from . import version
 
@@ -27,4 +28,5 @@ DEFAULT_MODULES: dict[str, ModuleType] = {
     "vcard": vcard,
     "carbons": carbons,
     "csi": csi,
+    "stream_management": stream_management,
 }
