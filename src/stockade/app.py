@@ -28,6 +28,7 @@ from .core.sessions import SessionManager
 from .modules import DEFAULT_MODULES
 from .net.c2s import C2SConnection, C2SContext
 from .net.component import ComponentContext, ComponentConnection
+from .net.http import HttpService
 from .net.listener import listen
 from .net.tls import ensure_self_signed, server_context, ALPN_CLIENT
 from .protocol import ns
@@ -35,6 +36,7 @@ from .protocol.errors import StreamError
 from .protocol.xml import Element
 from .protocol.stream import StreamOptions
 from .storage import Storage
+from .web import setup_web
 
 log = logging.getLogger("stockade")
 
@@ -80,6 +82,7 @@ class Server:
                                        domains=domains, version=__version__)
         accounts.on_removed.append(self._account_removed)
         self.hub = ctx.hub = ClientHub(ctx)
+        self.http = ctx.http = HttpService()
         self.modules: dict[str, ModuleAPI] = {}
         for name, mod in DEFAULT_MODULES.items():
             api = ModuleAPI(name, ctx, config.modules.get(name))
@@ -139,6 +142,14 @@ class Server:
                                          name="components")
             self._servers += servers
             self.ports["component"] = port
+        if config.http.enabled:
+            http = self.http
+            setup_web(http, c2s_ctx, public_url=config.http.public_url, websocket_path=config.http.websocket_path,
+                      allowed_origins=config.http.websocket_origins)
+            https_ctx = server_context(cert, key, min_version=config.tls.min_version, ciphers=config.tls.ciphers,
+                                       alpn=["http/1.1"])
+            self.ports["https"] = await http.start(config.http.interfaces, config.http.port, https_ctx,
+                                                   max_message_size=c2s.max_stanza_size)
         for name, port in self.ports.items():
             log.info("listening for %s on port %d", name, port)
 
@@ -170,6 +181,8 @@ class Server:
         for server in self._servers:
             server.close()
         error = StreamError("system-shutdown", reason)
+        if hasattr(self, "http"):
+            self._http_stop = asyncio.ensure_future(self.http.stop())
         for conn in list(self.c2s_ctx.connections) if hasattr(self, "c2s_ctx") else []:
             conn.close(error)
         if hasattr(self, "component_ctx"):
@@ -180,6 +193,8 @@ class Server:
             await asyncio.wait_for(self._drain(), grace)
         except asyncio.TimeoutError:
             log.warning("sessions did not finish within %.1f s", grace)
+        if hasattr(self, "_http_stop"):
+            await self._http_stop
         if hasattr(self, "bus"):
             await self.bus.fire_async(ServerStopping())
         if self.storage is not None:

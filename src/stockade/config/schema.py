@@ -91,6 +91,17 @@ class C2SSection:
 
 
 @dataclass(frozen=True)
+class HttpSection:
+    enabled: bool = option(True, help="Serve HTTPS: XMPP over WebSocket (RFC 7395), XEP-0156 discovery, file upload and the web client.")
+    interfaces: list[str] = option(help="Addresses the HTTPS listener binds to.", factory=lambda: ["127.0.0.1"], check=_check_interfaces)
+    port: int = option(5443, help="HTTPS port. 0 lets the system choose (tests).", min=0, max=65535)
+    public_url: str = option("", help="The base URL clients reach this listener at, e.g. https://chat.example.com:5443 (behind a proxy or NAT). Empty: https://<the requested host>:<port>.",
+                             check=lambda v: None if not v or v.startswith("https://") else "must start with https://")
+    websocket_path: str = option("/xmpp-websocket", help="Path of the XMPP WebSocket endpoint.", check=lambda v: None if v.startswith("/") else "must start with /")
+    websocket_origins: list[str] = option(help="Web origins allowed to open XMPP WebSockets (e.g. https://chat.example.com). Empty: any origin (clients still have to log in).", factory=list)
+
+
+@dataclass(frozen=True)
 class AuthSection:
     mechanisms: list[str] = option(help="SASL mechanisms offered, in order. PLAIN is only ever offered inside TLS.",
                                    factory=lambda: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"],
@@ -128,6 +139,7 @@ class ServerConfig:
     storage: StorageSection = field(default_factory=StorageSection)
     tls: TlsSection = field(default_factory=TlsSection)
     c2s: C2SSection = field(default_factory=C2SSection)
+    http: HttpSection = field(default_factory=HttpSection)
     auth: AuthSection = field(default_factory=AuthSection)
     hosts: list[HostSection] = field(default_factory=lambda: [HostSection("localhost")])
     components: list[ComponentSection] = field(default_factory=list)
@@ -142,7 +154,7 @@ class ServerConfig:
 
 
 SECTIONS = {
-    "server": ServerSection, "storage": StorageSection, "tls": TlsSection, "c2s": C2SSection,
+    "server": ServerSection, "storage": StorageSection, "tls": TlsSection, "c2s": C2SSection, "http": HttpSection,
     "auth": AuthSection, "component_listener": ComponentListenerSection,
 }
 LIST_SECTIONS = {"hosts": HostSection, "components": ComponentSection}

@@ -66,6 +66,7 @@ class ServerContext:
     services: dict[type, Any] = field(default_factory=dict)
     version: str = "0"
     hub: Any = None                         # core.hub.ClientHub: bind, close sessions
+    http: Any = None                        # net.http.HttpService: HTTPS routes (upload, web)
     # Offered in <stream:features/> after authentication (stream management, CSI, ...).
     stream_features: list[Element] = field(default_factory=list)
     # Handlers for top-level elements that are not stanzas, by namespace: (connection, element)

@@ -30,6 +30,7 @@ class RunningServer:
         doc: dict[str, Any] = {
             "server": {"data_dir": str(self.data_dir), "shutdown_grace": 5.0, "use_uvloop": False},
             "c2s": {"interfaces": ["127.0.0.1"], "port": 0, "direct_tls_port": 0},
+            "http": {"interfaces": ["127.0.0.1"], "port": 0},
             "hosts": [{"domain": d} for d in (domains or ["localhost"])],
         }
         if storage_url:
@@ -110,6 +111,10 @@ class RunningServer:
     @property
     def direct_tls_port(self) -> int:
         return self.server.ports["c2s_direct_tls"]
+
+    @property
+    def https_port(self) -> int:
+        return self.server.ports["https"]
 
     @property
     def cert_path(self) -> Path:

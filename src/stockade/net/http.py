@@ -1,0 +1,121 @@
+"""The HTTPS listener: one ASGI application (Starlette) served by uvicorn inside the server's own
+event loop, so that WebSocket clients, file upload, the web client and the admin API share the
+process, the sessions and the storage with XMPP.
+
+Features add routes (`add_route`, `add_websocket_route`, `mount`) before the listener starts.
+Every HTTP response gets conservative security headers unless the route sets its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from typing import Any, Callable
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+
+from .listener import ListenError
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"strict-transport-security", b"max-age=31536000"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware: add SECURITY_HEADERS to HTTP responses that do not set them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+        await self.app(scope, receive, send_with_headers)
+
+
+class HttpService:
+    def __init__(self) -> None:
+        self.routes: list[BaseRoute] = []
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._sockets: list[socket.socket] = []
+
+    def add_route(self, path: str, endpoint: Callable, methods: list[str]) -> None:
+        self.routes.append(Route(path, endpoint, methods=methods))
+
+    def add_websocket_route(self, path: str, endpoint: Callable) -> None:
+        self.routes.append(WebSocketRoute(path, endpoint))
+
+    def mount(self, path: str, app: Any, name: str | None = None) -> None:
+        self.routes.append(Mount(path, app=app, name=name))
+
+    def build_app(self) -> Any:
+        return SecurityHeaders(Starlette(routes=self.routes))
+
+    async def start(self, interfaces: list[str], port: int, tls: ssl.SSLContext, *,
+                    max_message_size: int) -> int:
+        """Bind every interface (port 0: the system picks one, shared by all) and serve."""
+        self._sockets = _bind(interfaces, port)
+        self.port = self._sockets[0].getsockname()[1]
+        config = uvicorn.Config(self.build_app(), log_config=None, access_log=False, lifespan="off",
+                                ws="websockets", ws_max_size=max_message_size, ws_per_message_deflate=False,
+                                server_header=False, proxy_headers=False, timeout_graceful_shutdown=5,
+                                ssl_certfile="unused", ssl_context_factory=lambda _config, _default: tls)
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)     # what Server._serve() would set up
+        # startup() creates the asyncio servers on our sockets; uvicorn's own main loop and
+        # signal handling are not used: the Stockade process owns both.
+        await server.startup(sockets=self._sockets)
+        self._server = server
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            await self._server.shutdown(sockets=self._sockets)
+            self._server = None
+
+
+def _bind(interfaces: list[str], port: int) -> list[socket.socket]:
+    sockets: list[socket.socket] = []
+    try:
+        for host in ["0.0.0.0" if i == "*" else i for i in interfaces]:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                sock.close()
+                reason = "the port is already in use" if exc.errno == 98 else exc.strerror
+                raise ListenError(f"cannot listen for HTTPS on {host}:{port}: {reason}; "
+                                  "stop what uses it or choose another http.port") from None
+            sock.listen(1024)
+            sock.setblocking(False)
+            sockets.append(sock)
+            port = sock.getsockname()[1]
+    except ListenError:
+        for s in sockets:
+            s.close()
+        raise
+    return sockets
+
