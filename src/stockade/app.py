@@ -83,6 +83,9 @@ class Server:
         accounts.on_removed.append(self._account_removed)
         self.hub = ctx.hub = ClientHub(ctx)
         self.http = ctx.http = HttpService()
+        ctx.data_dir = self.data_dir
+        self.http.default_host = next((i for i in config.http.interfaces if i not in ("*", "0.0.0.0", "::")), "")
+        self.http.public_url = config.http.public_url
         self.modules: dict[str, ModuleAPI] = {}
         for name, mod in DEFAULT_MODULES.items():
             api = ModuleAPI(name, ctx, config.modules.get(name))

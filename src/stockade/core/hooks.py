@@ -158,6 +158,22 @@ class SessionClosed:
 
 
 @dataclass(slots=True)
+class UploadReceived:
+    """A file sent by HTTP upload (XEP-0363) has been received completely and is not yet
+    downloadable. Async. May veto: return a Verdict (Deny refuses the upload with its text and
+    the file is deleted; Quarantine keeps it stored but never downloadable). Content checks,
+    malware scanning and encryption at rest sit here."""
+    ASYNC: ClassVar[bool] = True
+    host: str
+    username: str
+    slot_id: str
+    filename: str
+    content_type: str
+    size: int
+    path: Any                 # pathlib.Path of the stored bytes
+
+
+@dataclass(slots=True)
 class AccountRemoved:
     """An account was deleted; modules drop what they keep for it. Async."""
     ASYNC: ClassVar[bool] = True
@@ -175,4 +191,4 @@ class ServerStopping:
 
 CATALOGUE = (StanzaFromClient, MessageFromLocal, StanzaToLocal, MessageToLocal, MessageDelivered,
              MessageUndeliverable, PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable,
-             SessionInterrupted, SessionClosed, AccountRemoved, ServerStopping)
+             SessionInterrupted, SessionClosed, UploadReceived, AccountRemoved, ServerStopping)

@@ -67,6 +67,7 @@ class ServerContext:
     version: str = "0"
     hub: Any = None                         # core.hub.ClientHub: bind, close sessions
     http: Any = None                        # net.http.HttpService: HTTPS routes (upload, web)
+    data_dir: Any = None                    # pathlib.Path of the server's data folder
     # Offered in <stream:features/> after authentication (stream management, CSI, ...).
     stream_features: list[Element] = field(default_factory=list)
     # Handlers for top-level elements that are not stanzas, by namespace: (connection, element)

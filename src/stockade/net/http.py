@@ -55,8 +55,20 @@ class HttpService:
     def __init__(self) -> None:
         self.routes: list[BaseRoute] = []
         self.port = 0
+        self.public_url = ""          # http.public_url from the configuration
+        self.default_host = ""        # the first concrete interface, when there is one
         self._server: uvicorn.Server | None = None
         self._sockets: list[socket.socket] = []
+
+    def base_url(self, domain: str) -> str:
+        """Where clients reach this listener (for URLs the server hands out, like upload slots):
+        http.public_url; else the first concrete listening address; else the domain."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.default_host or domain
+        if ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}:{self.port}"
 
     def add_route(self, path: str, endpoint: Callable, methods: list[str]) -> None:
         self.routes.append(Route(path, endpoint, methods=methods))

@@ -47,12 +47,13 @@ def ensure_self_signed(folder: Path, domains: list[str], name: str = "stockade")
     it does not cover every domain (and its subdomains, for components and group chat)."""
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
-    wanted = sorted(set(domains))
+    # Loopback addresses too, so that local clients and browsers can use https://127.0.0.1:port/.
+    wanted = sorted(set(domains) | {"127.0.0.1", "::1"})
     if cert_path.exists() and key_path.exists():
         try:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            names = set(san.get_values_for_type(x509.DNSName))
+            names = set(san.get_values_for_type(x509.DNSName)) | {str(a) for a in san.get_values_for_type(x509.IPAddress)}
             still_valid = cert.not_valid_after_utc > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
             if still_valid and all(d in names for d in wanted):
                 return cert_path, key_path
@@ -67,7 +68,8 @@ def ensure_self_signed(folder: Path, domains: list[str], name: str = "stockade")
             names.append(x509.DNSName(d))
             names.append(x509.DNSName(f"*.{d}"))
     now = datetime.datetime.now(datetime.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, wanted[0] if wanted else "localhost"),
+    common_name = next((d for d in sorted(domains) if not d.replace(".", "").replace(":", "").isdigit()), "localhost")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Stockade self-signed")])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
