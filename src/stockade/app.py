@@ -19,7 +19,7 @@ from .core.accounts import AccountService
 from .core.auth import Authenticator, LoginThrottle, ThrottleLimits
 from .core.bus import HookBus
 from .core.clock import Clock, SystemClock
-from .core.hooks import AccountRemoved, ServerStopping
+from .core.hooks import AccountRemoved, ServerStarted, ServerStopping
 from .core.hub import ClientHub
 from .core.iq import IqDispatcher
 from .core.module_api import ModuleAPI, ServerContext
@@ -95,6 +95,7 @@ class Server:
                                 config.auth.failure_window, config.auth.lockout)
         self.throttle = LoginThrottle(self.clock, limits)
         self.auth = Authenticator(accounts, self.throttle)
+        await bus.fire_async(ServerStarted())
         await self._start_listeners()
         self._background = [asyncio.ensure_future(self._check_accounts())]
 

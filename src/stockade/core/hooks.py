@@ -105,6 +105,17 @@ class MessageUndeliverable:
 
 
 @dataclass(slots=True)
+class MessageHeld:
+    """A message for local account `to` could not reach a live connection: it was stored offline
+    (`reason` "offline") or queued for a session waiting to be resumed ("hibernating"). Sync,
+    informational: push notifications (XEP-0357) act here."""
+    ASYNC: ClassVar[bool] = False
+    stanza: Element
+    to: JID
+    reason: str
+
+
+@dataclass(slots=True)
 class PresenceFromClient:
     """A client sent presence: broadcast (no `to`) or directed (with `to`, including subscription
     requests). Async. The presence module handles this; its result is not used."""
@@ -182,6 +193,13 @@ class AccountRemoved:
 
 
 @dataclass(slots=True)
+class ServerStarted:
+    """Every module is loaded and the listeners are about to open. Async. Work that needs the
+    final set of features (entity capabilities of the server) is done here."""
+    ASYNC: ClassVar[bool] = True
+
+
+@dataclass(slots=True)
 class ServerStopping:
     """The server is shutting down gracefully; flush what must not be lost. Async."""
     ASYNC: ClassVar[bool] = True
@@ -190,5 +208,5 @@ class ServerStopping:
 
 
 CATALOGUE = (StanzaFromClient, MessageFromLocal, StanzaToLocal, MessageToLocal, MessageDelivered,
-             MessageUndeliverable, PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable,
-             SessionInterrupted, SessionClosed, UploadReceived, AccountRemoved, ServerStopping)
+             MessageUndeliverable, MessageHeld, PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable,
+             SessionInterrupted, SessionClosed, UploadReceived, AccountRemoved, ServerStarted, ServerStopping)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..config.options import option
-from ..core.hooks import FALLBACK, HANDLED, AccountRemoved, MessageUndeliverable, SessionAvailable
+from ..core.hooks import FALLBACK, HANDLED, AccountRemoved, MessageHeld, MessageUndeliverable, SessionAvailable
 from ..core.module_api import ModuleAPI
 from ..protocol import ns
 from ..protocol.jid import JID
@@ -98,6 +98,7 @@ class OfflineStore:
             self._counts.pop(bare, None)
             self.module.log.exception("could not store an offline message for %s", bare)
             return None
+        self.module.ctx.bus.fire(MessageHeld(stanza, bare, "offline"))
         return HANDLED
 
     async def deliver(self, event: SessionAvailable) -> None:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..config.options import option
-from ..core.hooks import HANDLED, SessionClosed, SessionInterrupted
+from ..core.hooks import HANDLED, MessageHeld, SessionClosed, SessionInterrupted
 from ..core.module_api import ModuleAPI
 from ..core.sessions import ClientSession
 from ..protocol import ns
@@ -101,6 +101,8 @@ class SmChannel:
             if not state.request_pending and len(state.unacked) >= self.module.request_every:
                 state.request_pending = True
                 self.inner.send_element(Element("r", NS))
+        elif stanza.name == "message":
+            self.module.module.ctx.bus.fire(MessageHeld(stanza, state.session.bare, "hibernating"))
 
     def send_bytes(self, data: bytes) -> None:
         if self.inner is not None:
