@@ -8,14 +8,14 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 # Debian packages the test suite drives (real servers and clients).
-TEST_DEBS := postgresql go-sendxmpp profanity tmux
+TEST_DEBS := postgresql go-sendxmpp profanity tmux chromium
 
 .PHONY: run test venv test-deps system-deps clean docs
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed node_modules/.installed
 	$(VENV)/bin/stockade serve --demo
 
-test: $(VENV)/.installed-test system-deps
+test: $(VENV)/.installed-test node_modules/.installed system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 venv: $(VENV)/.installed
@@ -35,6 +35,12 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
 	$(PIP) install -q -r requirements-test.lock
 	touch $@
 
+# The web client (Converse.js), pinned in package-lock.json; its files are prebuilt.
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || scripts/ensure-debs npm
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Install the Debian packages the tests need when they are missing (only possible as root).
 system-deps:
 	@scripts/ensure-debs $(TEST_DEBS)
@@ -43,4 +49,4 @@ docs: $(VENV)/.installed
 	$(PY) -m stockade.config.docs > docs/configuration.md
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache node_modules

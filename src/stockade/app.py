@@ -37,6 +37,7 @@ from .protocol.xml import Element
 from .protocol.stream import StreamOptions
 from .storage import Storage
 from .web import setup_web
+from .web.client import setup_client
 
 log = logging.getLogger("stockade")
 
@@ -150,6 +151,9 @@ class Server:
             http = self.http
             setup_web(http, c2s_ctx, public_url=config.http.public_url, websocket_path=config.http.websocket_path,
                       allowed_origins=config.http.websocket_origins)
+            if config.http.web_client:
+                dist = resolve_path(config, config.http.web_client_path) if config.http.web_client_path else None
+                setup_client(http, dist=dist, domain=config.domains[0], websocket_path=config.http.websocket_path)
             https_ctx = server_context(cert, key, min_version=config.tls.min_version, ciphers=config.tls.ciphers,
                                        alpn=["http/1.1"])
             self.ports["https"] = await http.start(config.http.interfaces, config.http.port, https_ctx,

@@ -99,6 +99,8 @@ class HttpSection:
                              check=lambda v: None if not v or v.startswith("https://") else "must start with https://")
     websocket_path: str = option("/xmpp-websocket", help="Path of the XMPP WebSocket endpoint.", check=lambda v: None if v.startswith("/") else "must start with /")
     websocket_origins: list[str] = option(help="Web origins allowed to open XMPP WebSockets (e.g. https://chat.example.com). Empty: any origin (clients still have to log in).", factory=list)
+    web_client: bool = option(True, help="Serve the web client (Converse.js) at https://<host>:<port>/.")
+    web_client_path: str = option("", help="Folder holding Converse.js's dist/ files. Empty: node_modules/converse.js/dist of the source tree (installed by make run).")
 
 
 @dataclass(frozen=True)

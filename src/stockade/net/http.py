@@ -88,7 +88,7 @@ class HttpService:
         self._sockets = _bind(interfaces, port)
         self.port = self._sockets[0].getsockname()[1]
         config = uvicorn.Config(self.build_app(), log_config=None, access_log=False, lifespan="off",
-                                ws="websockets", ws_max_size=max_message_size, ws_per_message_deflate=False,
+                                ws="websockets-sansio", ws_max_size=max_message_size, ws_per_message_deflate=False,
                                 server_header=False, proxy_headers=False, timeout_graceful_shutdown=5,
                                 ssl_certfile="unused", ssl_context_factory=lambda _config, _default: tls)
         config.load()

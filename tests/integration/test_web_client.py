@@ -1,0 +1,41 @@
+"""The served web client: Converse.js in a real browser (Playwright + Debian Chromium) talks to
+slixmpp users through Stockade's WebSocket endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stockade.testing.browser import browser_page
+from stockade.testing.xmpp import client
+
+from .conftest import USERS, jid
+
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+async def login(page, server, user: str) -> None:
+    await page.goto(f"https://127.0.0.1:{server.https_port}/")
+    await page.fill("#converse-login-jid", jid(user))
+    await page.fill("#converse-login-password", USERS[user])
+    await page.click("#converse-login button[type=submit]")
+
+
+async def test_a_browser_user_chats_with_a_slixmpp_user(server):
+    async with client(server, jid("bob"), USERS["bob"]) as bob, browser_page() as page:
+        await login(page, server, "alice")
+        await page.wait_for_selector("converse-roster", timeout=30000)
+        # bob writes first; alice sees a new message from him in her contact list and opens it
+        bob.send_message(mto=jid("alice"), mbody="hello alice, this is bob", mtype="chat")
+        await page.locator("converse-roster").get_by_text(jid("bob")).first.click(timeout=30000)
+        message = page.locator("converse-chat-message", has_text="hello alice, this is bob")
+        await message.wait_for(timeout=30000)
+        textarea = page.locator(f'converse-chat[jid="{jid("bob")}"] textarea.chat-textarea')
+        await textarea.wait_for(state="visible", timeout=30000)
+        await textarea.fill("hi bob, from the browser")
+        await textarea.press("Enter")
+        reply = await bob.next_message()
+        assert reply["body"] == "hi bob, from the browser"
+        assert reply["from"].bare == jid("alice")
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(DOCS_IMG / "web-client.png"))
+        assert not [e for e in page.errors if "OMEMO" not in e], page.errors
