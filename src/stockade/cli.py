@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = usub.add_parser("list", help="list accounts")
     p.add_argument("--host", help="only this domain")
 
+    imp = sub.add_parser("import", help="bulk import accounts and rosters (JSON or CSV)")
+    imp.add_argument("file", type=Path, help="the file to import")
+    imp.add_argument("--format", choices=("json", "csv"), help="default: from the file extension")
+
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     del check
     return parser
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "user":
         return asyncio.run(_user_command(config, args))
+    if args.command == "import":
+        return asyncio.run(_import_command(config, args))
     return _serve(config, demo=args.demo)
 
 
@@ -143,6 +149,33 @@ async def _user_command(config: ServerConfig, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         await storage.close()
+
+
+async def _import_command(config: ServerConfig, args: argparse.Namespace) -> int:
+    from .directory.importer import ImportProblem, load_file, run_import
+    from .storage import StorageError
+    fmt = args.format or ("csv" if args.file.suffix.lower() == ".csv" else "json")
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except OSError as exc:
+        return _fail(f"cannot read {args.file}: {exc.strerror}")
+    try:
+        data = load_file(text, fmt)
+        storage, _accounts = await _open_accounts(config)
+    except ImportProblem as exc:
+        return _fail(f"{args.file}: {exc}")
+    except StorageError as exc:
+        return _fail(f"cannot open the database: {exc}")
+    try:
+        report = await run_import(storage, data, set(config.domains), iterations=config.auth.scram_iterations,
+                                  min_password=config.auth.min_password_length)
+    except ImportProblem as exc:
+        return _fail(f"{args.file}: {exc}; nothing was imported")
+    finally:
+        await storage.close()
+    print(f"imported {len(report.created)} account(s), {report.roster_items} roster item(s)"
+          + (f"; {len(report.existing)} account(s) already existed and were left unchanged" if report.existing else ""))
+    return 0
 
 
 # -- serving ----------------------------------------------------------------------------------

@@ -59,6 +59,12 @@ class AccountStore:
         account = {"host": host, "username": username, "created": self._clock()}
         await self._db.write("account.create", _create, self._insert_account, account, rows)
 
+    async def create_many(self, entries: list[tuple[str, str, list[ScramCredential]]]) -> list[tuple[str, str]]:
+        """Create many accounts in one transaction (bulk import); accounts that already exist are
+        left untouched. Returns the (host, username) pairs actually created."""
+        now = self._clock()
+        return await self._db.write("account.create_many", _create_many, self._insert_account, entries, now)
+
     async def get_credentials(self, host: str, username: str) -> dict[str, ScramCredential] | None:
         """The stored keys by hash name ("sha1", "sha256"); None if there is no such account."""
         rows = await self._db.fetch_all("account.get_credentials", _GET_CREDENTIALS,
@@ -111,6 +117,25 @@ def _create(conn: Connection, insert_account: Insert, account: dict, rows: list[
                             f"exists; choose another username or remove the old account first")
     if rows:
         conn.execute(_INSERT_CREDENTIALS, rows)
+
+
+def _create_many(conn: Connection, insert_account: Insert, entries: list, now: float) -> list[tuple[str, str]]:
+    existing: set[tuple[str, str]] = set()
+    for host in {h for h, _, _ in entries}:
+        existing.update((host, row.username) for row in conn.execute(
+            select(accounts.c.username).where(accounts.c.host == host)))
+    created, seen, rows = [], set(), []
+    for host, username, creds in entries:
+        if (host, username) in existing or (host, username) in seen:
+            continue
+        seen.add((host, username))
+        created.append((host, username))
+        rows.extend(_credential_rows(host, username, creds))
+    if created:
+        conn.execute(insert_account, [{"host": h, "username": u, "created": now} for h, u in created])
+    if rows:
+        conn.execute(_INSERT_CREDENTIALS, rows)
+    return created
 
 
 def _set_credentials(conn: Connection, params: dict, rows: list[dict]) -> bool:

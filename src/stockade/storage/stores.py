@@ -57,6 +57,12 @@ class KeyValueStore:
             params["value"] = _dump(value)
             await self._db.execute("keyval.set", self._upsert, params)
 
+    async def set_bulk(self, rows: list[tuple[str, str, Any]]) -> None:
+        """Store many (host, user, value) entries in one transaction (bulk import)."""
+        params = [{"host": h, "username": u, "store": self.store, "value": _dump(v)} for h, u, v in rows]
+        if params:
+            await self._db.execute("keyval.set_bulk", self._upsert, params)
+
 
 class MapStore:
     """Many JSON values per (host, user), each under a string key, in the store named `store`."""
@@ -89,6 +95,13 @@ class MapStore:
         upserts = [{**base, "key": k, "value": _dump(v)} for k, v in items.items() if v is not None]
         deletes = [{**base, "key": k} for k, v in items.items() if v is None]
         await self._db.write("map.set_many", _set_many, self._upsert, upserts, deletes)
+
+    async def set_bulk(self, rows: list[tuple[str, str, str, Any]]) -> None:
+        """Store many (host, user, key, value) entries in one transaction (bulk import)."""
+        upserts = [{"host": h, "username": u, "store": self.store, "key": k, "value": _dump(v)}
+                   for h, u, k, v in rows]
+        if upserts:
+            await self._db.write("map.set_bulk", _set_many, self._upsert, upserts, [])
 
     async def get_all(self, host: str, user: str) -> dict[str, Any]:
         rows = await self._db.fetch_all("map.get_all", _MAP_GET_ALL,
