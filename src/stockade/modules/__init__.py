@@ -14,6 +14,7 @@ from . import ping
 from . import presence
 from . import roster
 from . import stream_management
+from . import upload
 from . import vcard
 from . import version
 
@@ -29,4 +30,5 @@ DEFAULT_MODULES: dict[str, ModuleType] = {
     "carbons": carbons,
     "csi": csi,
     "stream_management": stream_management,
+    "upload": upload,
 }
