@@ -153,7 +153,8 @@ class Server:
                       allowed_origins=config.http.websocket_origins)
             if config.http.web_client:
                 dist = resolve_path(config, config.http.web_client_path) if config.http.web_client_path else None
-                setup_client(http, dist=dist, domain=config.domains[0], websocket_path=config.http.websocket_path)
+                setup_client(http, dist=dist, domain=config.domains[0], websocket_path=config.http.websocket_path,
+                             public_url=config.http.public_url)
             https_ctx = server_context(cert, key, min_version=config.tls.min_version, ciphers=config.tls.ciphers,
                                        alpn=["http/1.1"])
             self.ports["https"] = await http.start(config.http.interfaces, config.http.port, https_ctx,

@@ -40,3 +40,15 @@ async def test_async_hooks_run_both_kinds_and_survive_a_failing_handler():
     bus.on(MessageUndeliverable, broken, 10)
     bus.on(MessageUndeliverable, keeper)
     assert await bus.fire_async(MessageUndeliverable(Element("message"), parse_jid("a@b"))) is HANDLED
+
+
+async def test_a_failing_handler_of_a_veto_hook_refuses():
+    from stockade.core.hooks import UploadReceived
+    from stockade.core.verdict import Deny
+    bus = HookBus()
+
+    async def crashed_scanner(event):
+        raise ConnectionError("scanner unreachable")
+    bus.on(UploadReceived, crashed_scanner)
+    verdict = await bus.fire_async(UploadReceived("example.com", "alice", "s", "f.txt", "text/plain", 1, None))
+    assert isinstance(verdict, Deny) and verdict.condition == "internal-server-error"

@@ -48,8 +48,10 @@ class HookBus:
         return None
 
     async def fire_async(self, event: Any) -> Any:
-        """Run an async hook's chain. A handler that raises is logged and skipped, so one broken
-        module cannot stop session cleanup or shutdown for the others."""
+        """Run an async hook's chain. A handler that raises is logged; on a hook that may veto
+        (VETO = True) the failure is a refusal, so a crashed safety check never lets something
+        through; on the others it is skipped, so one broken module cannot stop session cleanup or
+        shutdown for the rest."""
         for handler, is_async in self._chains.get(type(event), ()):
             try:
                 result = handler(event)
@@ -57,6 +59,10 @@ class HookBus:
                     result = await result
             except Exception:
                 log.exception("handler %r failed on %s", handler, type(event).__name__)
+                if getattr(event, "VETO", False):
+                    from .verdict import Deny
+                    return Deny("internal-server-error", "a safety check failed; the action was refused",
+                                rule=f"{type(event).__name__} handler failure")
                 continue
             if result is not None:
                 return result

@@ -173,8 +173,9 @@ class UploadReceived:
     """A file sent by HTTP upload (XEP-0363) has been received completely and is not yet
     downloadable. Async. May veto: return a Verdict (Deny refuses the upload with its text and
     the file is deleted; Quarantine keeps it stored but never downloadable). Content checks,
-    malware scanning and encryption at rest sit here."""
+    malware scanning and encryption at rest sit here. A handler that fails counts as Deny."""
     ASYNC: ClassVar[bool] = True
+    VETO: ClassVar[bool] = True
     host: str
     username: str
     slot_id: str

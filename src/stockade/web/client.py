@@ -47,15 +47,17 @@ start();
 """
 
 
-def csp(host: str) -> str:
+def csp(host: str, public_url: str = "") -> str:
+    # Uploaded files live under http.public_url when it is set: the page must reach that origin.
+    extra = f" {public_url.rstrip('/')}" if public_url else ""
     return ("default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
-            f"connect-src 'self' wss://{host}; img-src 'self' data: blob:; media-src 'self' blob:; "
+            f"connect-src 'self' wss://{host}{extra}; img-src 'self' data: blob:{extra}; media-src 'self' blob:{extra}; "
             "font-src 'self' data:; worker-src 'self' blob:; manifest-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
 def setup_client(http: HttpService, *, dist: Path | None, domain: str, websocket_path: str,
-                 title: str = "Stockade") -> bool:
+                 title: str = "Stockade", public_url: str = "") -> bool:
     """Serve the client; returns False (and serves an explanation) when Converse is not installed."""
     dist = dist or DEFAULT_DIST
     installed = (dist / "converse.min.js").is_file()
@@ -71,7 +73,7 @@ def setup_client(http: HttpService, *, dist: Path | None, domain: str, websocket
         if not installed:
             return PlainTextResponse("The web client is not installed on this server: run `make run` "
                                      "(it installs Converse.js with npm) or set web.client_path.", status_code=503)
-        return HTMLResponse(PAGE.format(title=title), headers={"content-security-policy": csp(request.url.netloc)})
+        return HTMLResponse(PAGE.format(title=title), headers={"content-security-policy": csp(request.url.netloc, public_url)})
 
     async def init_script(request: Request) -> Response:
         body = INIT.format(settings=json.dumps(settings), path=json.dumps(websocket_path))
