@@ -9,6 +9,7 @@ from types import ModuleType
 from . import carbons
 from . import csi
 from . import disco
+from . import muc
 from . import offline
 from . import ping
 from . import presence
@@ -29,6 +30,7 @@ DEFAULT_MODULES: dict[str, ModuleType] = {
     "vcard": vcard,
     "carbons": carbons,
     "csi": csi,
+    "muc": muc,
     "stream_management": stream_management,
     "upload": upload,
 }
