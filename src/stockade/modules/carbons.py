@@ -19,11 +19,13 @@ from ..protocol.xml import Element
 NS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_HINTS = "urn:xmpp:hints"
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
 KEY = "carbons"
 
 
 def is_eligible(stanza: Element) -> bool:
-    """XEP-0280 section 6: chat messages, and normal messages with a body; never private ones."""
+    """XEP-0280 section 6: chat messages, and normal messages with a body; never private ones,
+    nor private messages between group chat occupants (they go to the joined resource only)."""
     mtype = stanza.attrs.get("type", "normal")
     if mtype == "chat":
         pass
@@ -34,7 +36,8 @@ def is_eligible(stanza: Element) -> bool:
         return False
     for child in stanza.children:
         if isinstance(child, Element) and ((child.name == "private" and child.xmlns == NS)
-                                           or (child.name == "no-copy" and child.xmlns == NS_HINTS)):
+                                           or (child.name == "no-copy" and child.xmlns == NS_HINTS)
+                                           or (child.name == "x" and child.xmlns == NS_MUC_USER)):
             return False
     return True
 

@@ -274,7 +274,13 @@ class Presence(PresenceHooks):
             item = roster.items.get(sender.bare)
             if item is not None and item.subscription in ("from", "both"):
                 return True
-        return sender in target.directed or sender.bare in target.directed
+        if sender in target.directed or sender.bare in target.directed:
+            return True
+        # A service running in this server (a MUC room) forwards IQs between its occupants: the
+        # sender is an occupant JID of a room the target joined (sent directed presence to).
+        if sender.domain in self.router.components:
+            return any(j.bare == sender.bare for j in target.directed)
+        return False
 
 
 def setup(module: ModuleAPI) -> None:
