@@ -3,6 +3,7 @@ slixmpp users through Stockade's WebSocket endpoint."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from stockade.testing.browser import browser_page
@@ -39,3 +40,34 @@ async def test_a_browser_user_chats_with_a_slixmpp_user(server):
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(DOCS_IMG / "web-client.png"))
         assert not [e for e in page.errors if "OMEMO" not in e], page.errors
+
+
+async def test_a_browser_user_joins_a_room_and_talks_with_slixmpp_users(server):
+    room = "lunch@conference.example.com"
+    async with client(server, jid("bob"), USERS["bob"], plugins=("xep_0030", "xep_0045")) as bob:
+        # bob creates the room (an instant room) and waits there
+        muc = bob.plugin["xep_0045"]
+        occupants: asyncio.Queue = asyncio.Queue()     # slixmpp reports room presence as its own event
+        bob.add_event_handler("groupchat_presence", occupants.put_nowait)
+        await muc.join_muc_wait(room, "bob", maxchars=0, timeout=20)
+        form = await muc.get_room_config(room)
+        await muc.set_room_config(room, form)
+        async with browser_page() as page:
+            await login(page, server, "alice")
+            await page.wait_for_selector("converse-rooms-list", timeout=30000)
+            await page.click("converse-rooms-list .dropdown-toggle")
+            await page.click("a.show-add-muc-modal")
+            await page.fill("input[name=chatroom]", room)
+            await page.fill("input[name=nickname]", "alice")
+            await page.click("input[name=join]")
+            joined = await bob.next_of(occupants, lambda p: str(p["from"]) == f"{room}/alice")
+            assert joined["muc"]["role"] in ("participant", "moderator")
+            textarea = page.locator(f'converse-muc[jid="{room}"] textarea.chat-textarea')
+            await textarea.wait_for(state="visible", timeout=30000)
+            await textarea.fill("hello room")
+            await textarea.press("Enter")
+            said = await bob.next_message()
+            assert said["type"] == "groupchat" and said["body"] == "hello room" and str(said["from"]) == f"{room}/alice"
+            bob.send_message(mto=room, mbody="welcome alice", mtype="groupchat")
+            await page.locator(f'converse-muc[jid="{room}"] converse-chat-message', has_text="welcome alice").wait_for(timeout=30000)
+            await page.screenshot(path=str(DOCS_IMG / "web-client-room.png"))
