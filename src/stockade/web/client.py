@@ -67,8 +67,6 @@ def setup_client(http: HttpService, *, dist: Path | None, domain: str, websocket
         "auto_reconnect": True, "view_mode": "fullscreen", "theme": "concord",
         "message_archiving": "always", "muc_domain": f"conference.{domain}",
         "allow_non_roster_messaging": True,
-        # Converse would otherwise send room searches to a public service on the internet.
-        "muc_search_service": "",
     }
 
     async def index(request: Request) -> Response:
