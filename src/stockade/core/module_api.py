@@ -34,6 +34,11 @@ class DiscoRegistry:
     features: dict[str, list[str]] = field(default_factory=lambda: {"host": [], "account": []})
     identities: dict[str, list[tuple[str, str, str]]] = field(default_factory=lambda: {"host": [], "account": []})
     items: dict[str, list[tuple[str, str]]] = field(default_factory=dict)    # host -> [(jid, name)]
+    # disco#info nodes answered with the same info as without a node (the XEP-0115 caps node)
+    info_nodes: dict[str, set[str]] = field(default_factory=lambda: {"host": set(), "account": set()})
+
+    def add_info_node(self, target: str, node: str) -> None:
+        self.info_nodes[target].add(node)
 
     def add_item(self, host: str, jid: str, name: str) -> None:
         entries = self.items.setdefault(host, [])

@@ -6,13 +6,21 @@ from __future__ import annotations
 from types import ModuleType
 
 # feature modules (one import line each)
+from . import blocking
+from . import caps
 from . import carbons
 from . import csi
 from . import disco
+from . import extdisco
+from . import mam
 from . import muc
 from . import offline
+from . import pep
 from . import ping
 from . import presence
+from . import private
+from . import proxy65
+from . import push
 from . import roster
 from . import stream_management
 from . import upload
@@ -32,5 +40,13 @@ DEFAULT_MODULES: dict[str, ModuleType] = {
     "csi": csi,
     "muc": muc,
     "stream_management": stream_management,
+    "mam": mam,
+    "blocking": blocking,
+    "private": private,
+    "pep": pep,
+    "caps": caps,
     "upload": upload,
+    "extdisco": extdisco,
+    "proxy65": proxy65,
+    "push": push,
 }

@@ -21,8 +21,8 @@ def setup(module: ModuleAPI) -> None:
     module.add_identity("account", "registered", "", target=ACCOUNT)
     components = [c.domain for c in module.ctx.config.components]
 
-    def info(kind: str) -> Element:
-        query = Element("query", ns.DISCO_INFO)
+    def info(kind: str, node: str | None = None) -> Element:
+        query = Element("query", ns.DISCO_INFO, {"node": node} if node else None)
         for category, type_, name in disco.identities[kind]:
             attrs = {"category": category, "type": type_}
             if name:
@@ -33,9 +33,10 @@ def setup(module: ModuleAPI) -> None:
         return query
 
     async def host_info(request: IqRequest) -> Element:
-        if request.payload.get("node"):
+        node = request.payload.get("node")
+        if node and node not in disco.info_nodes[HOST]:
             raise StanzaError("item-not-found", "no such node")
-        return request.result(info(HOST))
+        return request.result(info(HOST, node))
 
     async def host_items(request: IqRequest) -> Element:
         query = Element("query", ns.DISCO_ITEMS)
