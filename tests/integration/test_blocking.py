@@ -218,8 +218,6 @@ async def test_blocklists_survive_a_restart_and_apply_to_offline_users(tmp_path)
             assert alice.pending(alice.messages) == []
 
 
-@pytest.mark.xfail(strict=True, reason="presence.py answers probes between local users directly "
-                                       "(Presence._probe), without the StanzaToLocal check; see the report")
 async def test_logging_in_does_not_leak_presence_across_a_block(server):
     async with blocking_client(server, "alice") as alice, blocking_client(server, "bob") as bob:
         await befriend(alice, bob)
@@ -233,8 +231,6 @@ async def test_logging_in_does_not_leak_presence_across_a_block(server):
                     and p["type"] != "unavailable"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="presence.py delivers a local contact's presence at login directly "
-                                       "(Presence._probe), without the StanzaToLocal check; see the report")
 async def test_logging_in_does_not_bring_a_blocked_contacts_presence(server):
     async with blocking_client(server, "alice") as alice, blocking_client(server, "bob") as bob:
         await befriend(alice, bob)

@@ -4,6 +4,7 @@ slixmpp users through Stockade's WebSocket endpoint."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from stockade.testing.browser import browser_page
@@ -14,6 +15,13 @@ from .conftest import USERS, jid
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
+def screenshot_path(tmp_path: Path, name: str) -> str:
+    """docs/img when STOCKADE_SCREENSHOTS=1 (to refresh the documentation), else a temporary file."""
+    folder = DOCS_IMG if os.environ.get("STOCKADE_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / name)
+
+
 async def login(page, server, user: str) -> None:
     await page.goto(f"https://127.0.0.1:{server.https_port}/")
     await page.fill("#converse-login-jid", jid(user))
@@ -21,7 +29,7 @@ async def login(page, server, user: str) -> None:
     await page.click("#converse-login button[type=submit]")
 
 
-async def test_a_browser_user_chats_with_a_slixmpp_user(server):
+async def test_a_browser_user_chats_with_a_slixmpp_user(server, tmp_path):
     async with client(server, jid("bob"), USERS["bob"]) as bob, browser_page() as page:
         await login(page, server, "alice")
         await page.wait_for_selector("converse-roster", timeout=30000)
@@ -37,12 +45,11 @@ async def test_a_browser_user_chats_with_a_slixmpp_user(server):
         reply = await bob.next_message()
         assert reply["body"] == "hi bob, from the browser"
         assert reply["from"].bare == jid("alice")
-        DOCS_IMG.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(DOCS_IMG / "web-client.png"))
+        await page.screenshot(path=screenshot_path(tmp_path, "web-client.png"))
         assert not [e for e in page.errors if "OMEMO" not in e], page.errors
 
 
-async def test_a_browser_user_joins_a_room_and_talks_with_slixmpp_users(server):
+async def test_a_browser_user_joins_a_room_and_talks_with_slixmpp_users(server, tmp_path):
     room = "lunch@conference.example.com"
     async with client(server, jid("bob"), USERS["bob"], plugins=("xep_0030", "xep_0045")) as bob:
         # bob creates the room (an instant room) and waits there
@@ -70,4 +77,4 @@ async def test_a_browser_user_joins_a_room_and_talks_with_slixmpp_users(server):
             assert said["type"] == "groupchat" and said["body"] == "hello room" and str(said["from"]) == f"{room}/alice"
             bob.send_message(mto=room, mbody="welcome alice", mtype="groupchat")
             await page.locator(f'converse-muc[jid="{room}"] converse-chat-message', has_text="welcome alice").wait_for(timeout=30000)
-            await page.screenshot(path=str(DOCS_IMG / "web-client-room.png"))
+            await page.screenshot(path=screenshot_path(tmp_path, "web-client-room.png"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from stockade.modules.blocking import NS_BLOCKING_ERRORS, BlockedDeny, Blocklist
+from stockade.modules.blocking import NS_BLOCKING_ERRORS, Blocklist
 from stockade.core.verdict import Deny
 from stockade.protocol.jid import parse_jid as J
+from stockade.protocol.xml import Element
 
 
 @pytest.mark.parametrize("listed, sender, blocked", [
@@ -37,7 +38,8 @@ def test_an_empty_list_blocks_nobody():
 
 
 def test_the_outbound_error_carries_the_blocked_condition():
-    verdict = BlockedDeny("not-acceptable", "you have blocked bob@example.com", rule="blocking")
+    verdict = Deny("not-acceptable", "you have blocked bob@example.com", rule="blocking",
+                   app_condition=Element("blocked", NS_BLOCKING_ERRORS), error_type="cancel")
     assert isinstance(verdict, Deny)
     error = verdict.error().to_element()
     assert error.get("type") == "cancel"

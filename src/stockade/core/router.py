@@ -122,7 +122,7 @@ class Router:
                 self.bounce(stanza, StanzaError("service-unavailable"))
             return None
         bus = self.bus
-        if bus.has(StanzaToLocal) and not self._may_reach(stanza, to):
+        if bus.has(StanzaToLocal) and not self.may_reach(stanza, to):
             return None
         if bus.fire(MessageToLocal(stanza, to, origin)) is HANDLED:
             return None
@@ -165,8 +165,10 @@ class Router:
         if await self.bus.fire_async(MessageUndeliverable(stanza, to)) is not HANDLED:
             self.bounce(stanza, StanzaError("service-unavailable", "the recipient cannot take messages now"))
 
-    def _may_reach(self, stanza: Element, to: JID) -> bool:
+    def may_reach(self, stanza: Element, to: JID) -> bool:
         """Ask the StanzaToLocal handlers (blocking, privacy); bounce or drop when they say no."""
+        if not self.bus.has(StanzaToLocal):
+            return True
         sender = try_jid(stanza.attrs.get("from"))
         if sender is None or sender.bare == to.bare:
             return True
@@ -189,12 +191,12 @@ class Router:
             if to.resource is None:
                 if to.local is not None and not self.accounts.exists_cached(domain, to.local):
                     return self._iq_to_unknown(stanza, to, origin)
-                if to.local is not None and self.bus.has(StanzaToLocal) and not self._may_reach(stanza, to):
+                if to.local is not None and self.bus.has(StanzaToLocal) and not self.may_reach(stanza, to):
                     return None
                 return self.iq.dispatch(stanza, to, origin, self)
             session = self.sessions.get(to)
             if session is not None:
-                if self.bus.has(StanzaToLocal) and not self._may_reach(stanza, to):
+                if self.bus.has(StanzaToLocal) and not self.may_reach(stanza, to):
                     return None
                 if itype in ("get", "set"):
                     sender = try_jid(stanza.attrs.get("from"))
@@ -232,7 +234,7 @@ class Router:
             from_jid = try_jid(stanza.attrs.get("from"))
             if from_jid is None:
                 return None
-            if self.bus.has(StanzaToLocal) and not self._may_reach(stanza, to):
+            if self.bus.has(StanzaToLocal) and not self.may_reach(stanza, to):
                 return None
             return self.bus.fire_async(PresenceToLocal(stanza, from_jid, to))
         if domain in self.components:

@@ -68,7 +68,10 @@ class ClientSession:
     def track_write(self, write: Awaitable[Any]) -> None:
         """Remember a storage write caused by a stanza from this client, so that acknowledging
         the stanza (XEP-0198) can wait until it is durable."""
-        self._writes.append(write)
+        writes = self._writes
+        writes.append(write)
+        if len(writes) >= 64:      # nobody waited for a while: forget the ones already done
+            self._writes = [w for w in writes if not (isinstance(w, asyncio.Future) and w.done())]
 
     async def writes_done(self) -> None:
         """Wait for the storage writes tracked so far (failures are reported where they happen)."""

@@ -19,9 +19,11 @@ class Deny:
     condition: str
     text: str
     rule: str = ""
+    app_condition: Element | None = None      # e.g. XEP-0191 <blocked/>
+    error_type: str | None = None             # None: the condition's usual type
 
     def error(self) -> StanzaError:
-        return StanzaError(self.condition, self.text)
+        return StanzaError(self.condition, self.text, self.error_type, app_condition=self.app_condition)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,14 +61,6 @@ class Options:
                             help="Most JIDs one user can block (XEP-0191); all lists are kept in memory.")
 
 
-@dataclass(frozen=True, slots=True)
-class BlockedDeny(Deny):
-    """Deny with the XEP-0191 <blocked/> application condition (Deny has no field for it yet)."""
-
-    def error(self) -> StanzaError:
-        return StanzaError(self.condition, self.text, "cancel", Element("blocked", NS_BLOCKING_ERRORS))
-
-
 # The error for a blocked sender carries no text: it must read like the one for an unknown account.
 INBOUND_DENY = Deny("service-unavailable", "", rule="blocking")
 NOT_READY = Deny("resource-constraint", "the server is starting; try again in a moment", rule="blocking")
@@ -216,8 +208,8 @@ class Blocking:
             return None            # own account, own server: unblock requests and the like pass
         if not blocklist.blocks(to):
             return None
-        return BlockedDeny("not-acceptable", f"you have blocked {to}; unblock it to communicate",
-                           rule="blocking")
+        return Deny("not-acceptable", f"you have blocked {to}; unblock it to communicate",
+                    rule="blocking", app_condition=Element("blocked", NS_BLOCKING_ERRORS), error_type="cancel")
 
     # -- IQ handlers ----------------------------------------------------------------------------
     @staticmethod

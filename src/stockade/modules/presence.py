@@ -117,7 +117,10 @@ class Presence(PresenceHooks):
                 return
             for other in self.sessions.available(contact):
                 if other.presence is not None:
-                    session.send(_addressed(other.presence, session.jid))
+                    # Same checks as any delivery: a block in either direction stops it.
+                    if self.router.may_reach(_presence(session.bare, contact, "probe"), contact) and \
+                            self.router.may_reach(_addressed(other.presence, session.jid), session.jid):
+                        session.send(_addressed(other.presence, session.jid))
             return
         await self._route(_presence(session.bare, contact, "probe"), contact)
 

@@ -40,6 +40,15 @@ class Options:
     request_every: int = option(5, help="Ask the client for an acknowledgement after this many unacknowledged stanzas.", min=1, max=1000)
 
 
+COPY_NAMESPACES = ("urn:xmpp:mam:2", "urn:xmpp:carbons:2", "http://jabber.org/protocol/pubsub#event")
+
+
+def is_copy(stanza: Element) -> bool:
+    """Messages that only carry a copy of something kept elsewhere (archive query results,
+    carbons, PEP notifications): not worth storing offline."""
+    return any(isinstance(c, Element) and c.xmlns in COPY_NAMESPACES for c in stanza.children)
+
+
 class SmState:
     """Stream management state of one session."""
 
@@ -255,6 +264,8 @@ class StreamManagement:
 
     def _reroute(self, router: Any, session: ClientSession, stanza: Element) -> None:
         stype = stanza.attrs.get("type")
+        if stanza.name == "message" and is_copy(stanza):
+            return          # archive results and carbons: the originals are kept elsewhere
         if stanza.name == "message" and stype in (None, "normal", "chat"):
             copy = stanza.copy()
             if copy.find("delay", ns.DELAY) is None:
