@@ -16,6 +16,7 @@ run: $(VENV)/.installed node_modules/.installed
 	$(VENV)/bin/stockade serve --demo
 
 test: $(VENV)/.installed-test node_modules/.installed system-deps
+	$(PY) -m pyflakes src tests
 	$(PY) -m pytest -q -p no:cacheprovider
 
 venv: $(VENV)/.installed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from slixmpp.jid import JID as SlixJID
 from slixmpp.xmlstream import ET
 

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 
 from stockade.testing.raw import RawStream
 from stockade.testing.xmpp import TIMEOUT, Client

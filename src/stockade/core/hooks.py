@@ -186,6 +186,16 @@ class UploadReceived:
 
 
 @dataclass(slots=True)
+class VCardStored:
+    """An account's vCard (XEP-0054) was stored; `source` says who changed it ("client", or the
+    module that converted something into it). Async; the client's set is answered afterwards."""
+    ASYNC: ClassVar[bool] = True
+    owner: JID
+    vcard: Element
+    source: str = "client"
+
+
+@dataclass(slots=True)
 class AccountRemoved:
     """An account was deleted; modules drop what they keep for it. Async."""
     ASYNC: ClassVar[bool] = True
@@ -210,4 +220,4 @@ class ServerStopping:
 
 CATALOGUE = (StanzaFromClient, MessageFromLocal, StanzaToLocal, MessageToLocal, MessageDelivered,
              MessageUndeliverable, MessageHeld, PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable,
-             SessionInterrupted, SessionClosed, UploadReceived, AccountRemoved, ServerStarted, ServerStopping)
+             SessionInterrupted, SessionClosed, UploadReceived, VCardStored, AccountRemoved, ServerStarted, ServerStopping)

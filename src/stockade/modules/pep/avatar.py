@@ -3,12 +3,11 @@
 
 - PEP to vCard: when a client publishes avatar metadata, the image of its first <info/> without
   a 'url' is looked up in the data node, checked against its SHA-1 id, and written as the PHOTO
-  of the user's vCard (the "vcard" key-value store of modules/vcard.py, the same documents).
+  of the user's vCard, through modules/vcard.py's VCardService (under its per-account lock).
   Metadata without any <info/> (avatar disabled) removes the PHOTO.
-- vCard to PEP: when a client sets its vCard, the PHOTO is published to the data node (item id =
-  SHA-1 of the image) and then to the metadata node, which notifies the user's contacts. There is
-  no hook for "vCard stored" yet, so the request is seen on its way in (StanzaFromClient, after
-  the same size check modules/vcard.py makes) and published right after, in the background.
+- vCard to PEP: when a client sets its vCard (the VCardStored hook), the PHOTO is published to the
+  data node (item id = SHA-1 of the image) and then to the metadata node, which notifies the
+  user's contacts, before the client's vCard set is answered.
 - XEP-0153 in presence (XEP-0398 section 4): every available presence a client sends, broadcast or
   directed, carries <x xmlns='vcard-temp:x:update'><photo>hash</photo></x> with the hash of the
   vCard PHOTO (empty when there is none), unless the client put a <photo/> there itself.
@@ -22,20 +21,20 @@ import binascii
 import hashlib
 import struct
 
-from ...core.hooks import PresenceFromClient, ServerStopping, SessionClosed, StanzaFromClient
+from ...core.hooks import PresenceFromClient, ServerStopping, SessionClosed, VCardStored
 from ...core.iq import ACCOUNT
 from ...core.module_api import ModuleAPI
 from ...protocol import ns
 from ...protocol.errors import StanzaError
-from ...protocol.jid import JID, try_jid
-from ...protocol.xml import Element, XmlError, parse
+from ...protocol.jid import JID
+from ...protocol.xml import Element
+from ..vcard import VCardService
 from .service import Change, PepService
 
 NS_DATA = "urn:xmpp:avatar:data"
 NS_METADATA = "urn:xmpp:avatar:metadata"
 NS_UPDATE = "vcard-temp:x:update"
 NS_CONVERSION = "urn:xmpp:pep-vcard-conversion:0"
-VCARD_MAX_SIZE = 256 * 1024      # modules/vcard.py's default, when its options are not known
 
 Photo = tuple[str, bytes]        # (content type, image bytes)
 
@@ -70,9 +69,7 @@ class AvatarConversion:
     def __init__(self, module: ModuleAPI, service: PepService) -> None:
         self.module = module
         self.service = service
-        self.vcards = module.open_store("vcard", "keyval")       # modules/vcard.py's documents
-        vcard_options = module.ctx.config.modules.get("vcard")
-        self.vcard_max_size = getattr(vcard_options, "max_size", VCARD_MAX_SIZE)
+        self.vcards = module.service(VCardService)
         self._hashes: dict[JID, str] = {}                        # SHA-1 of the vCard PHOTO, "" = none
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -109,49 +106,33 @@ class AvatarConversion:
         await self._set_photo(owner, ((info.get("type") or "image/png"), raw))
 
     async def _set_photo(self, owner: JID, photo: Photo | None) -> None:
-        stored = await self.vcards.get(owner.domain, owner.local)
-        try:
-            vcard = parse(stored) if stored else Element("vCard", ns.VCARD)
-        except XmlError:
-            self.module.log.error("the vCard of %s cannot be read; avatar not copied", owner)
-            return
-        if photo is None and vcard.find("PHOTO", ns.VCARD) is None:
-            self._hashes[owner] = ""
-            return
-        vcard.remove_all("PHOTO", ns.VCARD)
-        if photo is not None:
-            el = vcard.add("PHOTO", ns.VCARD)
-            el.add("TYPE", ns.VCARD, text=photo[0])
-            el.add("BINVAL", ns.VCARD, text=base64.b64encode(photo[1]).decode())
-        data = vcard.serialize("").decode()
-        if len(data.encode()) > self.vcard_max_size:
-            self.module.log.info("%s's avatar does not fit in a vCard of %d bytes; vCard unchanged",
-                                 owner, self.vcard_max_size)
-            return
-        if data != stored:
-            await self.vcards.set(owner.domain, owner.local, data)
+        async with self.vcards.lock(owner):
+            vcard = await self.vcards.get(owner) or Element("vCard", ns.VCARD)
+            if photo is None and vcard.find("PHOTO", ns.VCARD) is None:
+                self._hashes[owner] = ""
+                return
+            before = vcard.serialize("")
+            vcard.remove_all("PHOTO", ns.VCARD)
+            if photo is not None:
+                el = vcard.add("PHOTO", ns.VCARD)
+                el.add("TYPE", ns.VCARD, text=photo[0])
+                el.add("BINVAL", ns.VCARD, text=base64.b64encode(photo[1]).decode())
+            if vcard.serialize("") != before:
+                try:
+                    await self.vcards.put(owner, vcard, source="pep-avatar")
+                except StanzaError:
+                    self.module.log.info("%s's avatar does not fit in a vCard of %d bytes; vCard unchanged",
+                                         owner, self.vcards.max_size)
+                    return
         self._hashes[owner] = hashlib.sha1(photo[1]).hexdigest() if photo is not None else ""
 
     # -- vCard to PEP ---------------------------------------------------------------------------
-    def vcard_seen(self, event: StanzaFromClient) -> None:
-        """Sync, on every stanza: cheap tests first."""
-        stanza = event.stanza
-        if stanza.name != "iq" or stanza.attrs.get("type") != "set":
-            return None
-        vcard = stanza.first_element()
-        if vcard is None or vcard.name != "vCard" or vcard.xmlns != ns.VCARD:
-            return None
-        session = event.session
-        to = stanza.attrs.get("to")
-        if to is not None and try_jid(to) != session.bare:
-            return None                 # not the user's own vCard: modules/vcard.py refuses it
-        if len(vcard.serialize("")) > self.vcard_max_size:
-            return None                 # modules/vcard.py refuses it too
-        photo = photo_of(vcard)
-        self._hashes[session.bare] = hashlib.sha1(photo[1]).hexdigest() if photo is not None else ""
-        task = asyncio.ensure_future(self._vcard_to_pep(session.bare, photo))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def vcard_stored(self, event: VCardStored) -> None:
+        if event.source == "pep-avatar":
+            return None                 # our own conversion: nothing new for PEP
+        photo = photo_of(event.vcard)
+        self._hashes[event.owner] = hashlib.sha1(photo[1]).hexdigest() if photo is not None else ""
+        await self._vcard_to_pep(event.owner, photo)
         return None
 
     async def _vcard_to_pep(self, owner: JID, photo: Photo | None) -> None:
@@ -187,14 +168,10 @@ class AvatarConversion:
         digest = self._hashes.get(owner)
         if digest is None:
             digest = ""
-            stored = await self.vcards.get(owner.domain, owner.local)
-            if stored:
-                try:
-                    photo = photo_of(parse(stored))
-                except XmlError:
-                    photo = None
-                if photo is not None:
-                    digest = hashlib.sha1(photo[1]).hexdigest()
+            vcard = await self.vcards.get(owner)
+            photo = photo_of(vcard) if vcard is not None else None
+            if photo is not None:
+                digest = hashlib.sha1(photo[1]).hexdigest()
             self._hashes[owner] = digest
         return digest
 
@@ -223,7 +200,7 @@ class AvatarConversion:
 def setup(module: ModuleAPI, service: PepService, presence_priority: int) -> None:
     conversion = AvatarConversion(module, service)
     service.watch(NS_METADATA, conversion.metadata_changed)
-    module.on(StanzaFromClient, conversion.vcard_seen)
+    module.on(VCardStored, conversion.vcard_stored)
     module.on(PresenceFromClient, conversion.presence_from_client, presence_priority)
     module.on(SessionClosed, conversion.session_closed, presence_priority)
 
