@@ -52,6 +52,8 @@ def escape_text(s: str) -> str:
         s = s.replace("<", "&lt;")
     if ">" in s:
         s = s.replace(">", "&gt;")
+    if "\r" in s:          # a literal CR would come back as LF (XML end-of-line handling)
+        s = s.replace("\r", "&#13;")
     return s
 
 
@@ -59,8 +61,8 @@ def escape_attr(s: str) -> str:
     s = escape_text(s)
     if '"' in s:
         s = s.replace('"', "&quot;")
-    if "\n" in s or "\r" in s or "\t" in s:
-        s = s.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    if "\n" in s or "\t" in s:
+        s = s.replace("\n", "&#10;").replace("\t", "&#9;")
     return s
 
 
