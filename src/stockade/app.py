@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ServerConfig, resolve_path
+from .config import ConfigError, ServerConfig, resolve_path
 from .core.accounts import AccountService
 from .core.auth import Authenticator, LoginThrottle, ThrottleLimits
 from .core.bus import HookBus
@@ -88,7 +88,14 @@ class Server:
         self.http.default_host = next((i for i in config.http.interfaces if i not in ("*", "0.0.0.0", "::")), "")
         self.http.public_url = config.http.public_url
         self.modules: dict[str, ModuleAPI] = {}
+        disabled = set(config.server.disabled_modules)
+        unknown = disabled - set(DEFAULT_MODULES)
+        if unknown:
+            raise ConfigError(config.source, "server.disabled_modules",
+                              f"unknown module(s) {', '.join(sorted(unknown))} (known: {', '.join(DEFAULT_MODULES)})")
         for name, mod in DEFAULT_MODULES.items():
+            if name in disabled:
+                continue
             api = ModuleAPI(name, ctx, config.modules.get(name))
             mod.setup(api)
             self.modules[name] = api

@@ -202,6 +202,10 @@ async def _run(config: ServerConfig, demo: bool) -> int:
     server = Server(config)
     try:
         await server.start()
+    except ConfigError as exc:
+        if server.storage is not None:
+            await server.storage.close()
+        return _fail(f"configuration error: {exc}", 2)
     except (ListenError, TlsError, StorageError, OSError) as exc:
         if server.storage is not None:
             await server.storage.close()

@@ -84,3 +84,18 @@ def test_configuration_reference_is_in_sync_with_the_code():
     expected = render(module_options())
     actual = (ROOT / "docs" / "configuration.md").read_text()
     assert actual == expected, "run: python -m stockade.config.docs > docs/configuration.md"
+
+
+def test_modules_can_be_disabled_but_not_the_core_ones(tmp_path):
+    config = load_config(write(tmp_path, "[server]\ndisabled_modules = ['mam', 'carbons']\n"), module_options())
+    assert config.server.disabled_modules == ["mam", "carbons"]
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, "[server]\ndisabled_modules = ['roster']\n"), module_options())
+    assert "cannot be disabled" in exc.value.reason
+
+
+def test_an_unknown_disabled_module_stops_startup(tmp_path):
+    from stockade.testing.server import RunningServer
+    with pytest.raises(ConfigError) as exc:
+        RunningServer(["example.com"], config={"server": {"disabled_modules": ["nonsense"]}}).start()
+    assert "unknown module" in exc.value.reason

@@ -46,6 +46,8 @@ class ServerSection:
     hide_version: bool = option(False, help="Answer XEP-0092 software version queries without the version and operating system.")
     shutdown_grace: float = option(5.0, help="Seconds to wait for clients and storage on shutdown (SIGTERM).", min=0.0, max=300.0)
     use_uvloop: bool = option(True, help="Run on uvloop when it is installed (faster event loop).")
+    disabled_modules: list[str] = option(help="Feature modules not to load (e.g. [\"mam\", \"carbons\"] for a routing-only benchmark). The core modules roster, presence and disco cannot be disabled.", factory=list,
+                                         check=lambda v: next((f"{m!r} cannot be disabled: other modules need it" for m in v if m in ("roster", "presence", "disco")), None))
     account_check_interval: float = option(10.0, help="Seconds between checks for accounts added or removed outside the server (by `stockade user` on the same database); a removed account loses its sessions at the next check.", min=1.0, max=3600.0)
 
 

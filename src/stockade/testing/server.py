@@ -52,7 +52,11 @@ class RunningServer:
         from ..app import Server
         self._thread.start()
         self.server = Server(self.config, clock=self.clock)
-        self.call(self.server.start(), timeout=60)
+        try:
+            self.call(self.server.start(), timeout=60)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
