@@ -73,7 +73,7 @@ class ClientHub:
     def handle_stanza(self, session: ClientSession, stanza: Element) -> Awaitable[None] | None:
         attrs = stanza.attrs
         claimed = attrs.get("from")
-        full = str(session.jid)
+        full = session.full
         if claimed is not None and claimed != full:
             claimed_jid = try_jid(claimed)
             if claimed_jid is None or claimed_jid.bare != session.bare:
@@ -98,20 +98,24 @@ class ClientHub:
             if ptype is not None and ptype not in PRESENCE_TYPES:
                 return self._reject(session, stanza, StanzaError("bad-request", f"unknown presence type {ptype!r}"))
 
-        verdict = self.ctx.bus.fire(StanzaFromClient(session, stanza))
-        if verdict is not None and not isinstance(verdict, Allow):
-            if isinstance(verdict, Deny):
-                return self._reject(session, stanza, verdict.error())
-            if isinstance(verdict, Redact):
-                stanza = verdict.stanza
-            elif isinstance(verdict, Quarantine):
-                return None
+        bus = self.ctx.bus
+        if bus.has(StanzaFromClient):
+            verdict = bus.fire(StanzaFromClient(session, stanza))
+            if verdict is not None and not isinstance(verdict, Allow):
+                if isinstance(verdict, Deny):
+                    return self._reject(session, stanza, verdict.error())
+                if isinstance(verdict, Redact):
+                    stanza = verdict.stanza
+                elif isinstance(verdict, Quarantine):
+                    return None
 
         if name == "presence":
-            return self.ctx.bus.fire_async(PresenceFromClient(session, stanza, to_jid))
-        if name == "message" and self.ctx.bus.fire(MessageFromLocal(stanza, session)) is HANDLED:
-            return None
-        return self.ctx.router.route(stanza, session)
+            return bus.fire_async(PresenceFromClient(session, stanza, to_jid))
+        if name == "message":
+            if bus.has(MessageFromLocal) and bus.fire(MessageFromLocal(stanza, session)) is HANDLED:
+                return None
+            return self.ctx.router.route_message(stanza, to_jid, session)
+        return self.ctx.router.route_iq(stanza, to_jid, session)
 
     def _reject(self, session: ClientSession, stanza: Element, error: StanzaError) -> None:
         if stanza.attrs.get("type") == "error":

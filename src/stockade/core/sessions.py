@@ -28,13 +28,14 @@ class SessionChannel(Protocol):
 class ClientSession:
     """A bound resource of a local account (RFC 6120 section 7) and its presence state."""
 
-    __slots__ = ("jid", "bare", "host", "username", "resource", "channel", "presence", "priority",
+    __slots__ = ("jid", "full", "bare", "host", "username", "resource", "channel", "presence", "priority",
                  "is_available", "is_interested", "directed", "created", "extra", "is_closed",
                  "outbound_filter", "handled_count", "client_info", "_writes")
 
     def __init__(self, jid: JID, channel: SessionChannel, created: float) -> None:
         assert jid.local is not None and jid.resource is not None
         self.jid = jid
+        self.full = str(jid)                    # the full JID as written in 'from' (cached: hot path)
         self.bare = jid.bare
         self.host = jid.domain
         self.username = jid.local

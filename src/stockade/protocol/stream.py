@@ -61,6 +61,9 @@ TRANSITIONS: dict[State, dict[tuple[str, str], str]] = {
 }
 
 
+_STANZAS = frozenset({"message", "presence", "iq"})
+
+
 # -- events -----------------------------------------------------------------------------------
 @dataclass(slots=True)
 class StartTls:
@@ -162,6 +165,8 @@ class ClientStream:
             parsed = self._reader.feed(data)
         except XmlError as exc:
             return self._fail(StreamError(exc.condition, exc.text))
+        if self.state is State.OPEN and not self.options.framed:
+            return self._receive_open(parsed)
         events: list[Event] = []
         for item in parsed:
             try:
@@ -185,6 +190,29 @@ class ClientStream:
                 events.extend(self._fail(exc))
             if self.state in (State.CLOSED, State.TLS_HANDSHAKE):
                 break   # ignore the rest of this read: closed, or plaintext after <starttls/>
+        return events
+
+    def _receive_open(self, parsed: list) -> list[Event]:
+        """The established stream's fast path: stanzas become events with little work each."""
+        events: list[Event] = []
+        content_ns = self.content_ns
+        for item in parsed:
+            if type(item) is Element and item.xmlns == content_ns and item.name in _STANZAS \
+                    and not (item.name == "iq" and item.attrs.get("type") == "set"
+                             and item.find("session", ns.SESSION) is not None):
+                events.append(StanzaReceived(item))
+                continue
+            try:
+                if isinstance(item, Element):
+                    self._on_open_element(item, events)
+                elif isinstance(item, StreamHeader):
+                    self._on_header(item)
+                else:
+                    events.append(self._close(by_peer=True))
+            except StreamError as exc:
+                events.extend(self._fail(exc))
+            if self.state is State.CLOSED:
+                break
         return events
 
     def _on_header(self, header: StreamHeader) -> None:

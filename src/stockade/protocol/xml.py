@@ -202,21 +202,37 @@ class Element:
         return f"<Element {text[:200]}{'...' if len(text) > 200 else ''}>"
 
 
+_ATTR_CACHE: dict[tuple[str, str], str] = {}
+_ATTR_CACHE_MAX = 20_000
+
+
+def _attr(key: str, value: str) -> str:
+    """` key="value"`, escaped. Addresses, ids and types repeat across stanzas: cached."""
+    fragment = _ATTR_CACHE.get((key, value))
+    if fragment is None:
+        fragment = f' {key}="{escape_attr(value)}"'
+        if len(_ATTR_CACHE) >= _ATTR_CACHE_MAX:
+            _ATTR_CACHE.clear()
+        _ATTR_CACHE[(key, value)] = fragment
+    return fragment
+
+
 def _start_tag(el: Element, default_ns: str) -> str:
     parts = ["<", el.name]
     if el.xmlns != default_ns:
         parts.append(f' xmlns="{escape_attr(el.xmlns)}"')
-    prefixes: dict[str, str] = {}
+    prefixes: dict[str, str] | None = None
     for key, value in el.attrs.items():
         if key[0] == "{":
             uri, local = key[1:].split("}", 1)
+            prefixes = prefixes if prefixes is not None else {}
             prefix = prefixes.get(uri)
             if prefix is None:
                 prefix = prefixes[uri] = f"ns{len(prefixes)}"
                 parts.append(f' xmlns:{prefix}="{escape_attr(uri)}"')
             parts.append(f' {prefix}:{local}="{escape_attr(value)}"')
         else:
-            parts.append(f' {key}="{escape_attr(value)}"')
+            parts.append(_attr(key, value))
     return "".join(parts)
 
 
@@ -281,6 +297,7 @@ class StreamReader:
         self.max_stanza_size = max_stanza_size
         self.max_depth = max_depth
         self.max_attrs = max_attrs
+        self._max_attr_items = 2 * max_attrs
         self.framed = framed
         self._events: list[Event] = []
         self._stack: list[Element] = []    # open elements below the root
@@ -389,44 +406,55 @@ class StreamReader:
                 self._inner_prefixes[key] = count - 1
 
     def _start(self, qname: str, attr_list: list[str]) -> None:
+        # On the hot path (every element of every stanza): keep the work per call small.
         depth = self._depth + 1
         self._depth = depth
         if depth > self.max_depth:
             raise XmlError("policy-violation", f"elements nested deeper than {self.max_depth}")
-        if len(attr_list) > 2 * self.max_attrs:
+        if len(attr_list) > self._max_attr_items:
             raise XmlError("policy-violation", f"more than {self.max_attrs} attributes on one element")
-        uri, local = _split_name(qname)
+        hit = _NAME_CACHE.get(qname)
+        uri, local = hit if hit is not None else _split_name(qname)
         attrs: dict[str, str] = {}
-        for i in range(0, len(attr_list), 2):
-            key = attr_list[i]
-            if " " in key:
-                auri, alocal = _split_name(key)
-                key = "xml:" + alocal if auri == ns.XML else "{" + auri + "}" + alocal
-                if auri != ns.XML and depth > 2 and not self._prefix_ok(attr_list[i]):
-                    self._raw_ok = False
-            attrs[key] = attr_list[i + 1]
+        if attr_list:
+            it = iter(attr_list)
+            for key, value in zip(it, it):
+                if " " in key:
+                    qkey = key
+                    auri, alocal = _split_name(key)
+                    key = "xml:" + alocal if auri == ns.XML else "{" + auri + "}" + alocal
+                    if auri != ns.XML and depth > 2 and not self._prefix_ok(qkey):
+                        self._raw_ok = False
+                attrs[key] = value
         if depth == 1 and not self.framed:
             self._events.append(StreamHeader(uri, self._root_default_ns, attrs))
             self._mark = self._fed_position()
             self._pending_decls.clear()
             return
         el = Element(local, uri, attrs)
+        stack = self._stack
         if depth == 2:
             self._top_start = self._parser.CurrentByteIndex
             self._inner_start = -1
             self._raw_ok = True
-            self._top_decls = [(p, u) for p, u in self._pending_decls if p is not None]
-            self._inner_prefixes = {}
+            pending = self._pending_decls
+            if pending:
+                self._top_decls = [(p, u) for p, u in pending if p is not None]
+                pending.clear()
+            elif self._top_decls:
+                self._top_decls = []
+            if self._inner_prefixes:
+                self._inner_prefixes = {}
         else:
             if self._inner_start < 0:
                 self._inner_start = self._parser.CurrentByteIndex
+            if self._pending_decls:
+                self._pending_decls.clear()
             if qname.count(" ") == 2 and not self._prefix_ok(qname):
                 self._raw_ok = False
-            top = self._stack[0]
-            el._owner = top
-            self._stack[-1].children.append(el)
-        self._pending_decls.clear()
-        self._stack.append(el)
+            el._owner = stack[0]
+            stack[-1].children.append(el)
+        stack.append(el)
 
     def _prefix_ok(self, qname: str) -> bool:
         prefix = qname.rsplit(" ", 1)[1]
@@ -439,15 +467,17 @@ class StreamReader:
             self._closed = True
             self._events.append(STREAM_END)
             return
-        el = self._stack.pop()
-        if self._stack:
+        stack = self._stack
+        el = stack.pop()
+        if stack:
             return
         # A top-level element is complete.
         pos = self._parser.CurrentByteIndex
-        if self._inner_start >= 0:
-            if self._raw_ok and not self._top_decls:
-                el._inner = bytes(self._buf[self._inner_start - self._buf_start:pos - self._buf_start])
-        end = self._fed_position()
+        inner_start = self._inner_start
+        if inner_start >= 0 and self._raw_ok and not self._top_decls:
+            base = self._buf_start
+            el._inner = bytes(self._buf[inner_start - base:pos - base])
+        end = pos if pos > self._mark else self._mark
         if end - self._top_start > self.max_stanza_size:
             raise XmlError("policy-violation",
                            f"stanza larger than the limit of {self.max_stanza_size} bytes")
