@@ -41,6 +41,18 @@ from .web.client import setup_client
 
 log = logging.getLogger("stockade")
 
+IDLE_SWEEP_INTERVAL = 10.0    # seconds; a connection silent for a whole interval is compacted
+
+
+def release_free_memory() -> None:
+    """Ask glibc to give freed heap memory back to the system (no-op elsewhere): thousands of
+    parsers freed at once otherwise leave the process as large as at its peak."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
 
 def module_options() -> dict[str, type]:
     """Each module's Options class, for validating [modules.*] in the configuration."""
@@ -105,7 +117,8 @@ class Server:
         self.auth = Authenticator(accounts, self.throttle)
         await bus.fire_async(ServerStarted())
         await self._start_listeners()
-        self._background = [asyncio.ensure_future(self._check_accounts())]
+        self._background = [asyncio.ensure_future(self._check_accounts()),
+                            asyncio.ensure_future(self._sweep_idle())]
 
     def _tls_files(self) -> tuple[Path, Path]:
         tls = self.config.tls
@@ -126,11 +139,17 @@ class Server:
         # Stream features offered after authentication (RFC 6121 2.6 and 3.4).
         extra = [Element("ver", ns.ROSTER_VERSIONING), Element("sub", ns.PRE_APPROVAL), *self.ctx.stream_features]
 
+        # One options object per kind of port, shared by its connections (memory per connection).
+        shared: dict[bool, StreamOptions] = {}
+
         def stream_options(direct: bool) -> StreamOptions:
-            return StreamOptions(is_host_served=domains.__contains__, tls_available=True,
+            if direct in shared:
+                return shared[direct]
+            shared[direct] = options = StreamOptions(is_host_served=domains.__contains__, tls_available=True,
                                  tls_required=c2s.require_tls, is_secure=direct,
                                  mechanisms=tuple(config.auth.mechanisms), max_stanza_size=c2s.max_stanza_size,
                                  max_depth=c2s.max_depth, max_attrs=c2s.max_attributes, extra_features=extra)
+            return options
 
         self.c2s_ctx = c2s_ctx = C2SContext(hub=self.hub, auth=self.auth, stream_options=stream_options,
                                             tls_context=starttls_ctx, negotiation_timeout=c2s.negotiation_timeout,
@@ -178,6 +197,17 @@ class Server:
                     log.info("account %s@%s was removed outside the server; its sessions were ended", username, host)
             except Exception:
                 log.exception("checking accounts failed")
+
+    async def _sweep_idle(self) -> None:
+        """Idle connections give back their XML parsers (most of their memory), and the memory
+        freed goes back to the operating system."""
+        while True:
+            await asyncio.sleep(IDLE_SWEEP_INTERVAL)
+            compacted = 0
+            for conn in list(self.c2s_ctx.connections):
+                compacted += conn.compact_if_idle()
+            if compacted:
+                release_free_memory()
 
     async def _account_removed(self, host: str, username: str) -> None:
         from .protocol.jid import JID

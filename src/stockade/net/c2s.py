@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 class C2SConnection(ClientConnection, asyncio.Protocol):
     """One client on a TCP port: plaintext until STARTTLS (`direct_tls=False`), or TLS from the start."""
 
+    __slots__ = ("transport",)
+
     def __init__(self, ctx: C2SContext, direct_tls: bool) -> None:
         super().__init__(ctx, is_secure=direct_tls)
         self.transport: asyncio.Transport | None = None

@@ -13,6 +13,7 @@ Subclasses supply the transport: TCP with STARTTLS or direct TLS (`net/c2s.py`) 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from collections import deque
@@ -87,19 +88,27 @@ class C2SContext:
 class ClientConnection:
     """Transport-independent part of a client connection; also the session's channel."""
 
+    __slots__ = ("_backlog", "_busy", "_closing", "_counted", "_dirty", "_input", "_paused", "_seen_input",
+                 "_swept_input", "_timer", "address", "ctx", "is_secure", "sasl", "session", "stream",
+                 "__weakref__")
+
     def __init__(self, ctx: C2SContext, is_secure: bool, framed: bool = False) -> None:
         self.ctx = ctx
         self.address = "?"
         self.is_secure = is_secure
         options = ctx.stream_options(is_secure)
         if framed:
-            options.framed = True
+            options = dataclasses.replace(options, framed=True)
         self.stream = ClientStream(options)
         self.session: ClientSession | None = None
         self.sasl: Any = None
         self._busy = False
-        self._backlog: deque[Any] = deque()      # events waiting behind an async step
-        self._input: deque[bytes] = deque()      # input received while busy
+        # Created when first needed: most connections never wait, and every idle connection
+        # costs memory (see the benchmarks).
+        self._backlog: deque[Any] | None = None  # events waiting behind an async step
+        self._input: deque[bytes] | None = None  # input received while busy
+        self._seen_input = 0                     # input count, for the idle sweep
+        self._swept_input = -1
         self._paused = False
         self._dirty = False
         self._closing = False
@@ -148,7 +157,10 @@ class ClientConnection:
         """Input from the transport (a chunk of bytes, or one WebSocket message)."""
         if self._closing:
             return
+        self._seen_input += 1
         if self._busy:
+            if self._input is None:
+                self._input = deque()
             self._input.append(data)
             if len(self._input) > 8 and not self._paused:
                 self._paused = True
@@ -222,12 +234,17 @@ class ClientConnection:
     def _feed(self, data: bytes) -> None:
         events = self.stream.receive_data(data)
         if events:
-            self._backlog.extend(events)
+            if self._backlog is None:
+                self._backlog = deque(events)
+            else:
+                self._backlog.extend(events)
             self._run_backlog()
         self._mark()
 
     def _run_backlog(self) -> None:
         backlog = self._backlog
+        if backlog is None:
+            return
         while backlog and not self._closing:
             pending = self._handle(backlog.popleft())
             if pending is not None:
@@ -244,6 +261,8 @@ class ClientConnection:
         self._run_backlog()
         while not self._busy and self._input and not self._closing:
             self._feed(self._input.popleft())
+        if not self._busy:
+            self._backlog = self._input = None
         if not self._busy and self._paused and not self._closing:
             self._paused = False
             self._resume_input()
@@ -288,6 +307,8 @@ class ClientConnection:
             self.sasl = self.ctx.auth.session(stream.host or "", self.address, self.is_secure)
         result = await self.sasl.step(event.mechanism, event.data)
         stream.sasl_reply(result)
+        if stream.is_authenticated:
+            self.sasl = None             # the exchange is over: nothing to keep per connection
         if stream.is_closed:
             self._finish()
 
@@ -307,7 +328,10 @@ class ClientConnection:
             self._timer.cancel()
             self._timer = None
         held = stream.bound(session.jid)
-        self._backlog.extendleft(reversed(held))
+        if held:
+            if self._backlog is None:
+                self._backlog = deque()
+            self._backlog.extendleft(reversed(held))
 
     async def _starttls(self) -> None:
         self.flush()
@@ -351,6 +375,15 @@ class ClientConnection:
                 return
         if self.stream.is_closed and not self._closing:
             self._finish()
+
+    def compact_if_idle(self) -> bool:
+        """Called by the idle sweep: a connection that sent nothing since the last sweep gives
+        back its XML parser (it gets a new one when it speaks again). True when it did."""
+        done = False
+        if self._seen_input == self._swept_input and not self._busy and not self._closing:
+            done = self.stream.compact()
+        self._swept_input = self._seen_input
+        return done
 
     def _negotiation_timeout(self) -> None:
         self._timer = None

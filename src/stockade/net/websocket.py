@@ -22,6 +22,8 @@ SUBPROTOCOL = "xmpp"
 
 
 class WebSocketConnection(ClientConnection):
+    __slots__ = ("websocket", "_out", "_queued", "_can_read", "_writer")
+
     def __init__(self, ctx: C2SContext, websocket: WebSocket, is_secure: bool) -> None:
         super().__init__(ctx, is_secure=is_secure, framed=True)
         self.websocket = websocket

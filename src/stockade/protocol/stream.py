@@ -127,6 +127,10 @@ class ClientStream:
 
     content_ns = ns.CLIENT
 
+    __slots__ = ("_auth_failures", "_bind_iq", "_header_sent", "_held", "_out", "_reader", "_sasl_mechanism",
+                 "host", "is_authenticated", "is_secure", "jid", "lang", "options", "state", "stream_id",
+                 "username")
+
     def __init__(self, options: StreamOptions) -> None:
         self.options = options
         self.state = State.HEADER
@@ -149,6 +153,10 @@ class ClientStream:
         o = self.options
         return StreamReader(max_stanza_size=o.max_stanza_size, max_depth=o.max_depth,
                             max_attrs=o.max_attrs, framed=o.framed)
+
+    def compact(self) -> bool:
+        """Free the XML parser of an established, idle stream (see StreamReader.compact)."""
+        return self.state is State.OPEN and self._reader.compact()
 
     @property
     def is_closed(self) -> bool:

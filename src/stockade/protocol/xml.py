@@ -292,6 +292,11 @@ class StreamReader:
     `<open/>`/`<close/>` replace the stream root.
     """
 
+    __slots__ = ("_buf", "_buf_start", "_clean", "_closed", "_depth", "_events", "_fed", "_inner_prefixes",
+                 "_inner_start", "_last_end", "_mark", "_max_attr_items", "_parser", "_pending_decls",
+                 "_quiet_header", "_raw_ok", "_root_decls", "_root_default_ns", "_root_qname", "_stack",
+                 "_top_decls", "_top_start", "framed", "max_attrs", "max_depth", "max_stanza_size")
+
     def __init__(self, *, max_stanza_size: int = 262144, max_depth: int = 32,
                  max_attrs: int = 64, framed: bool = False) -> None:
         self.max_stanza_size = max_stanza_size
@@ -313,8 +318,13 @@ class StreamReader:
         self._inner_prefixes: dict[str, int] = {}
         self._pending_decls: list[tuple[str | None, str]] = []
         self._root_default_ns: str | None = None
+        self._root_decls: list[tuple[str | None, str]] = []   # to rebuild the root after compact()
+        self._root_qname = ""
+        self._quiet_header = False         # replaying the root after compact(): no header event
+        self._clean = False                # between stanzas with nothing left inside expat
+        self._last_end = 0                 # absolute index just after the last complete element
         self._closed = False
-        self._parser = self._new_parser()
+        self._parser: expat.XMLParserType | None = self._new_parser()
 
     def _new_parser(self) -> expat.XMLParserType:
         p = expat.ParserCreate("UTF-8", " ")
@@ -346,24 +356,64 @@ class StreamReader:
             return []
         if self.framed:
             return self._feed_frame(data)
-        self._buf += data
-        self._fed += len(data)
-        try:
-            self._parser.Parse(data, False)
-        except expat.ExpatError as exc:
-            raise self._expat_error(exc) from None
+        if self._parser is None:
+            self._revive()
+        was_clean = self._clean
+        self._parse(data)
+        # Clean: between stanzas, and nothing but whitespace after the last complete element, so
+        # expat holds no half-read token (see compact()).
+        if self._depth == 1 and self._top_start < 0:
+            after = self._fed - self._last_end
+            if after <= len(data):
+                self._clean = after <= 0 or not data[len(data) - after:].strip()
+            else:
+                self._clean = was_clean and not data.strip()
+        else:
+            self._clean = False
         # Bytes held since the last boundary: an unfinished element, or a tag expat still buffers.
         if self._fed - self._mark > self.max_stanza_size:
             raise XmlError("policy-violation",
                            f"stanza larger than the limit of {self.max_stanza_size} bytes")
+        events, self._events = self._events, []
+        return events
+
+    def _parse(self, data: bytes) -> None:
+        self._buf += data
+        self._fed += len(data)
+        assert self._parser is not None
+        try:
+            self._parser.Parse(data, False)
+        except expat.ExpatError as exc:
+            raise self._expat_error(exc) from None
         # Keep only the bytes the unfinished top-level element may still need.
         keep_from = self._top_start if self._top_start >= 0 else self._fed
         drop = keep_from - self._buf_start
         if drop > 0:
             del self._buf[:drop]
             self._buf_start = keep_from
-        events, self._events = self._events, []
-        return events
+
+    def compact(self) -> bool:
+        """Free the parser of an idle stream. Only between stanzas, with nothing left half-read;
+        the next data gets a new parser, first fed a copy of the stream header (same root name
+        and namespace declarations) so that everything after it parses as before. An expat
+        parser is most of what an idle connection costs in memory."""
+        if (self.framed or self._parser is None or self._closed or self._depth != 1
+                or not self._clean or not self._root_qname):
+            return False
+        self._parser = None
+        self._buf = bytearray()
+        self._buf_start = self._fed = self._mark = 0
+        return True
+
+    def _revive(self) -> None:
+        self._parser = self._new_parser()
+        self._depth = 0
+        self._quiet_header = True
+        decls = "".join(f' xmlns="{escape_attr(uri)}"' if prefix is None else f' xmlns:{prefix}="{escape_attr(uri)}"'
+                        for prefix, uri in self._root_decls)
+        self._parse(f"<{self._root_qname}{decls}>".encode())
+        self._quiet_header = False
+
 
     def _feed_frame(self, data: bytes) -> list[Event]:
         """RFC 7395: one WebSocket message is one complete element, parsed as its own document."""
@@ -379,6 +429,7 @@ class StreamReader:
             raise self._expat_error(exc) from None
         events, self._events = self._events, []
         self._buf = bytearray()
+        self._parser = None        # a WebSocket message is a document of its own: nothing to keep
         return events
 
     def reset(self) -> None:
@@ -391,6 +442,8 @@ class StreamReader:
         if self._depth == 0:
             if prefix is None:
                 self._root_default_ns = uri
+            if not self._quiet_header:
+                self._root_decls.append((prefix, uri))
             return
         if self._depth >= 2:
             self._inner_prefixes[prefix or ""] = self._inner_prefixes.get(prefix or "", 0) + 1
@@ -427,8 +480,12 @@ class StreamReader:
                         self._raw_ok = False
                 attrs[key] = value
         if depth == 1 and not self.framed:
-            self._events.append(StreamHeader(uri, self._root_default_ns, attrs))
+            if not self._quiet_header:
+                self._events.append(StreamHeader(uri, self._root_default_ns, attrs))
+                parts = qname.split(" ")
+                self._root_qname = f"{parts[2]}:{parts[1]}" if len(parts) == 3 else parts[-1]
             self._mark = self._fed_position()
+            self._last_end = self._tag_end(self._parser.CurrentByteIndex)
             self._pending_decls.clear()
             return
         el = Element(local, uri, attrs)
@@ -456,6 +513,15 @@ class StreamReader:
             stack[-1].children.append(el)
         stack.append(el)
 
+    def _tag_end(self, pos: int) -> int:
+        """Absolute index just after the tag that starts at `pos` (an end tag, or the start tag of
+        an empty element whose end expat reports after it). -1 when it is not in the buffer."""
+        base = self._buf_start
+        if pos - base >= len(self._buf) or self._buf[pos - base:pos - base + 1] != b"<":
+            return pos            # an empty element: expat reports its end after the tag
+        close = self._buf.find(b">", pos - base)
+        return -1 if close < 0 else close + 1 + base
+
     def _prefix_ok(self, qname: str) -> bool:
         prefix = qname.rsplit(" ", 1)[1]
         return prefix in self._inner_prefixes or any(p == prefix for p, _ in self._top_decls)
@@ -477,6 +543,7 @@ class StreamReader:
         if inner_start >= 0 and self._raw_ok and not self._top_decls:
             base = self._buf_start
             el._inner = bytes(self._buf[inner_start - base:pos - base])
+        self._last_end = self._tag_end(pos)
         end = pos if pos > self._mark else self._mark
         if end - self._top_start > self.max_stanza_size:
             raise XmlError("policy-violation",
