@@ -169,3 +169,38 @@ def test_a_stored_stanza_comes_back_in_its_namespace():
     again = parse(msg.serialize(""))
     assert again.xmlns == "jabber:client" and again.find("body").xmlns == "jabber:client"
     assert again.serialize("jabber:client").startswith(b"<message to=")
+
+
+def test_an_idle_stream_drops_its_parser_and_goes_on_as_before():
+    reader = StreamReader()
+    reader.feed(HEADER)
+    reader.feed(b"<message to='a@example.com'><body>one</body></message>  ")
+    assert reader.compact() and reader._parser is None
+    assert not reader.compact()                               # already compact
+    events = reader.feed(b"<message to='b@example.com'><stream:x/><body>two</body></message><iq/>")
+    assert [e.name for e in events] == ["message", "iq"]       # no second header event
+    assert events[0].find("body").text == "two"
+    assert events[0].find("x", "http://etherx.jabber.org/streams") is not None   # prefix still bound
+    assert reader.feed(b"</stream:stream>") == [STREAM_END]
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=20), st.data())
+def test_compacting_at_any_moment_never_changes_what_is_read(splits, data):
+    reader = StreamReader()
+    events, start = [], 0
+    for cut in sorted(set(splits)) + [len(STREAM)]:
+        events += reader.feed(STREAM[start:cut])
+        start = cut
+        if data.draw(st.booleans()):
+            reader.compact()          # refused unless it is safe
+    assert describe(events) == describe(feed_all(STREAM))
+
+
+def test_a_half_read_tag_is_never_dropped():
+    reader = StreamReader()
+    reader.feed(HEADER)
+    reader.feed(b"<message to='a>b@example.com'")            # ends with a '>' inside a value
+    assert not reader.compact()
+    reader.feed(b"><body>x</body></message>")
+    assert reader.compact()
