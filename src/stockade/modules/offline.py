@@ -106,6 +106,8 @@ class OfflineStore:
         if session.priority < 0:
             return
         bare = session.bare
+        if await self.count_for(bare) == 0:
+            return                  # the usual case: a read, not a write transaction
         async with self._lock(bare):
             items = await self.archive.pop_all(bare.domain, bare.local)
             self._counts[bare] = 0
