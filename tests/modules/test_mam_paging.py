@@ -1,7 +1,7 @@
 """XEP-0313 paging over the archive store, checked against a plain model of the result set.
 
-Items share time stamps in groups (as messages routed in the same instant do), so the counting
-of positions by time (paging.py) is tested where it is hardest: at ties.
+Items share time stamps in groups (as messages routed in the same instant do), so paging and
+counting in archive order (time, then append order) are tested where it is hardest: at ties.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockade.modules.mam.archiving import SignedIds, is_worth_archiving
+from stockade.modules.mam.archiving import SignedIds, is_worth_archiving, new_archive_id
 from stockade.modules.mam.prefs import ArchivePrefs
 from stockade.modules.mam.query import NS_MAM, format_stamp, parse_query, parse_stamp, query_form
 from stockade.modules.rsm import RsmRequest
@@ -153,10 +153,23 @@ def test_signed_ids_are_unpredictable_and_bound_to_their_archive():
     ids = SignedIds()
     alice, bob = J("alice@example.com"), J("bob@example.com")
     made = {ids.new(alice) for _ in range(1000)}
-    assert len(made) == 1000 and all(len(i) == 24 for i in made)
+    assert len(made) == 1000 and all(len(i) == 26 for i in made)
     one = next(iter(made))
     assert ids.is_ours(one, alice)
     assert not ids.is_ours(one, bob)                      # not valid for another archive
     assert not SignedIds().is_ours(one, alice)            # nor for another key
     assert not ids.is_ours("A" * 24, alice) and not ids.is_ours("forged", alice)
-    assert not ids.is_ours("%%%%", alice)
+    assert not ids.is_ours("%%%%", alice) and not ids.is_ours("%" * 26, alice)
+    assert not ids.is_ours("0" * 26, alice) and not ids.is_ours("é" * 26, alice)
+    # The time prefix of a genuine id with another signature, or another prefix: refused.
+    assert not ids.is_ours(one[:14] + "A" * 12, alice)
+    assert not ids.is_ours(f"{int(one[:14], 16) + 1:014x}" + one[14:], alice)
+
+
+def test_archive_ids_sort_in_the_order_they_were_made():
+    """The archive's key index is then appended at its end (storage/keys.py)."""
+    ids = SignedIds()
+    alice = J("alice@example.com")
+    made = [ids.new(alice) if n % 2 else new_archive_id() for n in range(2000)]
+    assert made == sorted(made) and len(set(made)) == 2000
+    assert len({i[:14] for i in made}) == 2000            # the prefix alone is unique

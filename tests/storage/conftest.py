@@ -64,7 +64,7 @@ def snapshot(run_sql: RunSql) -> Callable[[], Awaitable[dict[str, list[tuple]]]]
     """Every row of every Stockade table, sorted: to prove that something changed nothing."""
 
     async def take() -> dict[str, list[tuple]]:
-        tables = ["schema_version", "accounts", "credentials", "kv", "map", "archive"]
+        tables = ["schema_version", "accounts", "credentials", "kv", "map", "archive_owners", "archive"]
         results = await run_sql(*(f'SELECT * FROM "{table}"' for table in tables))
         return {table: sorted(rows, key=repr) for table, rows in zip(tables, results)}
 

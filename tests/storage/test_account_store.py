@@ -153,6 +153,22 @@ async def test_remove_also_wipes_archive_appends_still_queued(storage: Storage) 
     assert await offline.query("example.com", "alice") == []
 
 
+async def test_a_removed_users_archives_are_empty_and_fill_again(storage: Storage, run_sql) -> None:
+    mam = storage.archive("mam")
+    await storage.accounts.create("example.com", "alice", [SHA1])
+    await mam.append("example.com", "alice", "<old/>")
+    await storage.archive("offline").append("example.com", "alice", "<old/>")
+
+    await storage.accounts.remove("example.com", "alice")
+    await storage.accounts.create("example.com", "alice", [SHA1])
+    new = await mam.append("example.com", "alice", "<new/>")
+
+    assert await mam.query("example.com", "alice") == [new]
+    assert await storage.archive("offline").count("example.com", "alice") == 0
+    # The owner rows stay (the writer remembers their ids; storage/schema.py): no data in them.
+    assert await run_sql("SELECT store FROM archive_owners ORDER BY store") == [[("mam",), ("offline",)]]
+
+
 async def test_removed_account_can_be_created_again(storage: Storage) -> None:
     await storage.accounts.create("example.com", "alice", [SHA1])
     await storage.accounts.remove("example.com", "alice")

@@ -1,4 +1,7 @@
-"""ArchiveStore: append, query with every filter and paging combination, delete, pop_all."""
+"""ArchiveStore: append, query with every filter and paging combination, delete, pop_all.
+
+Archive order is (when, id): by time, then append order (storage/archive.py).
+"""
 
 from __future__ import annotations
 
@@ -24,12 +27,13 @@ async def fill(storage: Storage, store: str = "mam", user: str = "alice") -> lis
 
 
 def expected(items: list[ArchiveItem], *, with_jid=None, start=None, end=None,
-             after_id=None, before_id=None, limit=None, reverse=False) -> list[ArchiveItem]:
+             after_item=None, before_item=None, limit=None, reverse=False) -> list[ArchiveItem]:
     """What query() must return, computed the obvious way."""
-    matching = [i for i in items
+    matching = [i for i in sorted(items, key=lambda i: (i.when, i.id))
                 if (with_jid is None or i.with_jid == with_jid)
                 and (start is None or i.when >= start) and (end is None or i.when <= end)
-                and (after_id is None or i.id > after_id) and (before_id is None or i.id < before_id)]
+                and (after_item is None or (i.when, i.id) > (after_item.when, after_item.id))
+                and (before_item is None or (i.when, i.id) < (before_item.when, before_item.id))]
     if limit is None:
         return matching
     if reverse:
@@ -55,7 +59,7 @@ async def test_append_without_key_or_time_generates_a_key_and_uses_the_clock(
 
     assert first.when == second.when == 1_800_000_000.25
     assert first.with_jid is None
-    assert first.key and second.key and first.key != second.key
+    assert first.key and second.key and first.key < second.key        # time-ordered (keys.py)
     assert await archive.get_by_key(HOST, "alice", second.key) == second
 
 
@@ -71,13 +75,12 @@ async def test_query_with_every_filter_and_paging_combination(storage: Storage) 
     await fill(storage, user="bob")            # another user's items must never show up
     await fill(storage, store="offline")       # nor another store's
     archive = storage.archive("mam")
-    ids = [i.id for i in items]
     grid = {
         "with_jid": [None, "bob@example.com", "carol@example.com", "nobody@example.com"],
         "start": [None, 103.0, 103.5],
         "end": [None, 107.0],
-        "after_id": [None, ids[1]],
-        "before_id": [None, ids[8]],
+        "after_item": [None, items[1]],
+        "before_item": [None, items[8]],
         "limit": [None, 0, 1, 3, 100],
         "reverse": [False, True],
     }
@@ -97,26 +100,62 @@ async def test_reverse_with_limit_returns_the_last_items_in_ascending_order(
     assert got == items[7:]
 
 
-async def test_paging_backwards_with_before_id_visits_every_item_once(storage: Storage) -> None:
+async def test_paging_backwards_with_before_item_visits_every_item_once(storage: Storage) -> None:
     """XEP-0313 + XEP-0059: <before/> then <before>first-id-of-last-page</before> until empty."""
     items = await fill(storage)
     archive = storage.archive("mam")
     pages, before = [], None
-    while page := await archive.query(HOST, "alice", before_id=before, limit=3, reverse=True):
+    while page := await archive.query(HOST, "alice", before_item=before, limit=3, reverse=True):
         pages.append(page)
-        before = page[0].id
+        before = page[0]
     assert [len(p) for p in pages] == [3, 3, 3, 1]
     assert [item for page in reversed(pages) for item in page] == items
 
 
-async def test_paging_forwards_with_after_id_visits_every_item_once(storage: Storage) -> None:
+async def test_paging_forwards_with_after_item_visits_every_item_once(storage: Storage) -> None:
     items = await fill(storage)
     archive = storage.archive("mam")
     seen, after = [], None
-    while page := await archive.query(HOST, "alice", after_id=after, limit=4):
+    while page := await archive.query(HOST, "alice", after_item=after, limit=4):
         seen.extend(page)
-        after = page[-1].id
+        after = page[-1]
     assert seen == items
+
+
+async def test_archive_order_is_time_then_append_order(storage: Storage) -> None:
+    archive = storage.archive("pep_items")
+    late = await archive.append(HOST, "alice", "<late/>", when=200.0)
+    early = await archive.append(HOST, "alice", "<early/>", when=100.0)      # re-stored, older
+    tie = await archive.append(HOST, "alice", "<tie/>", when=200.0)
+
+    assert early.id > late.id
+    assert await archive.query(HOST, "alice") == [early, late, tie]
+    assert await archive.query(HOST, "alice", limit=1, reverse=True) == [tie]
+    assert await archive.query(HOST, "alice", after_item=early) == [late, tie]
+    assert await archive.query(HOST, "alice", before_item=tie) == [early, late]
+    assert await archive.count(HOST, "alice", after_item=early, before_item=tie) == 1
+    assert await archive.get_by_key(HOST, "alice", tie.key) == tie
+    assert [item.position for item in (early, late, tie)] == [(100.0, early.id), (200.0, late.id),
+                                                              (200.0, tie.id)]
+
+
+async def test_paging_goes_on_from_an_item_deleted_meanwhile(storage: Storage) -> None:
+    items = await fill(storage)
+    archive = storage.archive("mam")
+    page = await archive.query(HOST, "alice", limit=4)
+    await archive.delete(HOST, "alice", ids=[page[-1].id])
+
+    assert await archive.query(HOST, "alice", after_item=page[-1], limit=4) == items[4:8]
+
+
+async def test_count_agrees_with_query_for_every_filter(storage: Storage) -> None:
+    items = await fill(storage)
+    archive = storage.archive("mam")
+    for with_jid, start, after_item, before_item in itertools.product(
+            [None, "carol@example.com"], [None, 102.0], [None, items[2]], [None, items[7]]):
+        filters = {"with_jid": with_jid, "start": start, "after_item": after_item,
+                   "before_item": before_item}
+        assert await archive.count(HOST, "alice", **filters) == len(expected(items, **filters))
 
 
 async def test_negative_limit_is_refused(storage: Storage) -> None:
@@ -133,6 +172,17 @@ async def test_get_by_key_finds_only_that_users_item_in_that_store(storage: Stor
     assert await archive.get_by_key(HOST, "alice", "no-such-key") is None
     assert await storage.archive("offline").get_by_key(HOST, "alice", "stanza-4") is None
     assert (await archive.get_by_key(HOST, "bob", "stanza-4")).id != items[4].id
+    assert await archive.get_by_key(HOST, "nobody", "stanza-4") is None
+
+
+async def test_a_key_many_users_share_is_found_for_each(storage: Storage) -> None:
+    """PEP item keys ("node\nitem id") are the same in many archives."""
+    pep = storage.archive("pep_items")
+    mine = {user: await pep.append(HOST, user, f"<{user}/>", key="urn:xmpp:avatar:metadata\ncurrent")
+            for user in ("alice", "bob", "carol")}
+
+    for user, item in mine.items():
+        assert await pep.get_by_key(HOST, user, "urn:xmpp:avatar:metadata\ncurrent") == item
 
 
 async def test_count_applies_the_filters(storage: Storage) -> None:

@@ -33,10 +33,12 @@ async def test_appends_queued_in_one_loop_turn_share_one_transaction(storage: St
     offline = storage.archive("offline")
     futures = [offline.append_nowait(HOST, "alice", f"<message id='{n}'/>") for n in range(200)]
     assert not any(f.done() for f in futures)             # nothing is acknowledged before commit
+    assert len(set(futures)) == 1                         # one future for the batch
 
-    items = await asyncio.gather(*futures)
+    assert await asyncio.gather(*futures) == [None] * 200
 
     assert storage.archive_batches_committed == 1
+    items = await offline.query(HOST, "alice")
     assert [i.value for i in items] == [f"<message id='{n}'/>" for n in range(200)]
     assert [i.id for i in items] == sorted(i.id for i in items)
 
@@ -48,19 +50,33 @@ async def test_a_batch_holds_at_most_max_batch_items(storage: Storage) -> None:
     await asyncio.gather(*futures)
 
     assert storage.archive_batches_committed == 2
+    assert len(set(futures)) == 2
     assert await archive.count(HOST, "alice") == MAX_BATCH + 10
 
 
 async def test_appends_made_while_a_batch_commits_form_the_next_batch(storage: Storage) -> None:
     archive = storage.archive("mam")
-    first = [archive.append_nowait(HOST, "alice", "<message/>") for _ in range(3)]
+    first = [archive.append_nowait(HOST, "alice", "<first/>") for _ in range(3)]
     await asyncio.sleep(0)          # let the writer take the first batch: it is now committing
-    second = [archive.append_nowait(HOST, "alice", "<message/>") for _ in range(3)]
+    second = [archive.append_nowait(HOST, "alice", "<second/>") for _ in range(3)]
 
     await asyncio.gather(*first, *second)
 
     assert storage.archive_batches_committed == 2
-    assert max(f.result().id for f in first) < min(f.result().id for f in second)
+    assert first[0] is not second[0]
+    stored = await archive.query(HOST, "alice")
+    assert [i.value for i in stored] == ["<first/>"] * 3 + ["<second/>"] * 3
+    assert [i.id for i in stored] == sorted(i.id for i in stored)
+
+
+async def test_append_returns_each_caller_its_own_item(storage: Storage) -> None:
+    archive = storage.archive("mam")
+    items = await asyncio.gather(*(archive.append(HOST, "alice", f"<m{n}/>", key=f"k{n}", when=float(n))
+                                   for n in range(5)))
+
+    assert storage.archive_batches_committed == 1
+    assert [(i.key, i.when, i.value) for i in items] == [(f"k{n}", float(n), f"<m{n}/>") for n in range(5)]
+    assert await archive.query(HOST, "alice") == items
 
 
 async def test_flush_waits_for_everything_queued(storage: Storage) -> None:
@@ -107,12 +123,69 @@ async def test_a_caller_that_gives_up_does_not_stop_the_batch(storage: Storage) 
     archive = storage.archive("mam")
     abandoned = archive.append_nowait(HOST, "alice", "<one/>")
     kept = archive.append_nowait(HOST, "alice", "<two/>")
-    abandoned.cancel()
+    assert abandoned.cancel() is False             # shared with <two/>: cannot be cancelled
 
     await kept
 
     # Cancelling only stops waiting: the append was queued and is written with its batch.
     assert [i.value for i in await archive.query(HOST, "alice")] == ["<one/>", "<two/>"]
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_others_in_its_batch(storage: Storage) -> None:
+    """Stream management waits for a session's writes with gather (core/sessions.py); a session
+    that closes cancels that wait, which must not cancel another session's wait."""
+    archive = storage.archive("mam")
+    mine = archive.append_nowait(HOST, "alice", "<mine/>")
+    theirs = archive.append_nowait(HOST, "bob", "<theirs/>")
+
+    async def writes_done(*writes: asyncio.Future) -> None:
+        await asyncio.gather(*writes, return_exceptions=True)
+
+    waiting_for_mine = asyncio.ensure_future(writes_done(mine))
+    waiting_for_theirs = asyncio.ensure_future(asyncio.wait_for(theirs, timeout=30))
+    await asyncio.sleep(0)
+
+    waiting_for_mine.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting_for_mine                      # stops once the batch is done
+    assert await waiting_for_theirs is None and not theirs.cancelled()
+    assert await archive.count(HOST, "alice") == 1 and await archive.count(HOST, "bob") == 1
+
+
+async def test_an_owner_first_seen_in_a_failed_batch_is_created_again(
+        storage: Storage, poison, run_sql) -> None:
+    """Owner ids are remembered only once their transaction committed: a rolled-back owner row
+    must not be used by the next append."""
+    archive = storage.archive("mam")
+    failed = [archive.append_nowait(HOST, "dave", "<good/>"),
+              archive.append_nowait(HOST, "erin", "<poison/>")]
+    results = await asyncio.gather(*failed, return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results)
+
+    item = await archive.append(HOST, "dave", "<again/>")
+
+    assert await archive.query(HOST, "dave") == [item]
+    assert await run_sql("SELECT username FROM archive_owners ORDER BY username") == [[("dave",)]]
+
+
+async def test_each_archive_gets_one_owner_row_shared_by_every_process(
+        storage: Storage, storage_url: str, clock, run_sql) -> None:
+    archive = storage.archive("mam")
+    first = await archive.append(HOST, "alice", "<one/>")
+    await storage.archive("offline").append(HOST, "alice", "<offline/>")
+    # A second process (the CLI) appending to the same archive finds the same owner row.
+    other = await Storage.open(storage_url, clock=clock)
+    try:
+        second = await other.archive("mam").append(HOST, "alice", "<two/>")
+        third = await other.archive("mam").append(HOST, "alice", "<three/>")
+    finally:
+        await other.close()
+    fourth = await archive.append(HOST, "alice", "<four/>")
+
+    assert await archive.query(HOST, "alice") == [first, second, third, fourth]
+    assert await run_sql("SELECT host, username, store FROM archive_owners ORDER BY store") == [
+        [(HOST, "alice", "mam"), (HOST, "alice", "offline")]]
 
 
 async def test_appends_after_close_are_refused(storage_url: str) -> None:

@@ -10,7 +10,8 @@ numbered migrations. Modules never touch SQL; they get a store by name:
 
 Where things are: `engine.py` (URLs, pools, every SQLite/PostgreSQL difference), `schema.py`
 (tables), `migrate.py` and `migrations/` (schema versions), `accounts.py`, `stores.py` (key-value
-and map), `archive.py` (archive and its group-commit writer), `service.py` (`Storage`).
+and map), `archive.py` (archive and its group-commit writer), `keys.py` (time-ordered archive
+keys), `service.py` (`Storage`).
 """
 
 from stockade.protocol.sasl.scram import ScramCredential
@@ -18,10 +19,11 @@ from stockade.protocol.sasl.scram import ScramCredential
 from .accounts import AccountStore
 from .archive import ArchiveItem, ArchiveStore
 from .errors import AccountExists, StorageError
+from .keys import new_key, time_prefix
 from .service import Storage
 from .stores import KeyValueStore, MapStore
 
 __all__ = [
     "AccountExists", "AccountStore", "ArchiveItem", "ArchiveStore", "KeyValueStore", "MapStore",
-    "ScramCredential", "Storage", "StorageError",
+    "ScramCredential", "Storage", "StorageError", "new_key", "time_prefix",
 ]

@@ -11,7 +11,7 @@ from stockade.protocol.sasl.scram import ScramCredential
 from .archive import ArchiveWriter
 from .engine import Database
 from .errors import AccountExists
-from .schema import USER_DATA_TABLES, accounts, credentials
+from .schema import USER_DATA_TABLES, accounts, archive, archive_owners, credentials
 
 # Built once: SQLAlchemy then finds the compiled SQL in its cache on every call.
 _ACCOUNT = and_(accounts.c.host == bindparam("host"), accounts.c.username == bindparam("username"))
@@ -28,9 +28,14 @@ _INSERT_CREDENTIALS = insert(credentials)
 _DELETE_CREDENTIALS = delete(credentials).where(credentials.c.host == bindparam("host"),
                                                 credentials.c.username == bindparam("username"))
 _DELETE_ACCOUNT = delete(accounts).where(_ACCOUNT)
-_DELETE_USER_DATA = tuple(
-    delete(table).where(table.c.host == bindparam("host"), table.c.username == bindparam("username"))
-    for table in USER_DATA_TABLES)
+_DELETE_USER_DATA = (
+    *(delete(table).where(table.c.host == bindparam("host"), table.c.username == bindparam("username"))
+      for table in USER_DATA_TABLES),
+    # Every archive store of the user; the archive_owners rows stay (see schema.py).
+    delete(archive).where(archive.c.owner.in_(
+        select(archive_owners.c.id).where(archive_owners.c.host == bindparam("host"),
+                                          archive_owners.c.username == bindparam("username")))),
+)
 
 
 def _credential_rows(host: str, username: str, creds: Iterable[ScramCredential]) -> list[dict]:

@@ -11,10 +11,14 @@ here and nowhere else:
   front; a deferred BEGIN that reads first and writes later can fail with SQLITE_BUSY when another
   process (the `stockade user` CLI) wrote in between. Reads run in autocommit on both dialects:
   each is one statement, and skipping BEGIN/COMMIT saves round trips on the hot path.
-- Pragmas (SQLite): WAL, synchronous=NORMAL, foreign keys, busy timeout, query_only for readers.
+- Pragmas (SQLite): WAL, synchronous=NORMAL, foreign keys, busy timeout, query_only for readers;
+  for the writer a larger page cache and fewer, larger checkpoints (see `_install_sqlite_hooks`).
 - Upsert and insert-or-ignore (ON CONFLICT, spelled by each dialect's `insert`).
-- Allocating archive ids in bulk for the group-commit writer, and the lock that serialises
-  migrations between processes.
+- Plain SQL for the archive's bulk insert (`insert_many_sql`): the DBAPI's executemany with
+  tuples skips SQLAlchemy's per-row work; only the parameter markers differ (? and $1).
+- Allocating archive ids in bulk for the group-commit writer, the lock that serialises
+  migrations between processes, and for migrations the id high-water mark of a table and the
+  renaming of a table with what PostgreSQL names after it (primary key, id sequence).
 
 Every transaction runs in its own task, shielded from the caller's cancellation: a cancelled
 aiosqlite call can otherwise leave a half-closed connection holding SQLite's write lock.
@@ -46,6 +50,15 @@ from .errors import StorageError
 SQLITE_BUSY_TIMEOUT_MS = 5000      # how long to wait for another process's write lock
 SQLITE_READERS = 4                 # pooled read connections (each is one aiosqlite thread)
 SQLITE_MIN_VERSION = (3, 35, 0)    # DELETE ... RETURNING (pop_all) needs 3.35
+# The writer's page cache (SQLite's default is 2 MiB). Each archive append updates the index
+# page at the end of its owner's range; with thousands of active owners those pages must stay
+# cached, or every append reads one back from the file.
+SQLITE_WRITER_CACHE_KIB = 64 * 1024
+# Pages in the WAL before a checkpoint copies them into the database (SQLite's default is 1000,
+# 4 MiB). A checkpoint copies a page once however often it changed since the last one, and the
+# archive rewrites the same index pages in every batch: checkpointing less often copies far
+# less. The WAL file grows to about this size (40 MiB) before it is reused.
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 10
 POOL_TIMEOUT_S = 30                # a task waiting longer than this for a connection gets an error
@@ -68,6 +81,7 @@ T = TypeVar("T")
 Params = dict[str, Any] | list[dict[str, Any]] | None   # one row of parameters, or many
 
 _SQLITE_SEQUENCE = lightweight_table("sqlite_sequence", column("name"), column("seq"))
+_REGCLASS = pg_dialect.REGCLASS()
 
 
 def parse_url(url: str) -> URL:
@@ -252,6 +266,17 @@ class Database:
         """INSERT that does nothing (rowcount 0) when a row with the same `keys` exists."""
         return self._insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in keys])
 
+    def insert_many_sql(self, table: Table, columns: Sequence[str]) -> str:
+        """`INSERT INTO table (columns) VALUES (...)` in the driver's own parameter style, for
+        `conn.exec_driver_sql(sql, rows)` with a list of tuples (one executemany)."""
+        quote = self._writer.dialect.identifier_preparer.quote
+        if self.dialect == "sqlite":
+            markers = ", ".join("?" for _ in columns)
+        else:
+            markers = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        return (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+                f"VALUES ({markers})")
+
     def allocate_ids(self, conn: Connection, table: Table, count: int) -> list[int]:
         """`count` new ascending values for `table.c.id`, never used before, inside a write transaction.
 
@@ -277,6 +302,52 @@ class Database:
         if self.dialect == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
         # SQLite: the write transaction's BEGIN IMMEDIATE already excludes other writers.
+
+
+# -- for migrations, which get a Connection only --------------------------------------------------
+
+def id_high_water(conn: Connection, table: str) -> int:
+    """The largest value `table.id` ever had (0 for none), counting rows since deleted: what the
+    table's sequence (PostgreSQL) or AUTOINCREMENT (sqlite_sequence) has handed out."""
+    top = select(func.coalesce(func.max(column("id")), 0)).select_from(lightweight_table(table))
+    if conn.dialect.name == "sqlite":
+        seq = (select(func.coalesce(func.max(_SQLITE_SEQUENCE.c.seq), 0))
+               .where(_SQLITE_SEQUENCE.c.name == table))
+        given = conn.execute(seq).scalar_one()
+    else:
+        sequence = func.pg_get_serial_sequence(table, "id")
+        given = conn.execute(select(func.coalesce(
+            func.pg_sequence_last_value(sequence.cast(_REGCLASS)), 0))).scalar_one()
+    return max(given, conn.execute(top).scalar_one())
+
+
+def raise_id_high_water(conn: Connection, table: str, value: int) -> None:
+    """Make sure `table`'s next generated id is larger than `value` (ids are never reused)."""
+    value = max(value, id_high_water(conn, table))
+    if value <= 0:
+        return
+    if conn.dialect.name == "sqlite":
+        # AUTOINCREMENT keeps its high-water mark in this table, which SQL may change.
+        updated = conn.execute(_SQLITE_SEQUENCE.update().where(_SQLITE_SEQUENCE.c.name == table)
+                               .values(seq=value)).rowcount
+        if not updated:
+            conn.execute(_SQLITE_SEQUENCE.insert().values(name=table, seq=value))
+    else:
+        conn.execute(select(func.setval(func.pg_get_serial_sequence(table, "id"), value)))
+
+
+def rename_table(conn: Connection, old: str, new: str) -> None:
+    """Rename a table. PostgreSQL names the primary key index and the sequence of a serial `id`
+    after the table, and those names must be free for a new table called `old`: they follow."""
+    preparer = conn.dialect.identifier_preparer
+    conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(old)} RENAME TO {preparer.quote(new)}")
+    if conn.dialect.name != "postgresql":
+        return              # SQLite: nothing else carries the name (sqlite_sequence follows)
+    conn.exec_driver_sql(f"ALTER INDEX {preparer.quote(old + '_pkey')} "
+                         f"RENAME TO {preparer.quote(new + '_pkey')}")
+    sequence = conn.execute(select(func.pg_get_serial_sequence(new, "id"))).scalar()
+    if sequence is not None:
+        conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} RENAME TO {preparer.quote(new + '_id_seq')}")
 
 
 def _log_abandoned_failure(task: asyncio.Task) -> None:
@@ -317,7 +388,10 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, is_writer: bool, is_memory: bo
         cursor.execute("PRAGMA synchronous=NORMAL")          # WAL + NORMAL: survives a process crash
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
-        if not is_writer:
+        if is_writer:
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_WRITER_CACHE_KIB:d}")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES:d}")
+        else:
             cursor.execute("PRAGMA query_only=ON")           # a write on a read connection is a bug
         cursor.close()
 

@@ -5,8 +5,9 @@ out its own DDL so that it keeps meaning the same thing when this file moves on.
 the migrated database matches the tables described here.
 
 Stores are separated by a `store` column ("roster", "offline", "vcard", ...) in shared tables.
-Every per-user table starts its primary key or index with (host, username): deleting an account
-wipes the user's rows in every store with one indexed DELETE per table.
+Every per-user table starts its primary key or index with (host, username), except the archive,
+which is on the message path and names its owner by a small integer (`archive_owners`): deleting
+an account wipes the user's rows in every store with one indexed DELETE per table.
 """
 
 from __future__ import annotations
@@ -62,28 +63,47 @@ map_ = Table(
     Column("value", Text, nullable=False),             # JSON
 )
 
-archive = Table(
-    "archive", metadata,
-    Column("id", ArchiveId, primary_key=True, autoincrement=True),
+# Who an archive belongs to: (host, user, store) once, as a small integer that the archive rows
+# carry instead of the three strings. Rows are never deleted (removing an account deletes its
+# archive items, not this row): the archive writer keeps the ids in memory for the life of the
+# process, and another process (the CLI) may use them at the same time.
+archive_owners = Table(
+    "archive_owners", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("host", Text, nullable=False),
     Column("username", Text, nullable=False),
     Column("store", Text, nullable=False),
-    Column("key", Text, nullable=False),               # caller's unique id (XEP-0359 stanza id)
-    Column("ts", Double, nullable=False),              # unix time of the item
-    Column("with_jid", Text, nullable=True),           # conversation partner, bare JID
-    Column("value", Text, nullable=False),             # serialised stanza
-    # Never reuse the id of a deleted row: clients page by id (XEP-0313/XEP-0059).
+)
+Index("ix_archive_owners_user", archive_owners.c.host, archive_owners.c.username,
+      archive_owners.c.store, unique=True)
+
+# Keys sort by the time they were made (storage/keys.py). On PostgreSQL the column compares
+# bytes ("C"): the index order is then the generator's order whatever the database collation.
+ArchiveKey = Text().with_variant(Text(collation="C"), "postgresql")
+
+# Archive order is (ts, id): by time, appends at the same time in append order. Writers keep ts
+# non-decreasing per archive, so it is also append order; when a caller gives an earlier time
+# (PEP re-storing items), the item takes its place in time.
+archive = Table(
+    "archive", metadata,
+    Column("id", ArchiveId, primary_key=True, autoincrement=True),
+    Column("owner", Integer, nullable=False),           # archive_owners.id (no foreign key: see above)
+    Column("key", ArchiveKey, nullable=False),          # caller's unique id (XEP-0359 stanza id)
+    Column("ts", Double, nullable=False),               # unix time of the item
+    Column("with_jid", Text, nullable=True),            # conversation partner, bare JID
+    Column("value", Text, nullable=False),              # serialised stanza
+    # Never reuse the id of a deleted row: it is the tie-breaker of archive order.
     sqlite_autoincrement=True,
 )
-# Paging through a user's store by id, the common MAM and offline query.
-Index("ix_archive_user", archive.c.host, archive.c.username, archive.c.store, archive.c.id)
-# The same, filtered by conversation partner (MAM "with").
-Index("ix_archive_with", archive.c.host, archive.c.username, archive.c.store, archive.c.with_jid,
-      archive.c.id)
-# MAM "start"/"end" and retention ("delete before").
-Index("ix_archive_ts", archive.c.host, archive.c.username, archive.c.store, archive.c.ts)
-# Look-up by stanza id (MAM "after-id" given as a stanza id, message corrections, retractions).
-Index("ix_archive_key", archive.c.host, archive.c.username, archive.c.store, archive.c.key)
+# The only index per archive, because every secondary index whose insertion point differs per
+# owner costs a B-tree page write per append: paging in archive order, MAM "start"/"end",
+# retention ("delete before"). with_jid comes last, only carried: a "with" filter reads the
+# owner's range of this index and not the table (see archive.py).
+Index("ix_archive_owner", archive.c.owner, archive.c.ts, archive.c.id, archive.c.with_jid)
+# Look-up by stanza id. Key first: new keys are appended at the index's end (storage/keys.py);
+# the owner second tells apart equal keys of different owners (PEP item ids are "node\nitem").
+Index("ix_archive_key", archive.c.key, archive.c.owner)
 
-# Tables holding a user's data that AccountStore.remove() wipes (credentials go by the account).
-USER_DATA_TABLES = (kv, map_, archive)
+# Tables holding a user's data, by (host, username), that AccountStore.remove() wipes; the
+# user's archive items go through archive_owners (credentials go by the account).
+USER_DATA_TABLES = (kv, map_)

@@ -14,11 +14,14 @@ Where it happens (both hooks are synchronous, on the hot path):
   rule 3: a forged archive id would make the client believe a message is archived under an id
   of the sender's choosing), then the archive id is added as <stanza-id by='user@host'/>.
 
-Archive ids are random (XEP-0359 requires them unpredictable, and they must not reveal the
-size of the archive); those put in a <stanza-id/> are also signed (`SignedIds`). The id is
-chosen here, so it is known at once, and the row is queued with `append_nowait` (group commit,
-see storage/archive.py). The stored copy is serialised before the stanza id is added, which
-reuses the bytes the reader kept.
+Archive ids start with a time prefix that grows with every id the process makes
+(storage/keys.py), so that the archive's key index is appended at its end instead of at a random
+place (a page write per message). The rest is random for the sender's copy and a signature for
+the ids put in a <stanza-id/> (`SignedIds`): nobody can make up an id this server would take as
+its own, nor guess another message's id, and an id reveals no more than the time the archive
+records anyway, not the size of the archive. The id is chosen here, so it is known at once, and
+the row is queued with `append_nowait` (group commit, see storage/archive.py). The stored copy is
+serialised before the stanza id is added, which reuses the bytes the reader kept.
 
 Decisions that need data not in memory. Preferences and rosters are cached while the user has a
 session. A message for a user with no session goes to offline storage, which is asynchronous:
@@ -28,7 +31,7 @@ In the rare case that the data is missing and the message is delivered at once (
 moments ago, its data still loading), the message is archived: keeping a record is the safe side.
 
 Timestamps never go backwards within a process (a clock step back reuses the last one), so that
-item time order matches archive order: paging.py relies on it to count positions by time.
+archive order (time, then append order: storage/archive.py) is the order messages were routed in.
 
 Durability: appends are committed in batches (group commit). Each write is tracked on the
 session whose stanza caused it (`ClientSession.track_write`: the sender's session for both the
@@ -42,7 +45,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 
 from ...core.hooks import MessageFromLocal, MessageToLocal, MessageUndeliverable
@@ -50,7 +52,8 @@ from ...core.module_api import ModuleAPI
 from ...core.sessions import ClientSession
 from ...protocol.jid import JID, try_jid
 from ...protocol.xml import Element
-from ...storage import ArchiveItem, ArchiveStore, StorageError
+from ...storage import ArchiveStore, StorageError
+from ...storage.keys import PREFIX_LENGTH, new_key, time_prefix
 from ..roster import RosterService
 from ..stream_management import KEY as SM_KEY
 from .prefs import PrefsService
@@ -93,69 +96,48 @@ def is_worth_archiving(stanza: Element) -> bool:
     return worth
 
 
-class _Entropy:
-    """Random bytes from the operating system, read 4 KiB at a time: one system call per a few
-    hundred ids instead of one per id (this is on the message path). Bytes are never handed out
-    twice; a forked child starts with an empty buffer so that two processes never share bytes."""
-
-    __slots__ = ("_buffer", "_position")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._position = 0
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        self._buffer = b""
-        self._position = 0
-
-    def take(self, count: int) -> bytes:
-        position = self._position
-        if position + count > len(self._buffer):
-            self._buffer = os.urandom(4096)
-            position = 0
-        self._position = position + count
-        return self._buffer[position:position + count]
-
-
-_entropy = _Entropy()
-
-
 def new_archive_id() -> str:
-    """An id for the sender's copy (never shown in a stanza-id, so it needs no signature):
-    96 random bits, 16 URL-safe characters."""
-    return base64.urlsafe_b64encode(_entropy.take(12)).decode()
+    """An id for the sender's copy (never shown in a stanza-id, so it needs no signature): the
+    time prefix and 72 random bits, 26 URL-safe characters."""
+    return new_key()
 
 
 class SignedIds:
     """Archive ids for received messages that prove they were issued here for that archive.
 
-    An id is 9 random bytes and a 9-byte keyed BLAKE2b MAC over them and the archive owner, in
-    URL-safe base64 (24 characters). A message that comes through MessageToLocal again (stream
-    management routes an unacknowledged message anew) keeps its id and is not archived twice,
-    while a <stanza-id/> a sender made up fails the check and is removed. The key lives for the
-    process: messages are only routed again within it.
+    An id is the 14-character time prefix (storage/keys.py: unique within the process, growing)
+    and a 9-byte keyed BLAKE2b MAC over it and the archive owner, in URL-safe base64: 26
+    characters. A message that comes through MessageToLocal again (stream management routes an
+    unacknowledged message anew) keeps its id and is not archived twice, while a <stanza-id/> a
+    sender made up fails the check and is removed. The key lives for the process: messages are
+    only routed again within it, and ids made by an earlier process differ by their MAC even
+    if the clock went back and repeated a prefix.
     """
+
+    LENGTH = PREFIX_LENGTH + 12
 
     def __init__(self) -> None:
         self._mac = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=9)
 
-    def _sign(self, nonce: bytes, owner: JID) -> bytes:
+    def _sign(self, prefix: bytes, owner: JID) -> bytes:
         mac = self._mac.copy()
-        mac.update(nonce)
+        mac.update(prefix)
         mac.update(str(owner).encode())
         return mac.digest()
 
     def new(self, owner: JID) -> str:
-        nonce = _entropy.take(9)
-        return base64.urlsafe_b64encode(nonce + self._sign(nonce, owner)).decode()
+        prefix = time_prefix()
+        return prefix + base64.urlsafe_b64encode(self._sign(prefix.encode(), owner)).decode()
 
     def is_ours(self, archive_id: str, owner: JID) -> bool:
+        if len(archive_id) != self.LENGTH:
+            return False
         try:
-            raw = base64.urlsafe_b64decode(archive_id.encode())
+            prefix = archive_id[:PREFIX_LENGTH].encode("ascii")
+            signature = base64.urlsafe_b64decode(archive_id[PREFIX_LENGTH:].encode("ascii"))
         except (ValueError, UnicodeError):
             return False
-        return len(raw) == 18 and hmac.compare_digest(raw[9:], self._sign(raw[:9], owner))
+        return hmac.compare_digest(signature, self._sign(prefix, owner))
 
 
 class Archiver:
@@ -173,6 +155,8 @@ class Archiver:
         self._last_when = 0.0
         self.ids = SignedIds()
         self._written = self._check_written      # one bound method, not one per message
+        self._watched: asyncio.Future[None] | None = None          # the last batch future seen
+        self._tracked: tuple[asyncio.Future[None] | None, ClientSession | None] = (None, None)
 
     # -- sender side ----------------------------------------------------------------------------
     def from_local(self, event: MessageFromLocal) -> None:
@@ -301,29 +285,37 @@ class Archiver:
 
     # -- writing --------------------------------------------------------------------------------
     def _append(self, owner: JID, value: str, with_jid: JID, archive_id: str,
-                origin: ClientSession | None) -> asyncio.Future[ArchiveItem] | None:
+                origin: ClientSession | None) -> asyncio.Future[None] | None:
         """Queue the write; the session whose stanza caused it (if it acknowledges stanzas,
         XEP-0198) waits for it before acknowledging. None when the store refused it (closed):
-        the message is still delivered, without an archive id."""
+        the message is still delivered, without an archive id.
+
+        The appends of one batch share their future (storage/archive.py): it is watched once,
+        and tracked once per session in a row (a message's two copies, a burst from one client).
+        """
         when = self.clock.time()
         if when < self._last_when:
             when = self._last_when
         self._last_when = when
         try:
-            future = self.store.append_nowait(owner.domain, owner.local or "", value, with_jid=str(with_jid),
+            commit = self.store.append_nowait(owner.domain, owner.local or "", value, with_jid=str(with_jid),
                                               when=when, key=archive_id)
         except StorageError as exc:
             self.log.error("a message for the archive of %s was not written: %s", owner, exc)
             return None
-        future.add_done_callback(self._written)
-        if origin is not None and SM_KEY in origin.extra:
+        if commit is not self._watched:
+            self._watched = commit
+            commit.add_done_callback(self._written)
+        if origin is not None and SM_KEY in origin.extra \
+                and (commit is not self._tracked[0] or origin is not self._tracked[1]):
             # Only sessions with stream management drain their tracked writes (on <r/>).
-            origin.track_write(future)
-        return future
+            self._tracked = (commit, origin)
+            origin.track_write(commit)
+        return commit
 
-    def _check_written(self, future: asyncio.Future[ArchiveItem]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self.log.error("an archived message could not be written: %s", future.exception())
+    def _check_written(self, commit: asyncio.Future[None]) -> None:
+        if not commit.cancelled() and commit.exception() is not None:
+            self.log.error("archived messages could not be written: %s", commit.exception())
 
     async def flush(self) -> None:
         """Wait until every archive write queued so far is committed (see the module docstring)."""

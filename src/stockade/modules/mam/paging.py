@@ -1,20 +1,20 @@
 """XEP-0313 4.2-4.3 and 5: selecting one page of a user archive, and the stanzas that carry it.
 
 The ids clients see are the archive items' keys (the XEP-0359 stanza ids). A key is turned into
-a position with `get_by_key` (an indexed look-up); paging then runs on the store's item ids,
-which grow with every append. An id that is not in the archive is item-not-found (4.1.3, 4.3.2).
+an item with `get_by_key` (an indexed look-up); paging then runs on the items' positions in
+archive order (time, then append order: storage/archive.py). An id that is not in the archive is
+item-not-found (4.1.3, 4.3.2).
 
 The whole result set of a query is bounded by its form (with, start, end, after-id, before-id,
 ids); RSM <after/>/<before/> only move the page within it. One item more than the page is read
 to know whether the page reached the end of the set in the direction of paging ('complete').
 
-Counting (<count/> and <first index/>). The store counts by partner and time but not by item
-id, so a position is counted by time: items appended by one process never go back in time
-(archiving.py), so "after item X" is "later than X, or at the same time and appended after X".
-That is one count plus a look at the (usually one) item sharing X's time stamp. Where the index
-follows from the page itself (the first page, the last page, a page that reached an end) no
-count is made. Queries whose 'with' is a full JID are filtered after reading (the store keeps
-the bare JID), and give neither count nor index, as XEP-0059 allows.
+Counting (<count/> and <first index/>). The store counts the items between two positions with
+the same filters, so the index of a page is one count. Where it follows from the page itself
+(the first page, the last page, a page that reached an end) no count is made. A 'with' filter
+has no index of its own (storage/archive.py): its count reads the owner's items in the time
+range. Queries whose 'with' is a full JID are filtered after reading (the store keeps the bare
+JID), and give neither count nor index, as XEP-0059 allows.
 """
 
 from __future__ import annotations
@@ -52,11 +52,15 @@ class _Filters:
 
 
 def _later(a: ArchiveItem | None, b: ArchiveItem | None) -> ArchiveItem | None:
-    return b if a is None or (b is not None and b.id > a.id) else a
+    return b if a is None or (b is not None and b.position > a.position) else a
 
 
 def _earlier(a: ArchiveItem | None, b: ArchiveItem | None) -> ArchiveItem | None:
-    return b if a is None or (b is not None and b.id < a.id) else a
+    return b if a is None or (b is not None and b.position < a.position) else a
+
+
+def _between(item: ArchiveItem, lo: ArchiveItem | None, hi: ArchiveItem | None) -> bool:
+    return (lo is None or item.position > lo.position) and (hi is None or item.position < hi.position)
 
 
 class ArchiveSearch:
@@ -80,16 +84,15 @@ class ArchiveSearch:
         cursor_after = await self._item(host, user, rsm.after if rsm else None, "RSM <after/>")
         cursor_before = await self._item(host, user, rsm.before if rsm else None, "RSM <before/>")
         page_lo, page_hi = _later(lo, cursor_after), _earlier(hi, cursor_before)
-        if page_lo is not None and page_hi is not None and page_lo.id >= page_hi.id:
+        if page_lo is not None and page_hi is not None and page_lo.position >= page_hi.position:
             fetched: list[ArchiveItem] = []
         elif with_jid is not None and with_jid.resource is not None:
             items, has_more = await self._scan(host, user, filters, page_lo, page_hi, limit, backward,
                                                with_jid)
             return RsmPage(items, None, None, not has_more)
         else:
-            fetched = await self.store.query(
-                host, user, **filters.store_args(), after_id=page_lo.id if page_lo else None,
-                before_id=page_hi.id if page_hi else None, limit=limit + 1, reverse=backward)
+            fetched = await self.store.query(host, user, **filters.store_args(), after_item=page_lo,
+                                             before_item=page_hi, limit=limit + 1, reverse=backward)
         has_more = len(fetched) > limit
         if backward:
             items = fetched[len(fetched) - limit:] if limit else []
@@ -123,9 +126,8 @@ class ArchiveSearch:
             assert item is not None
             found[item.id] = item
         with_jid = query.with_jid
-        items = [item for _, item in sorted(found.items())
-                 if filters.matches(item) and (lo is None or item.id > lo.id)
-                 and (hi is None or item.id < hi.id)
+        items = [item for item in sorted(found.values(), key=lambda item: item.position)
+                 if filters.matches(item) and _between(item, lo, hi)
                  and (with_jid is None or with_jid.resource is None or _involves(item, with_jid))]
         return paginate(items, query.rsm, _uid, self.max_page)
 
@@ -133,11 +135,11 @@ class ArchiveSearch:
                     hi: ArchiveItem | None, limit: int, backward: bool,
                     with_jid: JID) -> tuple[list[ArchiveItem], bool]:
         """A page of items involving exactly `with_jid` (a full JID), read in chunks."""
-        after, before = (lo.id if lo else None), (hi.id if hi else None)
+        after, before = lo, hi
         found: list[ArchiveItem] = []
         while len(found) <= limit:
-            chunk = await self.store.query(host, user, **filters.store_args(), after_id=after,
-                                           before_id=before, limit=SCAN_CHUNK, reverse=backward)
+            chunk = await self.store.query(host, user, **filters.store_args(), after_item=after,
+                                           before_item=before, limit=SCAN_CHUNK, reverse=backward)
             for item in (reversed(chunk) if backward else chunk):
                 if _involves(item, with_jid):
                     found.append(item)
@@ -146,9 +148,9 @@ class ArchiveSearch:
             if len(chunk) < SCAN_CHUNK:
                 break
             if backward:
-                before = chunk[0].id
+                before = chunk[0]
             else:
-                after = chunk[-1].id
+                after = chunk[-1]
         has_more = len(found) > limit
         found = found[:limit]
         if backward:
@@ -158,27 +160,10 @@ class ArchiveSearch:
     async def _count_between(self, host: str, user: str, filters: _Filters,
                              lo: ArchiveItem | None, hi: ArchiveItem | None) -> int:
         """How many items match `filters` strictly after `lo` and strictly before `hi`."""
-        if lo is not None and hi is not None and lo.id >= hi.id:
+        if lo is not None and hi is not None and lo.position >= hi.position:
             return 0
-        start, end = filters.start, filters.end
-        # An endpoint inside the time window narrows it to the endpoint's time; the items that
-        # share that time stamp but are on the wrong side of the endpoint are taken off below.
-        lo_inside = lo is not None and (start is None or lo.when >= start)
-        hi_inside = hi is not None and (end is None or hi.when <= end)
-        if lo_inside:
-            start = lo.when
-        if hi_inside:
-            end = hi.when
-        if start is not None and end is not None and start > end:
-            return 0
-        total = await self.store.count(host, user, with_jid=filters.with_jid, start=start, end=end)
-        if lo_inside:
-            total -= len(await self.store.query(host, user, with_jid=filters.with_jid, start=lo.when,
-                                                end=lo.when, before_id=lo.id + 1))
-        if hi_inside:
-            total -= len(await self.store.query(host, user, with_jid=filters.with_jid, start=hi.when,
-                                                end=hi.when, after_id=hi.id - 1))
-        return max(total, 0)
+        return await self.store.count(host, user, **filters.store_args(), after_item=lo,
+                                      before_item=hi)
 
     async def metadata(self, owner: JID) -> Element:
         """The first and last items of the archive (XEP-0313 6, #extended)."""

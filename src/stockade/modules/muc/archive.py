@@ -8,6 +8,8 @@ real full JID is kept inside the stored stanza and shown in results only to thos
 real JIDs now (XEP-0313 6.1.2). Items live in the archive store "muc_archive" under
 (service domain, room name). Appends are queued (group commit) so the broadcast does not wait;
 a query first waits for the room's pending appends, so it sees every message broadcast before it.
+The stanza id (`key`) should be made with `stockade.storage.new_key()`: time-ordered keys are
+appended at the end of the archive's key index (storage/keys.py).
 
 Querying. Who may read is who may enter now (6.1.2): nobody banned, members in a members-only
 room, occupants or members in a password-protected one. Results go to the requester one message
@@ -45,11 +47,12 @@ class RoomArchive:
         stored.attrs.pop("to", None)
         stored.add("x", NS_USER).add("item", attrs={"jid": str(sender.jid)})
         where = (room.service.domain, room.name)
-        future = self.store.append_nowait(*where, stored.serialize("").decode(),
+        commit = self.store.append_nowait(*where, stored.serialize("").decode(),
                                           with_jid=str(room.occupant_jid(sender.nick)), when=when, key=key)
         pending = self._pending.setdefault(where, set())
-        pending.add(future)
-        future.add_done_callback(lambda f: self._done(where, f))
+        if commit not in pending:       # the appends of one batch share their future
+            pending.add(commit)
+            commit.add_done_callback(lambda f: self._done(where, f))
 
     def _done(self, where: tuple[str, str], future: asyncio.Future[Any]) -> None:
         pending = self._pending.get(where)

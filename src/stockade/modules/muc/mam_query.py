@@ -12,7 +12,8 @@ understand: an unknown form field is <feature-not-implemented/> (XEP-0313 4.1.5)
 bad number <bad-request/>, an RSM `<index/>` <feature-not-implemented/> (XEP-0059 2.5 allows it).
 
 The UIDs in results and in RSM `after`/`before` are the archive items' keys (the XEP-0359 stanza
-ids). `fetch_page` turns those keys into positions, asks the store for one item more than the
+ids). `fetch_page` turns those keys into items (positions in archive order: time, then append
+order, storage/archive.py), asks the store for one item more than the
 page so that it knows whether the page reached the end of the result set ('complete'), and
 counts the whole set for `<count/>`. `<first index/>` is given where it is known without another
 count: paging forwards, for the first page and a page that reaches the end; paging backwards,
@@ -67,8 +68,9 @@ class Page:
 
 class Archive(Protocol):
     async def query(self, host: str, user: str, *, with_jid: str | None = None, start: float | None = None,
-                    end: float | None = None, after_id: int | None = None, before_id: int | None = None,
-                    limit: int | None = None, reverse: bool = False) -> list[ArchiveItem]: ...
+                    end: float | None = None, after_item: ArchiveItem | None = None,
+                    before_item: ArchiveItem | None = None, limit: int | None = None,
+                    reverse: bool = False) -> list[ArchiveItem]: ...
     async def count(self, host: str, user: str, *, with_jid: str | None = None, start: float | None = None,
                     end: float | None = None) -> int: ...
     async def get_by_key(self, host: str, user: str, key: str) -> ArchiveItem | None: ...
@@ -136,11 +138,11 @@ def query_form() -> Element:
     return x
 
 
-async def _position(archive: Archive, host: str, user: str, key: str) -> int:
+async def _cursor(archive: Archive, host: str, user: str, key: str) -> ArchiveItem:
     item = await archive.get_by_key(host, user, key)
     if item is None:
         raise StanzaError("item-not-found", f"there is no message with the id {key!r} in this archive")
-    return item.id
+    return item
 
 
 async def fetch_page(archive: Archive, host: str, user: str, query: MamQuery, max_page: int) -> Page:
@@ -150,22 +152,22 @@ async def fetch_page(archive: Archive, host: str, user: str, query: MamQuery, ma
     filters = {"with_jid": query.with_jid, "start": query.start, "end": query.end}
     count = await archive.count(host, user, **filters)
     if rsm.before is not None:
-        before_id = await _position(archive, host, user, rsm.before) if rsm.before else None
+        before = await _cursor(archive, host, user, rsm.before) if rsm.before else None
         if limit == 0:
             return Page([], count, None, count == 0)
-        items = await archive.query(host, user, **filters, before_id=before_id, limit=limit + 1, reverse=True)
+        items = await archive.query(host, user, **filters, before_item=before, limit=limit + 1, reverse=True)
         complete = len(items) <= limit
         items = items[-limit:]
         # Only index 0 (the page reaches the start) is given when paging backwards: clients such
         # as slixmpp stop paging back as soon as index + page size equals the count.
         return Page(items, count, 0 if complete and items else None, complete)
-    after_id = await _position(archive, host, user, rsm.after) if rsm.after else None
+    after = await _cursor(archive, host, user, rsm.after) if rsm.after else None
     if limit == 0:
         return Page([], count, None, count == 0)
-    items = await archive.query(host, user, **filters, after_id=after_id, limit=limit + 1)
+    items = await archive.query(host, user, **filters, after_item=after, limit=limit + 1)
     complete = len(items) <= limit
     items = items[:limit]
-    if after_id is None:
+    if after is None:
         index = 0
     elif complete:
         index = count - len(items)

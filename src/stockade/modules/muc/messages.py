@@ -19,9 +19,9 @@ room passes it on: only the room says who sent what (XEP-0313 8.5, XEP-0359 5).
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING
 
+from ...storage import new_key
 from ...protocol import ns
 from ...protocol.errors import StanzaError
 from ...protocol.jid import JID, try_jid
@@ -70,7 +70,7 @@ async def groupchat(service: MucService, room: Room, sender: JID, stanza: Elemen
         await service.save(room)
     if body is not None or is_subject_change:
         if room.config.is_logged:
-            key = secrets.token_urlsafe(12)
+            key = new_key()           # time-ordered: cheap to index
             room.has_archive = True
             out.add("stanza-id", NS_SID, {"id": key, "by": str(room.jid)})
             service.archive.append(room, out, occupant, key, now)
