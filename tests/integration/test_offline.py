@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from slixmpp.xmlstream import ET
 
+from stockade.modules.offline import OfflineStore
+from stockade.protocol.jid import JID
+
 from stockade.testing.server import RunningServer
-from stockade.testing.xmpp import client
+from stockade.testing.xmpp import TIMEOUT, client
 
 from .conftest import DOMAIN, USERS, jid
 
@@ -69,3 +74,42 @@ async def test_a_full_offline_store_answers_with_an_error_instead_of_dropping():
             assert error["body"] == "one too many"
         async with client(srv, jid("bob"), USERS["bob"]) as bob:
             assert [(await bob.next_message())["body"] for _ in range(2)] == ["m0", "m1"]
+
+
+async def test_a_message_stored_just_as_the_recipient_comes_online_is_delivered():
+    """The store of a message can be half done (reading how many are waiting) when the
+    recipient's first presence arrives: the delivery at login must not miss it."""
+    with RunningServer([DOMAIN]) as srv:
+        srv.add_user(jid("alice"), USERS["alice"])
+        srv.add_user(jid("bob"), USERS["bob"])
+        bob_bare = JID("bob", DOMAIN, None)
+        offline = srv.run(lambda: srv.server.ctx.services[OfflineStore])
+        read_count, take_lock = offline.archive.count, offline._lock
+        seen = {"reads": 0, "locks": 0}
+
+        async def held_count(host: str, username: str) -> int:
+            if username == "bob":
+                seen["reads"] += 1
+                if seen["reads"] == 1:
+                    # The store's read: let it finish only once bob is available and his
+                    # delivery has started looking.
+                    deadline = asyncio.get_running_loop().time() + TIMEOUT
+                    while not (srv.server.sessions.available(bob_bare)
+                               and (seen["reads"] > 1 or seen["locks"] > 1)):
+                        assert asyncio.get_running_loop().time() < deadline, "bob never came online"
+                        await asyncio.sleep(0.01)
+            return await read_count(host, username)
+
+        def counted_lock(bare: JID) -> asyncio.Lock:
+            if bare == bob_bare:
+                seen["locks"] += 1
+            return take_lock(bare)
+
+        def patch() -> None:
+            offline.archive.count = held_count
+            offline._lock = counted_lock
+        srv.run(patch)
+        async with client(srv, jid("alice"), USERS["alice"]) as alice:
+            alice.send_message(mto=jid("bob"), mbody="just in time", mtype="chat")
+            async with client(srv, jid("bob"), USERS["bob"]) as bob:
+                assert (await bob.next_message())["body"] == "just in time"

@@ -9,6 +9,7 @@ not kept. A full store answers the sender with <service-unavailable/>, never dro
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -55,8 +56,9 @@ class OfflineStore:
         self.max_messages = module.options.max_messages
         self._counts: dict[JID, int] = {}
         # Storing and delivering for one account never interleave: a message stored while the
-        # account comes online is either in the delivered batch or delivered directly.
-        self._locks: dict[JID, asyncio.Lock] = {}
+        # account comes online is either in the delivered batch or delivered directly. A lock
+        # lives as long as someone holds or waits for it.
+        self._locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, bare: JID) -> asyncio.Lock:
         lock = self._locks.get(bare)
@@ -106,12 +108,12 @@ class OfflineStore:
         if session.priority < 0:
             return
         bare = session.bare
-        if await self.count_for(bare) == 0:
-            return                  # the usual case: a read, not a write transaction
         async with self._lock(bare):
+            # The session is available already, so nothing stored after this point waits here.
+            if await self.count_for(bare) == 0:
+                return              # the usual case: a read, not a write transaction
             items = await self.archive.pop_all(bare.domain, bare.local)
             self._counts[bare] = 0
-        self._locks.pop(bare, None)
         for item in items:
             session.send(parse(item.value))
 

@@ -88,6 +88,10 @@ class Client(slixmpp.ClientXMPP):
             await self.get_roster(timeout=timeout)
         if presence:
             self.send_presence()
+            # The server reflects initial presence to its sender once it has processed it: from
+            # then on the session counts as available (for messages to the bare JID, say).
+            own = await self.next_presence(str(self.boundjid), timeout)
+            self._stash.setdefault(id(self.presences), []).insert(0, own)
         return True
 
     async def next_of(self, queue: asyncio.Queue[Any], match: Callable[[Any], bool] | None = None,
