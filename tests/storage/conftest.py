@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import Connection, text
 
 from stockade.storage import Storage
-from stockade.storage.engine import parse_url
+from stockade.storage.engine import Database
 
 
 class FakeClock:
@@ -44,17 +43,19 @@ RunSql = Callable[..., Awaitable[list[list[tuple]]]]
 def run_sql(storage_url: str) -> RunSql:
     """Run raw SQL statements against the test database, bypassing Storage; rows per statement."""
 
+    def statements_in(conn: Connection, statements: tuple[str, ...]) -> list[list[tuple]]:
+        results = []
+        for statement in statements:
+            result = conn.execute(text(statement))
+            results.append([tuple(row) for row in result] if result.returns_rows else [])
+        return results
+
     async def run(*statements: str) -> list[list[tuple]]:
-        engine = create_async_engine(parse_url(storage_url))
+        db = Database.from_url(storage_url)
         try:
-            async with engine.begin() as conn:
-                results = []
-                for statement in statements:
-                    result = await conn.execute(text(statement))
-                    results.append([tuple(row) for row in result] if result.returns_rows else [])
-                return results
+            return await db.write("test.run_sql", statements_in, statements)
         finally:
-            await engine.dispose()
+            await db.dispose()
 
     return run
 

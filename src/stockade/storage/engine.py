@@ -3,10 +3,15 @@
 The rest of `storage/` is written once against SQLAlchemy Core. What has to differ by dialect lives
 here and nowhere else:
 
-- URLs: `sqlite:///path.db` and `postgresql://...` are mapped to the async drivers (aiosqlite, asyncpg).
-- Connection pools. SQLite allows one writer at a time, so every write goes through ONE pooled
-  connection (tasks queue for it instead of failing with "database is locked"), and reads use a
-  small separate pool that WAL mode lets run beside the writer. PostgreSQL uses one ordinary pool.
+- URLs: `sqlite:///path.db` runs on Python's own sqlite3 in threads of ours (below);
+  `postgresql://...` on the async driver asyncpg.
+- How a transaction runs. Every transaction is one synchronous function `fn(conn)`. For SQLite,
+  a few threads own the connections: ONE writer thread with the only write connection (SQLite
+  has one write lock, so writes queue here in-process instead of failing with "database is
+  locked") and a few reader threads whose connections WAL mode lets read beside the writer. A
+  transaction is one hand-over to a thread and one back, however many statements it has; an
+  async driver (aiosqlite) would hop threads for every cursor, execute, fetch and close.
+  PostgreSQL uses one ordinary async pool.
 - Transactions. SQLite write transactions start with BEGIN IMMEDIATE, which takes the write lock up
   front; a deferred BEGIN that reads first and writes later can fail with SQLITE_BUSY when another
   process (the `stockade user` CLI) wrote in between. Reads run in autocommit on both dialects:
@@ -20,8 +25,9 @@ here and nowhere else:
   migrations between processes, and for migrations the id high-water mark of a table and the
   renaming of a table with what PostgreSQL names after it (primary key, id sequence).
 
-Every transaction runs in its own task, shielded from the caller's cancellation: a cancelled
-aiosqlite call can otherwise leave a half-closed connection holding SQLite's write lock.
+A transaction runs to its end even when the caller is cancelled: a SQLite one is in a thread
+anyway, a PostgreSQL one in its own shielded task (a cancelled asyncpg call invalidates the
+connection mid-transaction).
 
 Every operation is named (`db.write("account.create")`) so that a failure says which one failed.
 """
@@ -30,25 +36,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Executable, Row, Table, column, event, func, select
+from sqlalchemy import Connection, Engine, Executable, Row, Table, column, create_engine, event, func, select
 from sqlalchemy import table as lightweight_table
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
+from sqlalchemy.pool import PoolResetState, QueuePool
 from sqlalchemy.sql.dml import Insert
 
 from .errors import StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000      # how long to wait for another process's write lock
-SQLITE_READERS = 4                 # pooled read connections (each is one aiosqlite thread)
+SQLITE_READERS = 4                 # reader threads, each with its own connection
 SQLITE_MIN_VERSION = (3, 35, 0)    # DELETE ... RETURNING (pop_all) needs 3.35
 # The writer's page cache (SQLite's default is 2 MiB). Each archive append updates the index
 # page at the end of its owner's range; with thousands of active owners those pages must stay
@@ -67,8 +75,9 @@ POOL_TIMEOUT_S = 30                # a task waiting longer than this for a conne
 _MIGRATION_LOCK_KEY = 0x53746F636B616465
 
 _DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+pysqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "sqlite+aiosqlite": "sqlite+pysqlite",
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
@@ -85,7 +94,7 @@ _REGCLASS = pg_dialect.REGCLASS()
 
 
 def parse_url(url: str) -> URL:
-    """The SQLAlchemy URL for a Stockade database URL, with the async driver filled in."""
+    """The SQLAlchemy URL for a Stockade database URL, with the driver filled in."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -109,18 +118,141 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
+class _Runner:
+    """Runs transactions: `fn(conn, *args)` with a synchronous SQLAlchemy Connection."""
+
+    async def run(self, fn: Callable[..., T], args: tuple) -> T:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class _ThreadRunner(_Runner):
+    """Threads that run whole transactions on their own connections (SQLite).
+
+    The caller's task waits on a future that the thread settles through the event loop; a
+    cancelled caller stops waiting, and the transaction still ends normally in its thread.
+    Threads start with the first transaction and stop, after what is queued, at close().
+    """
+
+    def __init__(self, engine: Engine, threads: int, name: str, *, write: bool) -> None:
+        self._engine = engine
+        self._count = threads
+        self._name = name
+        self._write = write
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    async def run(self, fn: Callable[..., T], args: tuple) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._threads:
+            self._start()
+        self._jobs.put((fn, args, future, loop))
+        return await future
+
+    def _start(self) -> None:
+        for n in range(self._count):
+            thread = threading.Thread(target=self._work, name=f"stockade-{self._name}-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        engine, write = self._engine, self._write
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args, future, loop = job
+            try:
+                if write:
+                    with engine.begin() as conn:
+                        result, error = fn(conn, *args), None
+                else:
+                    with engine.connect() as conn:
+                        result, error = fn(conn, *args), None
+            except BaseException as exc:         # handed to the caller, whatever it is
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:                 # the loop is closed: nobody is waiting
+                if error is not None:
+                    _log.warning("a storage operation failed after its event loop closed: %s", error)
+
+    async def close(self) -> None:
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(None)                 # after everything already queued
+        if threads:
+            await asyncio.to_thread(_join_all, threads)
+        self._engine.dispose()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():                            # the caller was cancelled
+        if error is not None:
+            _log.warning("a storage operation failed after its caller was cancelled: %s", error)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+
+
+class _AsyncRunner(_Runner):
+    """Transactions on an async SQLAlchemy engine (asyncpg), each in its own shielded task."""
+
+    def __init__(self, engine: AsyncEngine, *, write: bool) -> None:
+        self._engine = engine
+        self._write = write
+        self._in_flight: set[asyncio.Task] = set()
+
+    async def run(self, fn: Callable[..., T], args: tuple) -> T:
+        return await self._shielded(self._run(fn, args))
+
+    async def _run(self, fn: Callable[..., T], args: tuple) -> T:
+        if self._write:
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(fn, *args)
+
+    async def _shielded(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run `operation` to its end even if the caller is cancelled: cancelling an async
+        driver mid-statement invalidates the connection, mid-transaction."""
+        task = asyncio.get_running_loop().create_task(operation)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_abandoned_failure)
+            raise
+
+    async def close(self) -> None:
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        await self._engine.dispose()
+
+
 class Database:
     """A connected database: named read and write transactions plus the dialect-specific SQL."""
 
-    def __init__(self, url: URL, writer: AsyncEngine, reader: AsyncEngine,
-                 engines: Sequence[AsyncEngine]) -> None:
+    def __init__(self, url: URL, writer: _Runner, reader: _Runner, runners: Sequence[_Runner],
+                 sa_dialect: Any) -> None:
         self.dialect: str = url.get_backend_name()          # "sqlite" | "postgresql"
         self.display_url = url.render_as_string(hide_password=True)
         self._writer = writer
         self._reader = reader
-        self._engines = tuple(engines)                       # what dispose() closes
+        self._runners = tuple(runners)                       # what dispose() closes
+        self._preparer = sa_dialect.identifier_preparer
         self._insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
-        self._in_flight: set[asyncio.Task] = set()            # see _shielded
 
     # -- engines ----------------------------------------------------------------------------
 
@@ -146,22 +278,26 @@ class Database:
             except OSError as exc:
                 raise StorageError(f"cannot create the directory {path.parent} for the database: "
                                    f"{exc.strerror}; check the path and its permissions") from exc
-        # One writer connection: SQLite has one write lock, so writers queue here in-process.
+        # Connections move between our threads (one at a time), hence check_same_thread=False.
+        # One writer connection: SQLite has one write lock, so writers queue in its thread.
         # For ":memory:" that one connection IS the database, so reads must use it too.
         # pool_reset_on_return=None: see on_reset in _install_sqlite_hooks.
-        writer = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=1,
-                                     max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
-                                     pool_reset_on_return=None)
+        args = {"check_same_thread": False}
+        writer = create_engine(url, poolclass=QueuePool, pool_size=1, max_overflow=0,
+                               pool_timeout=POOL_TIMEOUT_S, pool_reset_on_return=None,
+                               connect_args=args)
         _install_sqlite_hooks(writer, is_writer=True, is_memory=memory)
+        write_runner = _ThreadRunner(writer, 1, "sqlite-writer", write=True)
         if memory:
-            return cls(url, writer, writer, [writer])
+            return cls(url, write_runner, write_runner, [write_runner], writer.dialect)
         # Readers never open a transaction (autocommit, query_only), so there is never anything
-        # to roll back: skip the ROLLBACK calls, each of which is an aiosqlite thread hop.
-        reader = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=SQLITE_READERS,
-                                     max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
-                                     skip_autocommit_rollback=True)
+        # to roll back.
+        reader = create_engine(url, poolclass=QueuePool, pool_size=SQLITE_READERS, max_overflow=0,
+                               pool_timeout=POOL_TIMEOUT_S, skip_autocommit_rollback=True,
+                               connect_args=args)
         _install_sqlite_hooks(reader, is_writer=False, is_memory=False)
-        return cls(url, writer, reader, [writer, reader])
+        read_runner = _ThreadRunner(reader, SQLITE_READERS, "sqlite-reader", write=False)
+        return cls(url, write_runner, read_runner, [write_runner, read_runner], writer.dialect)
 
     @classmethod
     def _connect_postgresql(cls, url: URL) -> Database:
@@ -170,15 +306,14 @@ class Database:
             pool_timeout=POOL_TIMEOUT_S,
             connect_args={"server_settings": {"application_name": "stockade"}})
         # Same pool; reads just skip BEGIN/COMMIT (asyncpg switches this with a flag, no round trip).
-        reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-        return cls(url, engine, reader, [engine])
+        writer = _AsyncRunner(engine, write=True)
+        reader = _AsyncRunner(engine.execution_options(isolation_level="AUTOCOMMIT"), write=False)
+        return cls(url, writer, reader, [writer], engine.dialect)
 
     async def dispose(self) -> None:
         """Wait for operations still running (their callers may be gone), close every connection."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight))
-        for engine in self._engines:
-            await engine.dispose()
+        for runner in self._runners:
+            await runner.close()
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -186,45 +321,21 @@ class Database:
         """Run `fn(conn, *args)` in a write transaction named `name`; commit if it returns.
 
         `fn` gets a synchronous SQLAlchemy Connection: a transaction is one plain function, and
-        how it is run (here on the async drivers) is this file's business alone. Cancelling the
-        caller does not cancel the transaction (see `_shielded`).
+        how it is run (in a thread, or on an async driver) is this file's business alone.
+        Cancelling the caller does not cancel the transaction: it commits or rolls back as it
+        would have anyway.
         """
-        return await self._shielded(self._write(name, fn, args))
+        try:
+            return await self._writer.run(fn, args)
+        except (SQLAlchemyError, OSError) as exc:
+            raise self._error(name, exc) from exc
 
     async def read(self, name: str, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(conn, *args)` for reading; each statement sees the latest committed data."""
-        return await self._shielded(self._read(name, fn, args))
-
-    async def _write(self, name: str, fn: Callable[..., T], args: tuple) -> T:
         try:
-            async with self._writer.begin() as conn:
-                return await conn.run_sync(fn, *args)
+            return await self._reader.run(fn, args)
         except (SQLAlchemyError, OSError) as exc:
             raise self._error(name, exc) from exc
-
-    async def _read(self, name: str, fn: Callable[..., T], args: tuple) -> T:
-        try:
-            async with self._reader.connect() as conn:
-                return await conn.run_sync(fn, *args)
-        except (SQLAlchemyError, OSError) as exc:
-            raise self._error(name, exc) from exc
-
-    async def _shielded(self, operation: Coroutine[Any, Any, T]) -> T:
-        """Run `operation` to its end even if the caller is cancelled.
-
-        Cancelling SQLAlchemy's async drivers mid-statement invalidates the connection, and an
-        aiosqlite connection dropped that way keeps SQLite's write lock until it is garbage
-        collected: every later write fails with "database is locked". So cancellation only stops
-        the caller waiting; the transaction commits or rolls back as it would have anyway.
-        """
-        task = asyncio.get_running_loop().create_task(operation)
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(_log_abandoned_failure)
-            raise
 
     # Single-statement shorthands for the common cases.
 
@@ -269,7 +380,7 @@ class Database:
     def insert_many_sql(self, table: Table, columns: Sequence[str]) -> str:
         """`INSERT INTO table (columns) VALUES (...)` in the driver's own parameter style, for
         `conn.exec_driver_sql(sql, rows)` with a list of tuples (one executemany)."""
-        quote = self._writer.dialect.identifier_preparer.quote
+        quote = self._preparer.quote
         if self.dialect == "sqlite":
             markers = ", ".join("?" for _ in columns)
         else:
@@ -373,10 +484,10 @@ def _rowcount(conn: Connection, stmt: Executable, params: Params) -> int:
     return conn.execute(stmt, params).rowcount
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, *, is_writer: bool, is_memory: bool) -> None:
+def _install_sqlite_hooks(engine: Engine, *, is_writer: bool, is_memory: bool) -> None:
     """Pragmas on every new SQLite connection, and BEGIN IMMEDIATE for the writer."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module: it would BEGIN (deferred) on
         # its own before DML; we emit BEGIN IMMEDIATE below and nothing for reads.
@@ -396,15 +507,14 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, is_writer: bool, is_memory: bo
         cursor.close()
 
     if is_writer:
-        @event.listens_for(engine.sync_engine, "begin")
+        @event.listens_for(engine, "begin")
         def on_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-        @event.listens_for(engine.sync_engine, "reset")
+        @event.listens_for(engine, "reset")
         def on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
-            # The pool's default reset is a ROLLBACK on every return, even right after COMMIT,
-            # and each costs an aiosqlite thread hop. sqlite3 knows whether a transaction is
-            # still open (an error or a cancellation mid-transaction): roll back only then.
-            if state.asyncio_safe and not state.terminate_only \
-                    and dbapi_connection.driver_connection.in_transaction:
+            # The pool's default reset is a ROLLBACK on every return, even right after COMMIT.
+            # sqlite3 knows whether a transaction is still open (after an error): roll back
+            # only then.
+            if not state.terminate_only and dbapi_connection.in_transaction:
                 dbapi_connection.rollback()
