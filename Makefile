@@ -51,3 +51,10 @@ docs: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) var .pytest_cache node_modules
+
+# The load benchmark beside Prosody and ejabberd (docs/benchmarks.md); installs the peers from
+# Debian when missing (as root). BENCH_ARGS passes options, e.g. BENCH_ARGS="--rounds 3 --json r.json".
+.PHONY: bench
+bench: $(VENV)/.installed
+	@scripts/ensure-debs prosody ejabberd
+	bench/run all $(BENCH_ARGS)

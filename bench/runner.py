@@ -1,0 +1,396 @@
+"""bench/run: every scenario against Stockade, Prosody and ejabberd, alternately, in one run.
+
+    bench/run all                          # every scenario, 2 rounds, the issue-4 parameters
+    bench/run one_to_one --rounds 3        # one scenario
+    bench/run all --quick                  # small parameters: a functional check in about 2 minutes
+    bench/run all --json results.json      # also write every raw result
+
+Each measurement starts the server afresh (pinned to core SERVER_CORE with taskset) from its
+provisioned state, runs the load generator on core GENERATOR_CORE, and stops the server. Servers
+alternate inside every round (the order rotates from round to round), so a disturbance of the
+machine (other work on it) spreads over all of them instead of hitting one. The figures printed
+are the median over the rounds with the spread (min-max), and the ratios Stockade/peer of the
+medians, next to the targets of issue 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import dataset
+from .peers import Ejabberd, Prosody
+from .servers import (GENERATOR_CORE, REPO, VENV_BIN, Server, ServerError, Stockade, git_commit, pinned,
+                      snapshot_source, source_importable)
+
+LOADGEN_TIMEOUT = 900.0          # seconds one measurement may take before it is abandoned
+SNAPSHOT_WAIT = 600.0            # seconds to wait for src/ to import again (another edit in progress)
+SNAPSHOT_RETRY = 15.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row group of the table: a load generator scenario, its parameters, who runs it, and the
+    figure that is compared."""
+    name: str
+    loadgen: str
+    params: dict[str, Any]
+    metric: str                                # key in the result (dotted for nested)
+    unit: str
+    higher_is_better: bool = True
+    servers: tuple[str, ...] = ("stockade", "prosody", "ejabberd")
+    tls: bool = False
+    extra_metrics: tuple[tuple[str, str], ...] = ()    # (key, unit) also shown
+
+
+# The Stockade configurations. Worker processes ("stockade-workers", target: 1.7x the single
+# process on all cores) and the compliance journal and policy engine ("stockade-journal", target:
+# 75% of "stockade" in the same run) get an entry here once Stockade has them; add them to the
+# `servers` of one_to_one below.
+STOCKADE_VARIANTS: dict[str, str] = {
+    "stockade": "default",             # every default module: SM, carbons, MAM, offline, MUC, ...
+    "stockade-routing": "routing",     # routing only: roster, presence, disco, offline
+}
+SERVER_LABELS = {"stockade": "Stockade", "stockade-routing": "Stockade routing-only",
+                 "prosody": "Prosody", "ejabberd": "ejabberd"}
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("login", "login", {"clients": 3000, "concurrency": 100}, "logins_per_s", "logins/s",
+             extra_metrics=(("login_time.p50_ms", "p50 ms"), ("login_time.p99_ms", "p99 ms"),
+                            ("per_server_cpu_s", "logins per server CPU-s"))),
+    Scenario("one_to_one", "one_to_one", {"pairs": 500, "window": 50, "duration": 20.0, "warmup": 2.0},
+             "msgs_per_s", "msgs/s", servers=("stockade", "stockade-routing", "prosody", "ejabberd"),
+             extra_metrics=(("latency.p50_ms", "p50 ms"), ("latency.p99_ms", "p99 ms"),
+                            ("per_server_cpu_s", "msgs per server CPU-s"))),
+    Scenario("idle", "idle", {"connections": 10_000, "concurrency": 200, "hold": 5.0}, "kib_per_connection",
+             "KiB/conn", higher_is_better=False),
+    Scenario("idle_tls", "idle", {"connections": 10_000, "concurrency": 200, "hold": 5.0}, "kib_per_connection",
+             "KiB/conn", higher_is_better=False, tls=True),
+    Scenario("presence", "presence", {"users": 200, "contacts": 50, "repeats": 3}, "presences_per_s",
+             "presences/s", extra_metrics=(("per_server_cpu_s", "presences per server CPU-s"),)),
+    Scenario("muc", "muc", {"occupants": 100, "senders": 10, "window": 5, "duration": 10.0, "warmup": 1.0},
+             "deliveries_per_s", "deliveries/s", extra_metrics=(("latency.p99_ms", "p99 ms"),
+                                                                ("per_server_cpu_s", "deliveries per server CPU-s"))),
+]}
+
+QUICK_PARAMS: dict[str, dict[str, Any]] = {
+    "login": {"clients": 300}, "one_to_one": {"pairs": 50, "duration": 3.0, "warmup": 1.0},
+    "idle": {"connections": 500, "hold": 1.0}, "idle_tls": {"connections": 300, "hold": 1.0},
+    "presence": {"repeats": 1}, "muc": {"occupants": 30, "duration": 3.0},
+}
+
+
+@dataclass
+class Target:
+    """A target of issue 4, checked on the medians."""
+    scenario: str
+    text: str
+    check: Callable[[dict[str, float]], tuple[float | None, float, bool] | None]   # (value, goal, met)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else a / b
+
+
+TARGETS = [
+    Target("one_to_one", "Stockade (default modules) >= 2.0x ejabberd msgs/s",
+           lambda m: _goal(_ratio(m.get("stockade"), m.get("ejabberd")), 2.0)),
+    Target("one_to_one", "Stockade routing-only >= 3.0x ejabberd msgs/s",
+           lambda m: _goal(_ratio(m.get("stockade-routing"), m.get("ejabberd")), 3.0)),
+    Target("one_to_one:latency.p99_ms", "Stockade p99 latency <= 0.5x ejabberd's (50 in flight)",
+           lambda m: _goal(_ratio(m.get("stockade"), m.get("ejabberd")), 0.5, higher=False)),
+    Target("login", "Stockade logins/s >= 2.0x ejabberd (SCRAM-SHA-256)",
+           lambda m: _goal(_ratio(m.get("stockade"), m.get("ejabberd")), 2.0)),
+    Target("idle", "Stockade idle memory <= 20 KiB per connection (plaintext)",
+           lambda m: _goal(m.get("stockade"), 20.0, higher=False)),
+    Target("presence", "Stockade presence fan-out >= 2.0x the faster peer",
+           lambda m: _goal(_ratio(m.get("stockade"), max(m.get("prosody") or 0, m.get("ejabberd") or 0) or None), 2.0)),
+]
+
+
+def _goal(value: float | None, goal: float, higher: bool = True) -> tuple[float | None, float, bool] | None:
+    if value is None:
+        return None
+    return value, goal, value >= goal if higher else value <= goal
+
+
+def dig(result: dict[str, Any], key: str) -> float | None:
+    value: Any = result
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value if isinstance(value, (int, float)) else None
+
+
+# -- running ----------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.data: dataset.Dataset | None = None
+        self.servers: dict[str, Server] = {}
+        self.results: list[dict[str, Any]] = []
+        self.versions: dict[str, str] = {}
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-run-"))
+
+    def setup(self, needed: set[str]) -> None:
+        t = time.perf_counter()
+        self.data = dataset.build(self.args.accounts, dataset.DEFAULT_FANOUT_USERS, dataset.DEFAULT_CONTACTS)
+        print(f"accounts: {len(self.data.accounts)} with SCRAM-SHA-256 keys ({time.perf_counter() - t:.1f} s)", flush=True)
+        if "stockade" in needed or "stockade-routing" in needed:
+            source, digest = self._snapshot()
+            main = Stockade(self.data, "default", source=source)
+            main.source_digest = digest
+            self.servers["stockade"] = main
+            self._provision(main)
+            for key, variant in STOCKADE_VARIANTS.items():
+                if key != "stockade" and key in needed:
+                    self.servers[key] = Stockade(self.data, variant, share_dir=main.data_dir, source=source)
+                    self.servers[key].source_digest = digest
+        for key, cls in (("prosody", Prosody), ("ejabberd", Ejabberd)):
+            if key in needed:
+                server = cls(self.data)
+                self.servers[key] = server
+                self._provision(server)
+
+    def _snapshot(self) -> tuple[Path, str]:
+        """A copy of src/ that imports (others may be editing the working tree meanwhile)."""
+        deadline = time.monotonic() + SNAPSHOT_WAIT
+        while True:
+            dest = self.workdir / f"src-{int(time.time())}"
+            digest = snapshot_source(dest)
+            problem = source_importable(dest)
+            if problem is None:
+                print(f"Stockade source: snapshot {digest} of src/ (commit {git_commit(REPO)})", flush=True)
+                return dest, digest
+            shutil.rmtree(dest, ignore_errors=True)
+            if time.monotonic() > deadline:
+                raise ServerError(f"src/ does not import ({problem}); is an edit in progress?")
+            print(f"bench: src/ does not import right now ({problem}); trying again in {SNAPSHOT_RETRY:.0f} s",
+                  flush=True)
+            time.sleep(SNAPSHOT_RETRY)     # waiting for someone else's edit to be finished
+
+    def _provision(self, server: Server) -> None:
+        server.provision()
+        for key, known in self.servers.items():
+            self.versions.setdefault(key, known.version())     # now: the tree may change during the run
+        print(f"provisioned {server.name} {server.version()}: {len(self.data.accounts)} accounts, "
+              f"{len(self.data.roster_pairs())} roster items in {server.provision_seconds:.1f} s", flush=True)
+
+    def cleanup(self) -> None:
+        for server in self.servers.values():
+            try:
+                server.cleanup()
+            except Exception as exc:        # keep stopping the others
+                print(f"bench: stopping {server.name}: {exc}", file=sys.stderr)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def measure(self, scenario: Scenario, key: str, round_no: int) -> dict[str, Any]:
+        server = self.servers[key]
+        params = {**scenario.params, **(QUICK_PARAMS.get(scenario.name, {}) if self.args.quick else {}),
+                  **self._overrides(scenario)}
+        load_before = os.getloadavg()
+        entry: dict[str, Any] = {"scenario": scenario.name, "server": key, "round": round_no, "params": params,
+                                 "loadavg_before": [round(x, 2) for x in load_before]}
+        out = self.workdir / f"{scenario.name}-{key}-{round_no}.json"
+        try:
+            server.start()
+        except ServerError as exc:
+            entry["errors"] = [str(exc)]
+            return entry
+        try:
+            cmd = [str(VENV_BIN / "python"), "-m", "bench.loadgen", scenario.loadgen, "--port", str(server.port),
+                   "--domain", dataset.DOMAIN, "--credentials", str(self.data.client_keys_file()),
+                   "--server-pid", str(server.pid), "--json-out", str(out)]
+            if scenario.tls:
+                cmd.append("--tls")
+            for name, value in params.items():
+                cmd += ["--" + name.replace("_", "-"), str(value)]
+            proc = subprocess.run(pinned(cmd, GENERATOR_CORE), cwd=REPO, capture_output=True, text=True,
+                                  timeout=LOADGEN_TIMEOUT)
+            if out.exists():
+                result = json.loads(out.read_text())
+                result["loadgen_scenario"] = result.pop("scenario", scenario.loadgen)
+                result["params"] = {**params, **result.get("params", {})}
+                entry.update(result)
+                value, share = dig(entry, scenario.metric), entry.get("server_cpu_share")
+                if scenario.higher_is_better and value and share:
+                    # the rate per second of server CPU: what one whole core would do, a figure
+                    # that other work on the machine (taking CPU from the server) disturbs less
+                    entry["per_server_cpu_s"] = round(value / share, 1)
+            else:
+                entry["errors"] = [f"the load generator failed ({proc.returncode}): {proc.stderr[-2000:]}"]
+            alive = server.proc is not None and server.proc.poll() is None
+            if not alive:
+                entry.setdefault("errors", []).append(f"{server.name} died during the run; log: {server.log_tail(10)}")
+        except subprocess.TimeoutExpired:
+            entry["errors"] = [f"the load generator did not finish within {LOADGEN_TIMEOUT:.0f} s"]
+        finally:
+            server.stop()
+        entry["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        return entry
+
+    def _overrides(self, scenario: Scenario) -> dict[str, Any]:
+        out = {}
+        for name in scenario.params:
+            value = getattr(self.args, name, None)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def run(self, scenarios: list[Scenario]) -> None:
+        for round_no in range(1, self.args.rounds + 1):
+            for scenario in scenarios:
+                keys = [k for k in scenario.servers if k in self.servers]
+                shift = (round_no - 1) % len(keys)
+                for key in keys[shift:] + keys[:shift]:          # alternate who goes first
+                    entry = self.measure(scenario, key, round_no)
+                    self.results.append(entry)
+                    value = dig(entry, scenario.metric)
+                    errors = entry.get("errors") or []
+                    print(f"round {round_no} {scenario.name:<10} {SERVER_LABELS[key]:<22} "
+                          f"{_fmt(value):>10} {scenario.unit:<12} load {entry['loadavg_before'][0]:.2f} "
+                          f"gen CPU {_fmt(entry.get('generator_cpu_share'))} server CPU {_fmt(entry.get('server_cpu_share'))}"
+                          + (f"  ERRORS: {errors[:2]}" if errors else ""), flush=True)
+
+
+# -- reporting --------------------------------------------------------------------------------------
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.1f}"
+
+
+def summarise(results: list[dict[str, Any]], scenarios: list[Scenario]) -> dict[str, Any]:
+    """Median, min and max per (scenario, metric, server), over the rounds without errors."""
+    table: dict[str, Any] = {}
+    for scenario in scenarios:
+        for metric, unit in ((scenario.metric, scenario.unit), *scenario.extra_metrics):
+            row: dict[str, Any] = {}
+            for key in scenario.servers:
+                values = [v for r in results if r["scenario"] == scenario.name and r["server"] == key
+                          and not r.get("errors") and (v := dig(r, metric)) is not None]
+                failed = sum(1 for r in results if r["scenario"] == scenario.name and r["server"] == key and r.get("errors"))
+                if values or failed:
+                    row[key] = {"median": statistics.median(values) if values else None,
+                                "min": min(values) if values else None, "max": max(values) if values else None,
+                                "n": len(values), "failed": failed}
+            table[f"{scenario.name}:{metric}"] = {"unit": unit, "servers": row,
+                                                  "higher_is_better": scenario.higher_is_better}
+    return table
+
+
+def render(table: dict[str, Any]) -> str:
+    lines = ["| scenario | figure | server | median | spread (min-max) | runs | Stockade / this server |",
+             "|---|---|---|---|---|---|---|"]
+    for key, row in table.items():
+        scenario, metric = key.split(":", 1)
+        stockade = (row["servers"].get("stockade") or {}).get("median")
+        for server, v in row["servers"].items():
+            ratio = _ratio(stockade, v["median"]) if server != "stockade" else None
+            spread = "-" if v["min"] is None else f"{_fmt(v['min'])}-{_fmt(v['max'])}"
+            runs = f"{v['n']}" + (f" (+{v['failed']} failed)" if v["failed"] else "")
+            lines.append(f"| {scenario} | {metric} ({row['unit']}) | {SERVER_LABELS[server]} | {_fmt(v['median'])} | "
+                         f"{spread} | {runs} | {'-' if ratio is None else f'{ratio:.2f}x'} |")
+    return "\n".join(lines)
+
+
+def check_targets(table: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for target in TARGETS:
+        scenario, _, metric = target.scenario.partition(":")
+        row = next((r for k, r in table.items() if k.startswith(scenario + ":")
+                    and (not metric or k == f"{scenario}:{metric}")), None)
+        if row is None:
+            continue
+        medians = {k: v["median"] for k, v in row["servers"].items()}
+        result = target.check(medians)
+        out.append({"target": target.text, "value": None if result is None else round(result[0], 3),
+                    "goal": None if result is None else result[1], "met": None if result is None else result[2]})
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem_kib = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    return {"cores": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kib / 2**20, 1),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", nargs="?", default="all", choices=["all", *SCENARIOS])
+    parser.add_argument("--rounds", type=int, default=2, help="measurements per server and scenario (default 2)")
+    parser.add_argument("--servers", default=None,
+                        help="comma-separated subset of " + ",".join(SERVER_LABELS) + " (default: all)")
+    parser.add_argument("--accounts", type=int, default=dataset.DEFAULT_USERS, help="plain accounts provisioned (default 10000)")
+    parser.add_argument("--quick", action="store_true", help="small parameters: a functional check, not figures")
+    parser.add_argument("--json", type=Path, default=None, help="write every result and the summary here")
+    for name in sorted({p for s in SCENARIOS.values() for p in s.params}):
+        parser.add_argument("--" + name.replace("_", "-"), dest=name,
+                            type=float if name in ("duration", "warmup", "hold") else int, default=None,
+                            help="override this scenario parameter")
+    args = parser.parse_args(argv)
+    scenarios = list(SCENARIOS.values()) if args.scenario == "all" else [SCENARIOS[args.scenario]]
+    chosen = set(args.servers.split(",")) if args.servers else set(SERVER_LABELS)
+    unknown = chosen - set(SERVER_LABELS)
+    if unknown:
+        parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
+    scenarios = [Scenario(**{**s.__dict__, "servers": tuple(k for k in s.servers if k in chosen)}) for s in scenarios]
+    needed = {k for s in scenarios for k in s.servers}
+
+    bench = Bench(args)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    print(f"bench: {started}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+          f"servers on core 0, generator on core {GENERATOR_CORE}", flush=True)
+    try:
+        bench.setup(needed)
+        bench.run(scenarios)
+    except KeyboardInterrupt:
+        print("bench: interrupted; stopping the servers", file=sys.stderr)
+        return 130
+    except ServerError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        versions = {k: bench.versions.get(k) or s.version() for k, s in bench.servers.items()}
+        provisioning = {k: round(s.provision_seconds, 1) for k, s in bench.servers.items()}
+        bench.cleanup()
+    table = summarise(bench.results, scenarios)
+    targets = check_targets(table)
+    print("\n" + render(table) + "\n")
+    for t in targets:
+        verdict = "n/a" if t["met"] is None else ("MET" if t["met"] else "MISSED")
+        print(f"target: {t['target']}: {verdict} (value {_fmt(t['value'])}, goal {t['goal']})")
+    errors = [r for r in bench.results if r.get("errors")]
+    for r in errors:
+        print(f"errors in {r['scenario']} / {SERVER_LABELS[r['server']]} round {r['round']}: {r['errors']}")
+    if args.json:
+        args.json.write_text(json.dumps({"started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                         "machine": machine(), "versions": versions, "provisioning_s": provisioning,
+                                         "argv": sys.argv[1:], "summary": table, "targets": targets,
+                                         "results": bench.results}, indent=1))
+        print(f"results written to {args.json}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""A short smoke run of the load generator (bench/loadgen) against a throwaway Stockade.
+
+It checks only that the generator works end to end (logins succeed, messages are delivered and
+none is lost), never a timing: figures come from `make bench` (docs/benchmarks.md). Plus
+deterministic checks of the generator's own pieces: its SCRAM client against Stockade's SCRAM
+server, and the byte scanner with stanzas split across reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import dataset
+from bench.loadgen import scenarios
+from bench.loadgen.scram import SaltedPasswords, ScramClient
+from bench.servers import Stockade
+from stockade.protocol.sasl import Challenge, NeedCredential, Success
+from stockade.protocol.sasl.scram import ScramCredential, ScramServer
+
+REPO = Path(__file__).resolve().parents[2]
+LOADGEN_TIMEOUT = 60          # seconds; the runs below take a few seconds
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> dataset.Dataset:
+    return dataset.build(users=24, fanout_users=4, contacts=2, cache_dir=tmp_path_factory.mktemp("bench-cache"))
+
+
+@pytest.fixture(scope="module")
+def stockade(small_dataset: dataset.Dataset) -> Iterator[Stockade]:
+    """Stockade with the benchmark configuration on a free port, provisioned by `stockade import`."""
+    server = Stockade(small_dataset)
+    try:
+        server.provision()
+        server.start(core=None)
+        yield server
+    finally:
+        server.cleanup()
+
+
+def run_loadgen(server: Stockade, data: dataset.Dataset, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bench.loadgen", *args, "--port", str(server.port),
+                           "--credentials", str(data.client_keys_file()), "--server-pid", str(server.pid)],
+                          cwd=REPO, capture_output=True, text=True, timeout=LOADGEN_TIMEOUT)
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_login_storm_logs_everyone_in(stockade: Stockade, small_dataset: dataset.Dataset) -> None:
+    result = run_loadgen(stockade, small_dataset, "login", "--clients", "12", "--concurrency", "4")
+    assert result["errors"] == []
+    assert result["logins"] == 12 and result["failures"] == 0
+    assert result["login_time"]["samples"] == 12
+    assert result["uncached_pbkdf2"] == 0          # every salted password came from the cache
+
+
+def test_one_to_one_delivers_every_message(stockade: Stockade, small_dataset: dataset.Dataset) -> None:
+    result = run_loadgen(stockade, small_dataset, "one_to_one", "--pairs", "3", "--window", "5",
+                         "--duration", "1.5", "--warmup", "0.5")
+    assert result["errors"] == []
+    assert result["delivered"] > 0
+    assert result["sent"] == result["received"] and result["lost"] == 0
+    assert result["latency"]["samples"] == result["delivered"]
+
+
+def test_scram_client_against_stockade_server() -> None:
+    salted = SaltedPasswords()
+    cred_salt, iterations = b"0123456789abcdef", 4096
+    sp = hashlib.pbkdf2_hmac("sha256", b"secret-password", cred_salt, iterations)
+    client_key = hmac.digest(sp, b"Client Key", "sha256")
+    cred = ScramCredential("sha256", cred_salt, iterations, hashlib.sha256(client_key).digest(),
+                           hmac.digest(sp, b"Server Key", "sha256"))
+    salted.add("secret-password", cred_salt, iterations, sp)
+    client = ScramClient("alice", "secret-password", salted)
+    server = ScramServer("SCRAM-SHA-256", b"fake-secret")
+    assert isinstance(server.step(client.first()), NeedCredential)
+    challenge = server.provide(cred)
+    assert isinstance(challenge, Challenge)
+    success = server.step(client.final(challenge.data))
+    assert isinstance(success, Success)
+    client.verify(success.data)
+    assert salted.misses == 0
+
+
+def test_receiver_counts_messages_split_across_reads() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.written = b""
+
+        def write(self, data: bytes) -> None:
+            self.written += data
+
+    sink = Sink()
+    pair = scenarios._Pair(sink, "bob@bench.local", 7)   # type: ignore[arg-type]
+    window = scenarios._Window()
+    window.open(0, 2**63 - 1)
+    handle = scenarios._receiver(pair, window)
+    stanza = b"<message from='a@b/c' to='bob@bench.local'><body>@1000:7 hello</body></message>"
+    stream = stanza * 5
+    cuts = [0, 3, 40, 81, 200, 260, len(stream)]         # read boundaries inside tags and bodies
+    for start, end in zip(cuts, cuts[1:]):
+        handle(stream[start:end])
+    assert pair.received == 5 and window.delivered == 5
+    assert len(window.latencies) == 5
+    assert sink.written.count(b"<message ") == 5       # the sender's window was refilled, once per delivery
