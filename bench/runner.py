@@ -218,8 +218,14 @@ class Bench:
                 cmd.append("--tls")
             for name, value in params.items():
                 cmd += ["--" + name.replace("_", "-"), str(value)]
-            proc = subprocess.run(pinned(cmd, GENERATOR_CORE), cwd=REPO, capture_output=True, text=True,
-                                  timeout=LOADGEN_TIMEOUT)
+            profiler = self._start_profiler(key, server, scenario.name, round_no)
+            try:
+                proc = subprocess.run(pinned(cmd, GENERATOR_CORE), cwd=REPO, capture_output=True, text=True,
+                                      timeout=LOADGEN_TIMEOUT)
+            finally:
+                if profiler is not None:
+                    profiler.send_signal(signal.SIGINT)      # py-spy writes its output on SIGINT
+                    profiler.wait(60)
             if out.exists():
                 result = json.loads(out.read_text())
                 result["loadgen_scenario"] = result.pop("scenario", scenario.loadgen)
@@ -241,6 +247,17 @@ class Bench:
             server.stop()
         entry["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         return entry
+
+    def _start_profiler(self, key: str, server: Server, scenario: str, round_no: int) -> subprocess.Popen | None:
+        """py-spy sampling Stockade during the measurement (--profile DIR): folded stacks for a
+        flame graph (flamegraph.pl or speedscope), one file per measurement."""
+        if self.args.profile is None or not key.startswith("stockade"):
+            return None
+        self.args.profile.mkdir(parents=True, exist_ok=True)
+        out = self.args.profile / f"{scenario}-{key}-{round_no}.folded"
+        return subprocess.Popen([str(VENV_BIN / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw",
+                                 "--rate", "250", "--nonblocking", "--output", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _overrides(self, scenario: Scenario) -> dict[str, Any]:
         out = {}
@@ -343,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=dataset.DEFAULT_USERS, help="plain accounts provisioned (default 10000)")
     parser.add_argument("--quick", action="store_true", help="small parameters: a functional check, not figures")
     parser.add_argument("--json", type=Path, default=None, help="write every result and the summary here")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="sample Stockade with py-spy during each measurement; folded stacks go to this directory")
     for name in sorted({p for s in SCENARIOS.values() for p in s.params}):
         parser.add_argument("--" + name.replace("_", "-"), dest=name,
                             type=float if name in ("duration", "warmup", "hold") else int, default=None,

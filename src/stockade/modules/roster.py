@@ -171,6 +171,9 @@ class RosterService:
         await self.pending.set(owner.domain, owner.local, str(contact), stanza.serialize("").decode())
 
     async def stored_requests(self, owner: JID) -> list[str]:
+        roster = await self.get(owner)
+        if not roster.pending_in:
+            return []           # the usual case, known from the roster: no read
         return list((await self.pending.get_all(owner.domain, owner.local)).values())
 
     async def set_item(self, owner: JID, contact: JID, name: str, groups: list[str]) -> None:
@@ -235,7 +238,8 @@ def setup(module: ModuleAPI) -> None:
     module.provide(roster)
     module.add_feature(ns.ROSTER, target=ACCOUNT)
     module.on(SessionBound, roster.session_bound)
-    module.on(SessionClosed, roster.session_closed)
+    # Last: the other modules still read the roster on the way out (unavailable presence).
+    module.on(SessionClosed, roster.session_closed, priority=-100)
     module.on(AccountRemoved, roster.account_removed)
 
     async def roster_get(request: IqRequest) -> Element:

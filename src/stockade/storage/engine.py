@@ -159,26 +159,39 @@ class _ThreadRunner(_Runner):
             self._threads.append(thread)
 
     def _work(self) -> None:
+        # Each thread keeps its connection open: no pool checkout, reset and checkin per
+        # transaction. A connection that an error left unusable is replaced.
         engine, write = self._engine, self._write
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, args, future, loop = job
-            try:
-                if write:
-                    with engine.begin() as conn:
-                        result, error = fn(conn, *args), None
-                else:
-                    with engine.connect() as conn:
-                        result, error = fn(conn, *args), None
-            except BaseException as exc:         # handed to the caller, whatever it is
-                result, error = None, exc
-            try:
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:                 # the loop is closed: nobody is waiting
-                if error is not None:
-                    _log.warning("a storage operation failed after its event loop closed: %s", error)
+        conn: Connection | None = None
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                fn, args, future, loop = job
+                try:
+                    if conn is None or conn.invalidated:
+                        if conn is not None:
+                            conn.close()
+                        conn = engine.connect()
+                    if write:
+                        with conn.begin():
+                            result, error = fn(conn, *args), None
+                    else:
+                        try:
+                            result, error = fn(conn, *args), None
+                        finally:
+                            conn.rollback()          # ends SQLAlchemy's autobegun transaction (no SQL)
+                except BaseException as exc:         # handed to the caller, whatever it is
+                    result, error = None, exc
+                try:
+                    loop.call_soon_threadsafe(_settle, future, result, error)
+                except RuntimeError:                 # the loop is closed: nobody is waiting
+                    if error is not None:
+                        _log.warning("a storage operation failed after its event loop closed: %s", error)
+        finally:
+            if conn is not None:
+                conn.close()
 
     async def close(self) -> None:
         threads, self._threads = self._threads, []
