@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 # Debian packages the test suite drives (real servers and clients).
-TEST_DEBS := postgresql go-sendxmpp profanity tmux chromium
+TEST_DEBS := postgresql go-sendxmpp profanity tmux chromium slapd ldap-utils
 
 .PHONY: run test venv test-deps system-deps clean docs
 
@@ -49,12 +49,12 @@ system-deps:
 docs: $(VENV)/.installed
 	$(PY) -m stockade.config.docs > docs/configuration.md
 
-clean:
-	rm -rf $(VENV) var .pytest_cache node_modules
-
 # The load benchmark beside Prosody and ejabberd (docs/benchmarks.md); installs the peers from
 # Debian when missing (as root). BENCH_ARGS passes options, e.g. BENCH_ARGS="--rounds 3 --json r.json".
 .PHONY: bench
 bench: $(VENV)/.installed
 	@scripts/ensure-debs prosody ejabberd
 	bench/run all $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache node_modules

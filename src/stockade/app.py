@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .compliance.audit import AuditLog
 from .config import ConfigError, ServerConfig, resolve_path
 from .core.accounts import AccountService
+from .core.password_policy import HISTORY_STORE, PasswordPolicy
+from .core.lockouts import STORE as LOCKOUT_STORE, LockoutRegistry
+from .core.revocation import STORE as REVOCATION_STORE, SessionRevocation
+from .directory.groups import GroupService
+from .directory.sync import DirectoryService
 from .core.auth import Authenticator, LoginThrottle, ThrottleLimits
 from .core.bus import HookBus
 from .core.clock import Clock, SystemClock
-from .core.hooks import AccountRemoved, ServerStarted, ServerStopping
+from .core.hooks import AccountLocked, AccountRemoved, ServerStarted, ServerStopping
 from .core.hub import ClientHub
 from .core.iq import IqDispatcher
 from .core.module_api import ModuleAPI, ServerContext
@@ -30,6 +36,7 @@ from .net.c2s import C2SConnection, C2SContext
 from .net.component import ComponentContext, ComponentConnection
 from .net.http import HttpService
 from .net.listener import listen
+from .net.metrics import ServerCollector, StanzasReceived, count_connections, setup_metrics, subscribe_stanza_count
 from .net.tls import ensure_self_signed, server_context, ALPN_CLIENT
 from .protocol import ns
 from .protocol.errors import StreamError
@@ -84,8 +91,12 @@ class Server:
         domains = set(config.domains)
         self.bus = bus = HookBus()
         self.sessions = sessions = SessionManager()
+        self.audit = audit = AuditLog(storage.audit, self.clock)
+        audit.subscribe(bus)
         self.accounts = accounts = AccountService(storage, domains, iterations=config.auth.scram_iterations,
-                                                  min_password_length=config.auth.min_password_length)
+                                                  min_password_length=config.auth.min_password_length,
+                                                  audit=audit, policy=PasswordPolicy.from_config(
+                                                      config, storage.keyval(HISTORY_STORE)))
         await accounts.load()
         self.iq = iq = IqDispatcher()
         self.router = router = Router(domains, sessions, bus, iq, accounts)
@@ -93,7 +104,14 @@ class Server:
         self.ctx = ctx = ServerContext(config=config, clock=self.clock, bus=bus, router=router,
                                        sessions=sessions, accounts=accounts, storage=storage, iq=iq,
                                        domains=domains, version=__version__)
+        ctx.services[AuditLog] = audit
         accounts.on_removed.append(self._account_removed)
+        # Groups and the company directory (directory/), before the modules: shared rosters follow groups.
+        self.groups = ctx.groups = GroupService(storage, domains)
+        await self.groups.load()
+        accounts.on_removed.append(self.groups.member_removed)
+        self.directory = DirectoryService(config, storage, accounts, self.groups, sessions)
+        await self.directory.load()
         self.hub = ctx.hub = ClientHub(ctx)
         self.http = ctx.http = HttpService()
         ctx.data_dir = self.data_dir
@@ -114,11 +132,21 @@ class Server:
         limits = ThrottleLimits(config.auth.max_failures_per_account, config.auth.max_failures_per_address,
                                 config.auth.failure_window, config.auth.lockout)
         self.throttle = LoginThrottle(self.clock, limits)
-        self.auth = Authenticator(accounts, self.throttle)
+        self.auth = Authenticator(accounts, self.throttle, bus)
+        self.auth.external = self.directory          # PLAIN logins of directory users: LDAP bind
+        # Lockouts and revocations an administrator lists or makes with `stockade user` (another
+        # process on the same database): docs/account-security.md.
+        self.lockouts = self.auth.lockouts = LockoutRegistry(storage.map(LOCKOUT_STORE), self.clock, self.throttle)
+        bus.on(AccountLocked, self.lockouts.on_locked)
+        await self.lockouts.restore()
+        self.revocations = ctx.services[SessionRevocation] = SessionRevocation(
+            storage.map(REVOCATION_STORE), self.clock, sessions)
+        await self.revocations.load()
         await bus.fire_async(ServerStarted())
         await self._start_listeners()
         self._background = [asyncio.ensure_future(self._check_accounts()),
                             asyncio.ensure_future(self._sweep_idle())]
+        self.directory.start(refresh_interval=config.server.account_check_interval)
 
     def _tls_files(self) -> tuple[Path, Path]:
         tls = self.config.tls
@@ -181,12 +209,28 @@ class Server:
                 dist = resolve_path(config, config.http.web_client_path) if config.http.web_client_path else None
                 setup_client(http, dist=dist, domain=config.domains[0], websocket_path=config.http.websocket_path,
                              public_url=config.http.public_url)
+            if config.http.metrics:
+                self._setup_metrics()
             https_ctx = server_context(cert, key, min_version=config.tls.min_version, ciphers=config.tls.ciphers,
                                        alpn=["http/1.1"])
             self.ports["https"] = await http.start(config.http.interfaces, config.http.port, https_ctx,
                                                    max_message_size=c2s.max_stanza_size)
         for name, port in self.ports.items():
             log.info("listening for %s on port %d", name, port)
+
+    def _setup_metrics(self) -> None:
+        stanzas = StanzasReceived(self.sessions)
+        subscribe_stanza_count(self.bus, stanzas)
+        components = self.component_ctx.connections if hasattr(self, "component_ctx") else ()
+        storage = self.storage
+        assert storage is not None
+        collector = ServerCollector(
+            connections=lambda: count_connections(self.c2s_ctx.connections, components),
+            sessions=lambda: len(self.sessions), stanzas_received=stanzas,
+            auth_failures=lambda: self.auth.failures_total,
+            archive_batches_committed=lambda: storage.archive_batches_committed,
+            audit_write_failures=lambda: self.audit.failed_writes)
+        self.metrics = setup_metrics(self.http, collector, token=self.config.http.metrics_token)
 
     async def _check_accounts(self) -> None:
         interval = self.config.server.account_check_interval
@@ -195,6 +239,7 @@ class Server:
             try:
                 for host, username in await self.accounts.reconcile():
                     log.info("account %s@%s was removed outside the server; its sessions were ended", username, host)
+                await self.revocations.poll()        # `stockade user revoke`
             except Exception:
                 log.exception("checking accounts failed")
 
@@ -224,6 +269,8 @@ class Server:
         self._stopping = True
         for task in getattr(self, "_background", []):
             task.cancel()
+        if hasattr(self, "directory"):
+            await self.directory.stop()
         for server in self._servers:
             server.close()
         error = StreamError("system-shutdown", reason)

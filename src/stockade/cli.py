@@ -46,10 +46,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jid", help="user@domain")
     p = usub.add_parser("list", help="list accounts")
     p.add_argument("--host", help="only this domain")
+    p = usub.add_parser("unlock", help="end the lockout of an account (or, with --address, of a client address)")
+    p.add_argument("jid", nargs="?", help="user@domain")
+    p.add_argument("--address", help="a client IP address locked after too many failed logins")
+    usub.add_parser("lockouts", help="list the accounts and addresses locked after failed logins")
+    p = usub.add_parser("revoke", help="end every session of an account, resumable ones included")
+    p.add_argument("jid", help="user@domain")
 
     imp = sub.add_parser("import", help="bulk import accounts and rosters (JSON or CSV)")
     imp.add_argument("file", type=Path, help="the file to import")
     imp.add_argument("--format", choices=("json", "csv"), help="default: from the file extension")
+
+    audit = sub.add_parser("audit", help="read and verify the tamper-evident audit log")
+    asub = audit.add_subparsers(dest="action", required=True)
+    asub.add_parser("verify", help="check the whole hash chain; exit 1 naming the first bad entry")
+    p = asub.add_parser("list", help="show entries, newest first")
+    p.add_argument("--host", help="only this domain ('' for server-wide entries)")
+    p.add_argument("--action", help="only this action, e.g. auth.failure")
+    p.add_argument("--limit", type=int, default=50, help="at most this many entries (default 50)")
+    p.add_argument("--before", type=int, help="only entries with ids below this one (paging)")
+
+    dsync = sub.add_parser("directory", help="the company directory (LDAP)")
+    dsub = dsync.add_subparsers(dest="action", required=True)
+    p = dsub.add_parser("sync", help="synchronise accounts and groups with LDAP now")
+    p.add_argument("--host", help="only this domain (default: every domain with a [hosts.directory] table)")
+
+    group = sub.add_parser("group", help="manage groups (shared rosters)")
+    gsub = group.add_subparsers(dest="action", required=True)
+    p = gsub.add_parser("create", help="create a local group")
+    p.add_argument("name", help="the group's name (unique on its domain)")
+    p.add_argument("--display-name", default="", help="shown as the roster group (default: the name)")
+    p.add_argument("--shared", action="store_true", help="members see each other in their rosters")
+    for action, text in (("add", "add members"), ("remove", "remove members")):
+        p = gsub.add_parser(action, help=text)
+        p.add_argument("name", help="the group")
+        p.add_argument("members", nargs="+", help="user names or user@domain addresses")
+    p = gsub.add_parser("share", help="show the group in its members' rosters (or stop: --off)")
+    p.add_argument("name", help="the group")
+    p.add_argument("--off", action="store_true", help="stop sharing")
+    p = gsub.add_parser("delete", help="delete a local group")
+    p.add_argument("name", help="the group")
+    gsub.add_parser("list", help="list groups and their members")
+    for p in gsub.choices.values():
+        p.add_argument("--host", help="the domain (needed when the server serves several)")
 
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     del check
@@ -70,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_user_command(config, args))
     if args.command == "import":
         return asyncio.run(_import_command(config, args))
+    if args.command == "audit":
+        return asyncio.run(_audit_command(config, args))
+    if args.command == "directory":
+        return asyncio.run(_directory_command(config, args))
+    if args.command == "group":
+        return asyncio.run(_group_command(config, args))
     return _serve(config, demo=args.demo)
 
 
@@ -107,12 +152,27 @@ async def _open_accounts(config: ServerConfig):
     data_dir.mkdir(parents=True, exist_ok=True)
     storage = await Storage.open(config.storage.url or f"sqlite:///{data_dir / 'stockade.db'}")
     return storage, AccountService(storage, set(config.domains), iterations=config.auth.scram_iterations,
-                                   min_password_length=config.auth.min_password_length)
+                                   min_password_length=config.auth.min_password_length,
+                                   audit=_audit_log(storage), policy=_password_policy(config, storage))
+
+
+def _password_policy(config: ServerConfig, storage):
+    from .core.password_policy import HISTORY_STORE, PasswordPolicy
+    return PasswordPolicy.from_config(config, storage.keyval(HISTORY_STORE))
+
+
+def _audit_log(storage):
+    from .compliance.audit import AuditLog
+    from .core.clock import SystemClock
+    return AuditLog(storage.audit, SystemClock())
 
 
 async def _user_command(config: ServerConfig, args: argparse.Namespace) -> int:
     from .core.accounts import AccountError
     from .storage import StorageError
+    if args.action in ("unlock", "lockouts", "revoke"):
+        from .cli_security import security_command
+        return await security_command(config, args, _open_accounts, _split_jid, _fail)
     try:
         host, username = _split_jid(args.jid) if args.action != "list" else ("", "")
     except ValueError as exc:
@@ -131,13 +191,13 @@ async def _user_command(config: ServerConfig, args: argparse.Namespace) -> int:
                      f"{f' ({exc.filename})' if exc.filename else ''}; check server.data_dir in {config.source}")
     try:
         if args.action == "add":
-            name = await accounts.create(host, username, args.password)
+            name = await accounts.create(host, username, args.password, actor="cli")
             print(f"created {name}@{host}")
         elif args.action == "passwd":
-            await accounts.set_password(host, username, args.password)
+            await accounts.set_password(host, username, args.password, actor="cli")
             print(f"password changed for {username}@{host}")
         elif args.action == "remove":
-            await accounts.remove(host, username)
+            await accounts.remove(host, username, actor="cli")
             print(f"removed {username}@{host}")
         else:
             if args.host and args.host not in config.domains:
@@ -176,6 +236,164 @@ async def _import_command(config: ServerConfig, args: argparse.Namespace) -> int
     print(f"imported {len(report.created)} account(s), {report.roster_items} roster item(s)"
           + (f"; {len(report.existing)} account(s) already existed and were left unchanged" if report.existing else ""))
     return 0
+
+
+# -- audit log --------------------------------------------------------------------------------
+async def _audit_command(config: ServerConfig, args: argparse.Namespace) -> int:
+    import json
+    import time
+    from .storage import StorageError
+    if args.action == "list" and args.limit < 1:
+        return _fail(f"--limit must be at least 1, got {args.limit}")
+    try:
+        storage, _accounts = await _open_accounts(config)
+    except StorageError as exc:
+        return _fail(f"cannot open the database: {exc}")
+    except OSError as exc:
+        data_dir = resolve_path(config, config.server.data_dir)
+        return _fail(f"cannot use the data folder {data_dir}: {exc.strerror or exc}; "
+                     f"check server.data_dir in {config.source}")
+    try:
+        audit = _audit_log(storage)
+        if args.action == "verify":
+            result = await audit.verify()
+            if not result.is_intact:
+                return _fail(f"audit log BROKEN at entry {result.bad_id}: {result.reason} "
+                             f"({result.count} entries before it are intact)")
+            print(f"audit log intact: {result.count} entries, last hash {result.last_hash}")
+            return 0
+        for entry in await audit.entries(args.host, action=args.action, limit=args.limit,
+                                         before_id=args.before):
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry["ts"]))
+            detail = json.dumps(entry["detail"], sort_keys=True, ensure_ascii=False)
+            print(f"{entry['id']} {when} {entry['host'] or '-'} {entry['actor']} {entry['action']} "
+                  f"{entry['target']} {detail}")
+        return 0
+    except StorageError as exc:
+        return _fail(f"cannot read the audit log: {exc}")
+    finally:
+        await storage.close()
+
+
+# -- directory and groups ---------------------------------------------------------------------
+async def _open_groups(config: ServerConfig):
+    """Storage, accounts and groups (groups removed with an account follow it, as in the server)."""
+    from .directory.groups import GroupService
+    storage, accounts = await _open_accounts(config)
+    groups = GroupService(storage, set(config.domains))
+    await groups.load()
+    accounts.on_removed.append(groups.member_removed)
+    return storage, accounts, groups
+
+
+async def _directory_command(config: ServerConfig, args: argparse.Namespace) -> int:
+    from .directory.sync import DirectoryService, DirectoryUnavailable
+    from .storage import StorageError
+    with_directory = [h.domain for h in config.hosts if h.directory is not None]
+    if args.host and args.host not in config.domains:
+        return _fail(f"{args.host!r} is not a domain this server serves")
+    if args.host and args.host not in with_directory:
+        return _fail(f"{args.host} has no directory: add a [hosts.directory] table to it in {config.source}")
+    if not with_directory:
+        return _fail(f"no domain has a directory: add a [hosts.directory] table to a [[hosts]] entry in {config.source}")
+    try:
+        storage, accounts, groups = await _open_groups(config)
+    except (StorageError, OSError) as exc:
+        return _fail(f"cannot open the database: {exc}")
+    # Failures are printed below, with the server and reason: keep the log from repeating them.
+    log = logging.getLogger("stockade.directory")
+    quiet, propagate = logging.NullHandler(), log.propagate
+    log.addHandler(quiet)
+    log.propagate = False
+    status = 0
+    try:
+        directory = DirectoryService(config, storage, accounts, groups)
+        await directory.load()
+        for host in [args.host] if args.host else with_directory:
+            try:
+                report = await directory.sync(host)
+            except DirectoryUnavailable as exc:
+                _fail(f"directory sync of {host} failed, nothing was changed: {exc}")
+                status = 1
+                continue
+            print(report.summary())
+            for text in report.conflicts + report.warnings:
+                print(f"  warning: {text}")
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}", 2)
+    finally:
+        log.removeHandler(quiet)
+        log.propagate = propagate
+        await storage.close()
+    return status
+
+
+def _group_host(config: ServerConfig, host: str | None) -> str:
+    if host:
+        if host not in config.domains:
+            raise ValueError(f"{host!r} is not a domain this server serves")
+        return host
+    if len(config.domains) != 1:
+        raise ValueError(f"this server serves several domains ({', '.join(config.domains)}): name one with --host")
+    return config.domains[0]
+
+
+def _member_names(host: str, members: list[str]) -> list[str]:
+    names = []
+    for text in members:
+        if "@" in text:
+            domain, username = _split_jid(text)
+            if domain != host:
+                raise ValueError(f"{text} is not on {host}: a group's members are accounts of its own domain")
+            names.append(username)
+        else:
+            names.append(text)
+    return names
+
+
+async def _group_command(config: ServerConfig, args: argparse.Namespace) -> int:
+    from .directory.groups import GroupError
+    from .storage import StorageError
+    try:
+        host = _group_host(config, args.host)
+        members = _member_names(host, args.members) if args.action in ("add", "remove") else []
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        storage, accounts, groups = await _open_groups(config)
+    except (StorageError, OSError) as exc:
+        return _fail(f"cannot open the database: {exc}")
+    try:
+        if args.action == "create":
+            group = await groups.create(host, args.name, name=args.display_name, shared=args.shared)
+            print(f"created group {group.id} on {host}" + (" (shared)" if group.shared else ""))
+        elif args.action in ("add", "remove"):
+            if groups.get(host, args.name) is None:
+                return _fail(f"there is no group {args.name!r} on {host}; create it first (stockade group create)")
+            names = groups.normalise_members(members)
+            if args.action == "add":
+                missing = [n for n in sorted(names) if not await accounts.exists(host, n)]
+                if missing:
+                    return _fail(f"no such account(s) on {host}: {', '.join(missing)}; nothing was changed")
+                group = await groups.set_members(host, args.name, add=sorted(names))
+            else:
+                group = await groups.set_members(host, args.name, remove=sorted(names))
+            print(f"{group.id}: {len(group.members)} member(s)")
+        elif args.action == "share":
+            group = await groups.set_shared(host, args.name, not args.off)
+            print(f"{group.id} is {'now' if group.shared else 'no longer'} shown in its members' rosters")
+        elif args.action == "delete":
+            await groups.delete(host, args.name)
+            print(f"deleted group {args.name} on {host}")
+        else:
+            for group in groups.list(host):
+                flags = ", ".join(f for f in ("shared" if group.shared else "", group.source) if f)
+                print(f"{group.id} ({group.name}; {flags}): {', '.join(sorted(group.members)) or '-'}")
+        return 0
+    except GroupError as exc:
+        return _fail(str(exc))
+    finally:
+        await storage.close()
 
 
 # -- serving ----------------------------------------------------------------------------------

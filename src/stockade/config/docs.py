@@ -9,7 +9,7 @@ import dataclasses
 import typing
 
 from .options import _type_name
-from .schema import LIST_SECTIONS, SECTIONS
+from .schema import LIST_SECTIONS, SECTIONS, DirectorySection
 
 INTRO = """# Configuration reference
 
@@ -55,6 +55,8 @@ def _default(f: dataclasses.Field) -> str:
         value = f.default_factory()  # type: ignore[misc]
     else:
         return "(required)"
+    if value is None:
+        return "(unset)"
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, str):
@@ -93,6 +95,8 @@ def render(module_options: dict[str, type]) -> str:
         note = ("Default: one host, `localhost`." if name == "hosts" else "Default: none.")
         out += [f"## [[{name}]]", "", f"A list: repeat the table for each entry. {note}", "",
                 *section_table(cls), ""]
+    out += ["## [hosts.directory]", "", "Inside a `[[hosts]]` entry: that host's corporate directory (LDAP sync, "
+            "LDAP logins, groups); see docs/directory.md.", "", *section_table(DirectorySection), ""]
     for name, cls in sorted(module_options.items()):
         doc = (cls.__module__ and __import__(cls.__module__, fromlist=["x"]).__doc__ or "").strip().splitlines()
         out += [f"## [modules.{name}]", "", doc[0] if doc else "", "", *section_table(cls), ""]

@@ -103,6 +103,9 @@ class HttpSection:
     websocket_origins: list[str] = option(help="Web origins allowed to open XMPP WebSockets (e.g. https://chat.example.com). Empty: any origin (clients still have to log in).", factory=list)
     web_client: bool = option(True, help="Serve the web client (Converse.js) at https://<host>:<port>/.")
     web_client_path: str = option("", help="Folder holding Converse.js's dist/ files. Empty: node_modules/converse.js/dist of the source tree (installed by make run).")
+    metrics: bool = option(True, help="Serve Prometheus metrics at https://<host>:<port>/metrics (to loopback addresses, and to others with metrics_token).")
+    metrics_token: str = option("", help="Bearer token that lets a scraper on another machine read /metrics (Authorization: Bearer <token>). Empty: loopback addresses only.",
+                                check=lambda v: None if not v or len(v) >= 16 else "use at least 16 characters (or leave it empty: loopback only)")
 
 
 @dataclass(frozen=True)
@@ -116,11 +119,55 @@ class AuthSection:
     failure_window: float = option(300.0, help="Seconds over which failed logins are counted.", min=1.0, max=86400.0)
     lockout: float = option(900.0, help="Seconds an account or address stays locked after too many failures.", min=1.0, max=86400.0 * 30)
     min_password_length: int = option(8, help="Shortest password accepted when a password is set.", min=1, max=1024)
+    reject_common_passwords: bool = option(True, help="Refuse passwords on the shipped list of the most used passwords, also with digits or symbols added at the end or letters swapped for look-alikes (p@ssw0rd). See docs/account-security.md.")
+    reject_username_in_password: bool = option(False, help="Refuse passwords that contain the user name (names of 3 characters or more).")
+    password_history: int = option(5, help="A new password may not be any of the account's last N passwords, the current one included (kept as SCRAM verifiers, never in clear). 0 turns the check off.", min=0, max=100)
+
+
+def _check_ldap_url(value: str) -> str | None:
+    if not value.startswith(("ldap://", "ldaps://")):
+        return "use ldap://host:port or ldaps://host:port"
+    return None
+
+
+def _check_ldap_filter(value: str) -> str | None:
+    if value and not (value.startswith("(") and value.endswith(")")):
+        return f"{value!r} is not an LDAP filter: write it in parentheses, e.g. (objectClass=person)"
+    return None
+
+
+@dataclass(frozen=True)
+class DirectorySection:
+    """One host's corporate directory (LDAP): see docs/directory.md."""
+    url: str = option(help="The LDAP server, e.g. ldaps://ldap.example.com or ldap://127.0.0.1:389.", check=_check_ldap_url)
+    base_dn: str = option(help="Where users and groups are searched, e.g. dc=example,dc=com.")
+    bind_dn: str = option("", help="The service account that searches the directory. Empty: anonymous searches.")
+    bind_password: str = option("", help="The service account's password.")
+    user_filter: str = option("(objectClass=inetOrgPerson)", help="Which entries are user accounts.", check=_check_ldap_filter)
+    group_filter: str = option("(objectClass=groupOfNames)", help="Which entries are groups.", check=_check_ldap_filter)
+    disabled_filter: str = option("", help="Users matching this filter are disabled: they lose their sessions and cannot log in, e.g. (employeeType=disabled) or (shadowExpire=1). Empty: nobody is disabled.", check=_check_ldap_filter)
+    username_attribute: str = option("uid", help="Attribute holding the user name (the part before @ in the address).")
+    display_name_attribute: str = option("cn", help="Attribute holding the person's display name (e.g. cn or displayName).")
+    mail_attribute: str = option("mail", help="Attribute holding the e-mail address.")
+    group_name_attribute: str = option("cn", help="Attribute holding a group's name.")
+    member_attribute: str = option("member", help="Group attribute listing members: DNs (member, uniqueMember) or user names (memberUid).")
+    shared_groups: list[str] = option(help="Directory groups (by name) whose members see each other in their rosters (shared rosters).", factory=list)
+    authentication: bool = option(True, help="Check the passwords of directory users by an LDAP bind as the user (SASL PLAIN, only inside TLS).")
+    sync_interval: float = option(900.0, help="Seconds between automatic synchronisations; 0: only on demand (`stockade directory sync`).", min=0.0, max=86400.0 * 7)
+    timeout: float = option(10.0, help="Seconds to wait for the LDAP server to connect or answer.", min=0.5, max=300.0)
+    start_tls: bool = option(False, help="Upgrade ldap:// connections with StartTLS (the server certificate is verified).")
+    ca_file: str = option("", help="PEM file of the CA that signed the LDAP server's certificate (ldaps:// or start_tls). Empty: the system's CAs.")
 
 
 @dataclass(frozen=True)
 class HostSection:
     domain: str = option(help="A domain served (a virtual host): users are user@domain.", check=_check_domain)
+    # Password policy of this host; unset keys take the [auth] value (core/password_policy.py).
+    min_password_length: int | None = option(None, help="This host's shortest password; unset: auth.min_password_length.", min=1, max=1024)
+    reject_common_passwords: bool | None = option(None, help="This host's common-password rule; unset: auth.reject_common_passwords.")
+    reject_username_in_password: bool | None = option(None, help="This host's user-name rule; unset: auth.reject_username_in_password.")
+    password_history: int | None = option(None, help="This host's password history length; unset: auth.password_history.", min=0, max=100)
+    directory: DirectorySection | None = option(None, help="The host's corporate directory ([hosts.directory], see below). None: accounts are managed locally only.")
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..protocol.jid import InvalidJid, normalise_local
 from ..protocol.sasl.scram import ScramCredential, derive
+from .password_policy import PasswordPolicy, PasswordRejected, PasswordRules
 
 if TYPE_CHECKING:
     from ..storage import Storage
@@ -23,13 +24,23 @@ class AccountError(Exception):
     """A refused account operation; the text says why and what to do."""
 
 
+class AuditRecorder(Protocol):
+    """Where account changes are recorded (compliance.audit.AuditLog); must never raise."""
+
+    async def record(self, host: str, actor: str, action: str, target: str, **detail: Any) -> None: ...
+
+
 class AccountService:
     def __init__(self, storage: Storage, domains: set[str], *, iterations: int = 4096,
-                 min_password_length: int = 8) -> None:
+                 min_password_length: int = 8, audit: AuditRecorder | None = None,
+                 policy: PasswordPolicy | None = None) -> None:
         self.storage = storage
+        self.audit = audit              # records user.create, user.password, user.remove
         self.domains = domains
         self.iterations = iterations
         self.min_password_length = min_password_length
+        # The password policy (core/password_policy.py); without one, the length rule only.
+        self.policy = policy or PasswordPolicy({}, None, PasswordRules(min_password_length, False, False, 0))
         self._known: dict[str, set[str]] = {d: set() for d in domains}
         self._absent: dict[tuple[str, str], float] = {}
         # Called after an account is removed (the app ends its sessions and fires AccountRemoved).
@@ -98,44 +109,76 @@ class AccountService:
         except InvalidJid as exc:
             raise AccountError(f"invalid user name: {exc}") from None
 
-    def check_password(self, password: str) -> None:
-        if len(password) < self.min_password_length:
-            raise AccountError(f"the password is too short: use at least {self.min_password_length} characters")
+    def check_password(self, password: str, host: str = "", username: str = "") -> None:
+        """The policy rules that need no stored data (length, common passwords, user name)."""
+        try:
+            self.policy.check(host, username, password)
+        except PasswordRejected as exc:
+            raise AccountError(str(exc)) from None
 
     async def _derive(self, password: str) -> list[ScramCredential]:
         # PBKDF2 is deliberately slow: keep it off the event loop.
         return await asyncio.to_thread(
             lambda: [derive(password, h, iterations=self.iterations) for h in HASHES])
 
-    async def create(self, host: str, username: str, password: str) -> str:
+    async def _record(self, host: str, username: str, action: str, actor: str) -> None:
+        if self.audit is not None:
+            await self.audit.record(host, actor, action, f"{username}@{host}")
+
+    async def create(self, host: str, username: str, password: str, *, actor: str = "system") -> str:
         """Create an account; returns the normalised user name."""
         from ..storage import AccountExists
         self.check_host(host)
         username = self.normalise_username(username)
-        self.check_password(password)
+        self.check_password(password, host, username)
         creds = await self._derive(password)
         try:
             await self.storage.accounts.create(host, username, creds)
         except AccountExists:
             raise AccountError(f"{username}@{host} already exists") from None
+        await self.policy.remember(host, username, creds)
         self._known.setdefault(host, set()).add(username)
         self._absent.pop((host, username), None)
+        await self._record(host, username, "user.create", actor)
         return username
 
-    async def set_password(self, host: str, username: str, password: str) -> None:
+    async def create_external(self, host: str, username: str, *, actor: str = "directory") -> str:
+        """Create an account without SCRAM keys: its password lives elsewhere (the company
+        directory checks it, see directory/). Returns the normalised user name."""
+        from ..storage import AccountExists
         self.check_host(host)
         username = self.normalise_username(username)
-        self.check_password(password)
+        try:
+            await self.storage.accounts.create(host, username, [])
+        except AccountExists:
+            raise AccountError(f"{username}@{host} already exists") from None
+        self._known.setdefault(host, set()).add(username)
+        self._absent.pop((host, username), None)
+        await self._record(host, username, "user.create", actor)
+        return username
+
+    async def set_password(self, host: str, username: str, password: str, *, actor: str = "system") -> None:
+        self.check_host(host)
+        username = self.normalise_username(username)
+        self.check_password(password, host, username)
+        try:
+            current = await self.storage.accounts.get_credentials(host, username)
+            await self.policy.check_reuse(host, username, password, current)
+        except PasswordRejected as exc:
+            raise AccountError(str(exc)) from None
         creds = await self._derive(password)
         if not await self.storage.accounts.set_credentials(host, username, creds):
             raise AccountError(f"{username}@{host} does not exist")
+        await self.policy.remember(host, username, creds)
+        await self._record(host, username, "user.password", actor)
 
-    async def remove(self, host: str, username: str) -> None:
+    async def remove(self, host: str, username: str, *, actor: str = "system") -> None:
         self.check_host(host)
         username = self.normalise_username(username)
         if not await self.storage.accounts.remove(host, username):
             raise AccountError(f"{username}@{host} does not exist")
         self._known.get(host, set()).discard(username)
+        await self._record(host, username, "user.remove", actor)
         for callback in self.on_removed:
             result = callback(host, username)
             if asyncio.iscoroutine(result):

@@ -4,6 +4,7 @@ Failed logins are counted per account and per client address over a sliding wind
 count reaches its limit, that account or address is locked for `lockout` seconds: every attempt
 is answered with <temporary-auth-failure/> without checking the password, and the lock is logged.
 Counting works the same for accounts that do not exist, so a lockout reveals nothing.
+Locks are also recorded in the database (core/lockouts.py) so an administrator can list and end them.
 """
 
 from __future__ import annotations
@@ -12,19 +13,34 @@ import logging
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol.jid import InvalidJid, normalise_local
 from ..protocol.sasl import Challenge, Failure, NeedCredential, Success
 from ..protocol.sasl.plain import PlainServer
 from ..protocol.sasl.scram import HASHES, ScramCredential, ScramServer, check_password
 from .clock import Clock
+from .hooks import AccountLocked, AuthFailed
+
+if TYPE_CHECKING:
+    from .bus import HookBus
+    from .lockouts import LockoutRegistry
 
 log = logging.getLogger("stockade.auth")
 
 
 class CredentialSource(Protocol):
     async def credentials(self, host: str, username: str) -> dict[str, ScramCredential] | None: ...
+
+
+class ExternalPasswords(Protocol):
+    """Accounts whose password lives outside the server (the company directory, directory/sync.py).
+    PLAIN logins of those accounts are checked there; SCRAM cannot work for them (no stored keys).
+    `verify` answers Failure("not-authorized") for a wrong password (it counts towards lockout)
+    and Failure("temporary-auth-failure") when the directory cannot be reached (it does not)."""
+
+    def manages(self, host: str, username: str) -> bool: ...
+    async def verify(self, host: str, username: str, password: str) -> Success | Failure: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +97,10 @@ class LoginThrottle:
         self.reset(key)
         return had
 
+    def lock_for(self, key: str, seconds: float) -> None:
+        """Lock `key` for `seconds` (a lock recorded before a restart, see core/lockouts.py)."""
+        self._locked_until[key] = self.clock.monotonic() + seconds
+
     def account_key(self, host: str, username: str) -> str:
         return f"account:{username}@{host}"
 
@@ -119,7 +139,10 @@ class SaslSession:
         result = self.mechanism.step(data)
         if isinstance(result, NeedCredential):
             result = await self._with_credential(result)
-        return self._finish(result)
+        result = self._finish(result)
+        if isinstance(result, Failure) and self.auth.lockouts is not None:
+            await self.auth.lockouts.flush()     # a new lock is recorded before the client hears
+        return result
 
     async def _with_credential(self, need: NeedCredential) -> Challenge | Success | Failure:
         auth = self.auth
@@ -130,11 +153,20 @@ class SaslSession:
         if need.authzid and username and need.authzid not in (f"{username}@{self.host}", username):
             return Failure("invalid-authzid", "you can only log in as yourself", username)
         locked = auth.check_locked(self.host, username or need.username, self.address)
+        if locked is not None and auth.lockouts is not None:
+            t = auth.throttle        # an administrator may have ended the lock (stockade user unlock)
+            if await auth.lockouts.lifted([t.address_key(self.address), t.account_key(self.host, username or need.username)]):
+                locked = auth.check_locked(self.host, username or need.username, self.address)
         if locked is not None:
             return locked
         self.username = username
-        creds = await auth.credentials.credentials(self.host, username) if username else None
         mech = self.mechanism
+        external = auth.external
+        if isinstance(mech, PlainServer) and username and external is not None and external.manages(self.host, username):
+            if not self.is_secure:           # PLAIN is never offered without TLS; never check it either
+                return Failure("encryption-required", "PLAIN is only accepted on an encrypted connection")
+            return await external.verify(self.host, username, mech.password or "")
+        creds = await auth.credentials.credentials(self.host, username) if username else None
         if isinstance(mech, ScramServer):
             cred = creds.get(mech.hash_name) if creds else None
             return mech.provide(cred, username or need.username)
@@ -154,9 +186,13 @@ class SaslSession:
 
 
 class Authenticator:
-    def __init__(self, credentials: CredentialSource, throttle: LoginThrottle) -> None:
+    def __init__(self, credentials: CredentialSource, throttle: LoginThrottle,
+                 bus: HookBus | None = None) -> None:
         self.credentials = credentials
         self.throttle = throttle
+        self.bus = bus                  # fires AuthFailed and AccountLocked (the audit log listens)
+        self.external: ExternalPasswords | None = None    # the directory, when a host has one
+        self.lockouts: LockoutRegistry | None = None      # locks recorded for administrators
         self.fake_secret = secrets.token_bytes(32)
         self.failures_total = 0
 
@@ -174,16 +210,25 @@ class Authenticator:
             return Failure("temporary-auth-failure", "too many failed logins for this account; try again later")
         return None
 
-    def failed(self, host: str, username: str, address: str) -> None:
+    def failed(self, host: str, username: str, address: str, reason: str = "not-authorized") -> None:
         self.failures_total += 1
         t = self.throttle
         log.warning("login failed for %s@%s from %s", username, host, address)
+        locks = []
         if t.record_failure(t.account_key(host, username), t.limits.max_failures_per_account):
             log.warning("account %s@%s locked for %.0f s after %d failed logins",
                         username, host, t.limits.lockout, t.limits.max_failures_per_account)
+            locks.append("account")
         if t.record_failure(t.address_key(address), t.limits.max_failures_per_address):
             log.warning("address %s locked for %.0f s after %d failed logins",
                         address, t.limits.lockout, t.limits.max_failures_per_address)
+            locks.append("address")
+        bus = self.bus
+        if bus is not None:
+            bus.fire(AuthFailed(host, username, address, reason))
+            until = t.clock.time() + t.limits.lockout
+            for scope in locks:
+                bus.fire(AccountLocked(host, username, address, until, scope))
 
     def succeeded(self, host: str, username: str, address: str) -> None:
         self.throttle.reset(self.throttle.account_key(host, username))

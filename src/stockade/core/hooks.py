@@ -204,6 +204,33 @@ class AccountRemoved:
 
 
 @dataclass(slots=True)
+class AuthFailed:
+    """A login attempt failed: wrong password, or no such account (told apart nowhere, so that
+    nothing reveals which accounts exist). Fired after the failure was counted for lockout. Sync
+    and informational, on the login path: handlers must return quickly (the audit log queues its
+    write). `address` is the client's IP address; `reason` the SASL condition ("not-authorized")."""
+    ASYNC: ClassVar[bool] = False
+    host: str
+    username: str
+    address: str
+    reason: str
+
+
+@dataclass(slots=True)
+class AccountLocked:
+    """Too many failed logins locked an account (`scope` "account": `username@host` from any
+    address) or a client address (`scope` "address": every login from `address`) until the
+    wall-clock time `until` (unix seconds). Sync and informational, like AuthFailed; fired once
+    per lock, right after the AuthFailed of the failure that caused it."""
+    ASYNC: ClassVar[bool] = False
+    host: str
+    username: str
+    address: str
+    until: float
+    scope: str = "account"
+
+
+@dataclass(slots=True)
 class ServerStarted:
     """Every module is loaded and the listeners are about to open. Async. Work that needs the
     final set of features (entity capabilities of the server) is done here."""
@@ -220,4 +247,5 @@ class ServerStopping:
 
 CATALOGUE = (StanzaFromClient, MessageFromLocal, StanzaToLocal, MessageToLocal, MessageDelivered,
              MessageUndeliverable, MessageHeld, PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable,
-             SessionInterrupted, SessionClosed, UploadReceived, VCardStored, AccountRemoved, ServerStarted, ServerStopping)
+             SessionInterrupted, SessionClosed, UploadReceived, VCardStored, AccountRemoved, ServerStarted, ServerStopping,
+             AuthFailed, AccountLocked)

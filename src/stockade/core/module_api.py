@@ -72,6 +72,7 @@ class ServerContext:
     version: str = "0"
     hub: Any = None                         # core.hub.ClientHub: bind, close sessions
     http: Any = None                        # net.http.HttpService: HTTPS routes (upload, web)
+    groups: Any = None                      # directory.groups.GroupService: groups per host (shared rosters)
     data_dir: Any = None                    # pathlib.Path of the server's data folder
     # Offered in <stream:features/> after authentication (stream management, CSI, ...).
     stream_features: list[Element] = field(default_factory=list)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import ModuleType
 
 # feature modules (one import line each)
+from . import approved_clients
 from . import blocking
 from . import caps
 from . import carbons
@@ -22,6 +23,7 @@ from . import private
 from . import proxy65
 from . import push
 from . import roster
+from . import shared_roster
 from . import stream_management
 from . import upload
 from . import vcard
@@ -49,4 +51,6 @@ DEFAULT_MODULES: dict[str, ModuleType] = {
     "extdisco": extdisco,
     "proxy65": proxy65,
     "push": push,
+    "approved_clients": approved_clients,
+    "shared_roster": shared_roster,
 }

@@ -186,6 +186,30 @@ class RosterService:
         await self._bump(owner, roster)
         self.push(owner, roster, item)
 
+    async def store_items(self, owner: JID, roster: Roster, changes: dict[JID, RosterItem | None]) -> None:
+        """Store several whole items as given (subscription included; None removes one) in one
+        transaction, then push each with its own version. For services that manage items
+        themselves (modules/shared_roster.py): the caller holds lock(owner) and got `roster` from
+        get() under that lock."""
+        if not changes:
+            return
+        await self.items.set_many(owner.domain, owner.local,
+                                  {str(jid): item.to_json() if item else None for jid, item in changes.items()})
+        pushes: list[tuple[RosterItem, bool]] = []
+        for jid, item in changes.items():
+            if item is None:
+                old = roster.items.pop(jid, None)
+                if old is not None:
+                    pushes.append((old, True))
+            else:
+                roster.items[jid] = item
+                pushes.append((item, False))
+        final = roster.version + len(pushes)
+        await self.meta.set(owner.domain, owner.local, final)
+        for item, remove in pushes:
+            roster.version += 1
+            self.push(owner, roster, item, remove)
+
     async def remove_item(self, owner: JID, contact: JID) -> RosterItem | None:
         roster = await self.get(owner)
         item = roster.items.pop(contact, None)

@@ -104,6 +104,25 @@ Index("ix_archive_owner", archive.c.owner, archive.c.ts, archive.c.id, archive.c
 # the owner second tells apart equal keys of different owners (PEP item ids are "node\nitem").
 Index("ix_archive_key", archive.c.key, archive.c.owner)
 
+# The audit log (storage/audit.py): append-only, each entry chained to the one before it by
+# SHA-256. `id` is the chain order and is never reused (AUTOINCREMENT, a sequence), so a deleted
+# entry leaves a gap. Not per-user data: removing an account keeps what was recorded about it.
+audit = Table(
+    "audit", metadata,
+    Column("id", ArchiveId, primary_key=True, autoincrement=True),
+    Column("ts", Double, nullable=False),               # unix time
+    Column("host", Text, nullable=False),               # tenant; "" for server-wide
+    Column("actor", Text, nullable=False),              # "alice@example.com", "admin:root", "system", "cli"
+    Column("action", Text, nullable=False),             # "auth.failure", "user.create", ...
+    Column("target", Text, nullable=False),
+    Column("detail", Text, nullable=False),             # JSON object
+    Column("prev_hash", Text, nullable=False),          # hex SHA-256 of the previous entry
+    Column("hash", Text, nullable=False),               # hex SHA-256 of this entry
+    sqlite_autoincrement=True,
+)
+Index("ix_audit_host", audit.c.host, audit.c.id)
+Index("ix_audit_action", audit.c.action, audit.c.id)
+
 # Tables holding a user's data, by (host, username), that AccountStore.remove() wipes; the
 # user's archive items go through archive_owners (credentials go by the account).
 USER_DATA_TABLES = (kv, map_)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from .accounts import AccountStore
 from .archive import ArchiveStore, ArchiveWriter
+from .audit import AuditStore
 from .engine import Database
 from .migrate import upgrade
 from .stores import KeyValueStore, MapStore
@@ -26,6 +27,7 @@ class Storage:
         self._archive_writer = ArchiveWriter(db)
         self.dialect: str = db.dialect                 # "sqlite" | "postgresql"
         self.accounts = AccountStore(db, self._archive_writer, clock)
+        self.audit = AuditStore(db)
         # Store objects are cheap but each builds its dialect's upsert once: keep them.
         self._keyval: dict[str, KeyValueStore] = {}
         self._map: dict[str, MapStore] = {}
