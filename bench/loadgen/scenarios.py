@@ -253,7 +253,7 @@ async def _drain(pairs: list[_Pair]) -> int:
 
 
 # -- idle connections ------------------------------------------------------------------------------
-async def idle(env: Env, connections: int = 10_000, concurrency: int = 200, hold: float = 5.0) -> dict[str, Any]:
+async def idle(env: Env, connections: int = 10_000, concurrency: int = 200, hold: float = 25.0) -> dict[str, Any]:
     """`connections` authenticated, available, idle clients; the server's RSS before and after,
     per connection."""
     if not env.server_pid:
