@@ -148,6 +148,39 @@ def test_raw_content_is_reused_and_dropped_on_change():
     assert b"<body>changed</body>" in msg.serialize("jabber:client")
 
 
+def _rebuilt(element: Element) -> bytes:
+    """The element serialised from its tree alone, without any cached raw content."""
+    fresh = Element(element.name, element.xmlns, dict(element.attrs),
+                    [_rebuilt_child(c) for c in element.children])
+    return fresh.serialize("jabber:client")
+
+
+def _rebuilt_child(node):
+    if isinstance(node, str):
+        return node
+    return Element(node.name, node.xmlns, dict(node.attrs), [_rebuilt_child(c) for c in node.children])
+
+
+def test_a_child_appended_to_a_stanza_keeps_its_raw_content_and_is_written_at_the_end():
+    msg = feed_all(STREAM)[1]
+    stamp = msg.add("stanza-id", "urn:xmpp:sid:0", {"id": "abc", "by": "bob@example.com"})
+    msg.append("tail & more")
+    assert msg._inner is not None                     # no re-serialising for a stamp
+    assert _rebuilt(parse(msg.serialize(""))) == _rebuilt(msg)     # the same XML as the tree
+    stamp.set("id", "changed")                        # a later change to the stamp still counts
+    assert msg._inner is None
+    assert b'id="changed"' in msg.serialize("jabber:client")
+
+
+def test_a_change_to_a_copy_never_shows_the_original_raw_content():
+    msg = feed_all(STREAM)[1]
+    clone = msg.copy()
+    clone.find("body").set_text("only in the copy")
+    assert b"<body>only in the copy</body>" in clone.serialize("jabber:client")
+    assert b"only in the copy" not in msg.serialize("jabber:client")
+    assert _rebuilt(parse(clone.serialize(""))) == _rebuilt(clone)
+
+
 def test_raw_content_is_not_used_when_it_needs_a_prefix_from_the_stream_root():
     events = feed_all(HEADER + b"<message><stream:foo/></message>")
     assert events[1]._inner is None

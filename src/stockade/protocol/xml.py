@@ -143,7 +143,7 @@ class Element:
 
     def append(self, child: Node) -> Node:
         self.children.append(child)
-        self._changed()
+        self._appended(child)
         return child
 
     def add(self, name: str, xmlns: str | None = None, attrs: dict[str, str] | None = None,
@@ -153,8 +153,20 @@ class Element:
         if text is not None:
             child.children.append(text)
         self.children.append(child)
-        self._changed()
+        self._appended(child)
         return child
+
+    def _appended(self, child: Node) -> None:
+        # A child appended to a stanza whose raw content is cached goes at the end of that
+        # content: the cache stays (a stamped <stanza-id/> or <delay/> costs no re-serialising).
+        inner = self._inner
+        if inner is None or self._owner is not None:
+            self._changed()
+        elif isinstance(child, Element):
+            self._inner = inner + child.serialize(self.xmlns)
+            _adopt(child, self)
+        else:
+            self._inner = inner + escape_text(child).encode()
 
     def remove(self, child: Node) -> None:
         self.children.remove(child)
@@ -180,7 +192,11 @@ class Element:
         """A deep copy, detached from any owner; the raw content cache is shared (bytes are immutable)."""
         clone = Element(self.name, self.xmlns, dict(self.attrs),
                         [c.copy() if isinstance(c, Element) else c for c in self.children])
-        clone._inner = self._inner
+        if self._inner is not None:
+            clone._inner = self._inner
+            for child in clone.children:      # a change to them must drop the clone's cache
+                if isinstance(child, Element):
+                    _adopt(child, clone)
         return clone
 
     # -- writing ------------------------------------------------------------------------------
@@ -200,6 +216,14 @@ class Element:
     def __repr__(self) -> str:
         text = str(self)
         return f"<Element {text[:200]}{'...' if len(text) > 200 else ''}>"
+
+
+def _adopt(element: Element, owner: Element) -> None:
+    """Make `owner` the top-level element whose cached raw content includes `element`'s subtree."""
+    element._owner = owner
+    for child in element.children:
+        if isinstance(child, Element):
+            _adopt(child, owner)
 
 
 _ATTR_CACHE: dict[tuple[str, str], str] = {}
