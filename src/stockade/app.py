@@ -22,6 +22,7 @@ from .core.lockouts import STORE as LOCKOUT_STORE, LockoutRegistry
 from .core.revocation import STORE as REVOCATION_STORE, SessionRevocation
 from .directory.groups import GroupService
 from .directory.sync import DirectoryService
+from .policy.permissions import STORE as PERMISSIONS_STORE, Permissions
 from .core.auth import Authenticator, LoginThrottle, ThrottleLimits
 from .core.bus import HookBus
 from .core.clock import Clock, SystemClock
@@ -112,6 +113,11 @@ class Server:
         accounts.on_removed.append(self.groups.member_removed)
         self.directory = DirectoryService(config, storage, accounts, self.groups, sessions)
         await self.directory.load()
+        # Per-group feature permissions (policy/permissions.py): modules ask ctx.permissions.
+        self.permissions = ctx.permissions = Permissions(config, self.groups, storage.keyval(PERMISSIONS_STORE),
+                                                         router=router, audit=audit)
+        await self.permissions.load()
+        self.permissions.subscribe(bus)
         self.hub = ctx.hub = ClientHub(ctx)
         self.http = ctx.http = HttpService()
         ctx.data_dir = self.data_dir
@@ -211,6 +217,7 @@ class Server:
                              public_url=config.http.public_url)
             if config.http.metrics:
                 self._setup_metrics()
+            self._setup_admin()
             https_ctx = server_context(cert, key, min_version=config.tls.min_version, ciphers=config.tls.ciphers,
                                        alpn=["http/1.1"])
             self.ports["https"] = await http.start(config.http.interfaces, config.http.port, https_ctx,
@@ -231,6 +238,23 @@ class Server:
             archive_batches_committed=lambda: storage.archive_batches_committed,
             audit_write_failures=lambda: self.audit.failed_writes)
         self.metrics = setup_metrics(self.http, collector, token=self.config.http.metrics_token)
+
+    def _setup_admin(self) -> None:
+        """The admin API at /api/v1 and the web console at /admin (admin/, docs/admin.md)."""
+        from .admin.actions import AdminActions
+        from .admin.api import build_api, mount
+        from .admin.console import build_console
+        from .admin.identities import AdminDirectory
+        from .modules.approved_clients import ApprovedClients
+        storage = self.storage
+        assert storage is not None
+        self.admin = AdminActions(
+            directory=AdminDirectory(storage, self.clock, self.ctx.domains), accounts=self.accounts,
+            sessions=self.sessions, groups=self.groups, audit=self.audit, lockouts=self.lockouts,
+            revocations=self.revocations, clock=self.clock, domains=self.ctx.domains,
+            approved_clients=self.ctx.services.get(ApprovedClients))
+        mount(self.http, "/api/v1", build_api(self.admin, __version__))
+        mount(self.http, "/admin", build_console(self.admin))
 
     async def _check_accounts(self) -> None:
         interval = self.config.server.account_check_interval

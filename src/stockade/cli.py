@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     for p in gsub.choices.values():
         p.add_argument("--host", help="the domain (needed when the server serves several)")
 
+    from .cli_admin import add_parser as add_admin_parser
+    add_admin_parser(sub)
+
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     del check
     return parser
@@ -115,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_directory_command(config, args))
     if args.command == "group":
         return asyncio.run(_group_command(config, args))
+    if args.command == "admin":
+        from .cli_admin import admin_command
+        return asyncio.run(admin_command(config, args, _fail))
     return _serve(config, demo=args.demo)
 
 

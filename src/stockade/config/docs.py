@@ -9,7 +9,7 @@ import dataclasses
 import typing
 
 from .options import _type_name
-from .schema import LIST_SECTIONS, SECTIONS, DirectorySection
+from .schema import LIST_SECTIONS, SECTIONS, DirectorySection, FeatureGroupsSection, PermissionsSection
 
 INTRO = """# Configuration reference
 
@@ -97,6 +97,12 @@ def render(module_options: dict[str, type]) -> str:
                 *section_table(cls), ""]
     out += ["## [hosts.directory]", "", "Inside a `[[hosts]]` entry: that host's corporate directory (LDAP sync, "
             "LDAP logins, groups); see docs/directory.md.", "", *section_table(DirectorySection), ""]
+    out += ["## [hosts.permissions]", "", "Inside a `[[hosts]]` entry: which groups may use which features; "
+            "see docs/permissions.md.", "", *section_table(PermissionsSection), "",
+            "## [hosts.permissions.deny] and [hosts.permissions.allow_only]", "",
+            "The same keys in both tables: a list of group names per feature. A member of a group in `deny` "
+            "may not use the feature; with `allow_only` set for a feature, only members of those groups may.",
+            "", *section_table(FeatureGroupsSection), ""]
     for name, cls in sorted(module_options.items()):
         doc = (cls.__module__ and __import__(cls.__module__, fromlist=["x"]).__doc__ or "").strip().splitlines()
         out += [f"## [modules.{name}]", "", doc[0] if doc else "", "", *section_table(cls), ""]

@@ -159,6 +159,32 @@ class DirectorySection:
     ca_file: str = option("", help="PEM file of the CA that signed the LDAP server's certificate (ldaps:// or start_tls). Empty: the system's CAs.")
 
 
+def _check_groups(value: list[str] | None) -> str | None:
+    for name in value or ():
+        if not name.strip():
+            return "a group name cannot be empty"
+    return None
+
+
+@dataclass(frozen=True)
+class FeatureGroupsSection:
+    """Groups per feature, in [hosts.permissions.deny] or [hosts.permissions.allow_only]: see
+    docs/permissions.md. The keys are the feature names of policy/permissions.py."""
+    upload: list[str] | None = option(None, help="File upload (XEP-0363 slot requests).", check=_check_groups)
+    muc_create: list[str] | None = option(None, help="Creating chat rooms (XEP-0045); entering existing rooms stays allowed.", check=_check_groups)
+    federation: list[str] | None = option(None, help="Messages, presence and IQs to domains this server does not serve.", check=_check_groups)
+    web_client: list[str] | None = option(None, help="Signing in over WebSocket (the web client, RFC 7395); refused with the stream error <policy-violation/>.", check=_check_groups)
+    history: list[str] | None = option(None, help="Reading message archives (XEP-0313 queries on one's own archive and on rooms'); messages are still archived.", check=_check_groups)
+    presence_outside_group: list[str] | None = option(None, help="Showing one's presence to contacts who share no group with one: their availability is withheld.", check=_check_groups)
+
+
+@dataclass(frozen=True)
+class PermissionsSection:
+    """One host's feature permissions ([hosts.permissions]): see docs/permissions.md."""
+    deny: FeatureGroupsSection | None = option(None, help="Per feature, the groups whose members may not use it ([hosts.permissions.deny], see below).")
+    allow_only: FeatureGroupsSection | None = option(None, help="Per feature, the only groups whose members may use it; everyone else may not (an empty list: nobody). Deny wins over allow_only.")
+
+
 @dataclass(frozen=True)
 class HostSection:
     domain: str = option(help="A domain served (a virtual host): users are user@domain.", check=_check_domain)
@@ -168,6 +194,7 @@ class HostSection:
     reject_username_in_password: bool | None = option(None, help="This host's user-name rule; unset: auth.reject_username_in_password.")
     password_history: int | None = option(None, help="This host's password history length; unset: auth.password_history.", min=0, max=100)
     directory: DirectorySection | None = option(None, help="The host's corporate directory ([hosts.directory], see below). None: accounts are managed locally only.")
+    permissions: PermissionsSection | None = option(None, help="Which groups may use which features ([hosts.permissions], see below). None: every user may use every feature.")
 
 
 @dataclass(frozen=True)

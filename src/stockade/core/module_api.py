@@ -73,6 +73,7 @@ class ServerContext:
     hub: Any = None                         # core.hub.ClientHub: bind, close sessions
     http: Any = None                        # net.http.HttpService: HTTPS routes (upload, web)
     groups: Any = None                      # directory.groups.GroupService: groups per host (shared rosters)
+    permissions: Any = None                 # policy.permissions.Permissions: may this user use that feature?
     data_dir: Any = None                    # pathlib.Path of the server's data folder
     # Offered in <stream:features/> after authentication (stream management, CSI, ...).
     stream_features: list[Element] = field(default_factory=list)

@@ -88,6 +88,8 @@ class C2SContext:
 class ClientConnection:
     """Transport-independent part of a client connection; also the session's channel."""
 
+    transport = "tcp"           # what the client connected over (policy asks: web_client permission)
+
     __slots__ = ("_backlog", "_busy", "_closing", "_counted", "_dirty", "_input", "_paused", "_seen_input",
                  "_swept_input", "_timer", "address", "ctx", "is_secure", "sasl", "session", "stream",
                  "__weakref__")

@@ -23,6 +23,7 @@ SUBPROTOCOL = "xmpp"
 
 class WebSocketConnection(ClientConnection):
     __slots__ = ("websocket", "_out", "_queued", "_can_read", "_writer")
+    transport = "websocket"
 
     def __init__(self, ctx: C2SContext, websocket: WebSocket, is_secure: bool) -> None:
         super().__init__(ctx, is_secure=is_secure, framed=True)

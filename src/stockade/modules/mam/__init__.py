@@ -70,8 +70,15 @@ class MessageArchive:
             raise StanzaError("forbidden", "you can only use your own message archive")
         return request.target
 
+    def _may_read(self, owner: JID) -> None:
+        permissions = self.module.ctx.permissions         # policy/permissions.py: "history"
+        denial = permissions.refuse(owner.domain, owner.local or "", "history") if permissions is not None else None
+        if denial is not None:
+            raise denial.error()
+
     async def query(self, request: IqRequest) -> Element:
         owner = self._own(request)
+        self._may_read(owner)
         query = parse_query(request.payload)
         # Writes are committed in batches; a query sees every message routed before it.
         await self.archiver.flush()
@@ -101,6 +108,7 @@ class MessageArchive:
 
     async def metadata(self, request: IqRequest) -> Element:
         owner = self._own(request)
+        self._may_read(owner)
         await self.archiver.flush()
         return request.result(await self.search.metadata(owner))
 

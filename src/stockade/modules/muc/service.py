@@ -150,6 +150,10 @@ class MucService:
     def _create(self, name: str, owner: JID, is_locked: bool) -> Room:
         if owner.domain not in self.module.ctx.domains:
             raise StanzaError("not-allowed", "only users of this server may create rooms here")
+        permissions = self.module.ctx.permissions         # policy/permissions.py: "muc_create"
+        denial = permissions.refuse(owner.domain, owner.local or "", "muc_create") if permissions is not None else None
+        if denial is not None:
+            raise denial.error()
         if len(self.rooms) >= self.options.max_rooms:
             raise StanzaError("not-allowed", f"this service has reached its limit of {self.options.max_rooms} rooms")
         room = Room(self, name, RoomConfig(is_logged=self.options.log_by_default))
@@ -295,12 +299,21 @@ class MucService:
         elif key == ("set", NS_OWNER, "query"):
             await admin.owner_set(self, room, sender, payload)
         elif payload.xmlns == NS_MAM and payload.name == "query":
+            if itype == "set":
+                self._may_read_history(sender)
             result = await self.archive.query(self, room, sender, stanza, payload)
         elif key == ("get", ns.PING, "ping"):
             pass
         else:
             raise StanzaError("service-unavailable", "rooms do not answer this request")
         await self.deliver(iq_result(stanza, result))
+
+    def _may_read_history(self, sender: JID) -> None:
+        permissions = self.module.ctx.permissions         # policy/permissions.py: "history"
+        if permissions is not None and sender.local is not None:
+            denial = permissions.refuse(sender.domain, sender.local, "history")
+            if denial is not None:
+                raise denial.error()
 
     async def _iq_to_occupant(self, stanza: Element, payload: Element, room: Room | None, sender: JID,
                               to: JID) -> None:

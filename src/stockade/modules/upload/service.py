@@ -132,6 +132,10 @@ class UploadService:
             else:
                 hint = ""
             raise StanzaError("forbidden", f"only users of {self.host} may upload files here{hint}")
+        permissions = self.module.ctx.permissions         # policy/permissions.py: "upload"
+        denial = permissions.refuse(self.host, sender.local, "upload") if permissions is not None else None
+        if denial is not None:
+            raise denial.error()
         filename, size, content_type = self._parse(request)
         options = self.options
         if size > options.max_file_size:

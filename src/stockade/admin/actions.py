@@ -1,0 +1,293 @@
+"""What an administrator can do, checked and audited in one place for the API and the console.
+
+Every method takes the acting `Principal` first, checks its permission and tenant scope with
+the table in roles.py, calls the service that does the work (accounts, sessions, groups, audit),
+and records the change in the audit log with actor `admin:NAME`. Account creation, password
+changes and removal are recorded by the accounts service itself, with the same actor.
+
+A refusal is an `ActionRefused` with an HTTP status and a text saying what to fix; the API and
+the console show it as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.accounts import AccountError
+from ..core.lockouts import account_key
+from ..directory.groups import GroupError
+from ..protocol.errors import StreamError
+from ..protocol.jid import JID, InvalidJid, normalise_resource
+from . import roles
+from .identities import AdminError, Principal
+
+if TYPE_CHECKING:
+    from ..compliance.audit import AuditLog
+    from ..core.accounts import AccountService
+    from ..core.clock import Clock
+    from ..core.lockouts import LockoutRegistry
+    from ..core.revocation import SessionRevocation
+    from ..core.sessions import SessionManager
+    from ..directory.groups import GroupService
+    from .identities import AdminDirectory
+
+SESSION_ENDED_TEXT = "this session was ended by an administrator"
+MAX_AUDIT_PAGE = 500
+
+
+class ActionRefused(Exception):
+    """An admin action that was not done; `status` is the HTTP status, the text what to fix."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def _forbidden(reason: str) -> ActionRefused:
+    return ActionRefused(403, f"forbidden: {reason}")
+
+
+@dataclass
+class AdminActions:
+    directory: AdminDirectory
+    accounts: AccountService
+    sessions: SessionManager
+    groups: GroupService
+    audit: AuditLog
+    lockouts: LockoutRegistry
+    revocations: SessionRevocation
+    clock: Clock
+    domains: set[str]
+    approved_clients: Any = None          # modules.approved_clients.ApprovedClients, when loaded
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check(self, who: Principal, permission: str, host: str | None = None) -> None:
+        """Refuse (403/404) unless `who` may use `permission` on `host`."""
+        reason = who.refusal(permission, None)
+        if reason:
+            raise _forbidden(reason)
+        if host is not None:
+            if host not in self.domains:
+                raise ActionRefused(404, f"{host!r} is not a host this server serves")
+            reason = who.refusal(permission, host)
+            if reason:
+                raise _forbidden(reason)
+
+    def may(self, who: Principal, permission: str, host: str | None = None) -> bool:
+        return who.may(permission, host)
+
+    def _username(self, name: str, field: str = "username") -> str:
+        try:
+            return self.accounts.normalise_username(name)
+        except AccountError as exc:
+            raise ActionRefused(422, str(exc), field) from None
+
+    async def _existing(self, host: str, user: str) -> str:
+        username = self._username(user, "user")
+        if not await self.accounts.exists(host, username):
+            raise ActionRefused(404, f"there is no account {username}@{host}")
+        return username
+
+    async def _record(self, who: Principal, host: str, action: str, target: str, **detail: Any) -> None:
+        if who.token_id:
+            detail["token"] = who.token_id
+        await self.audit.record(host, who.actor, action, target, **detail)
+
+    # -- hosts and users ------------------------------------------------------------------------
+    def hosts(self, who: Principal) -> list[str]:
+        return who.visible_hosts(self.domains)
+
+    async def list_users(self, who: Principal, host: str) -> list[dict[str, Any]]:
+        self.check(who, roles.USERS_READ, host)
+        online = {s.username for s in self.sessions if s.host == host}
+        return [{"username": u, "online": u in online} for _, u in sorted(await self.accounts.list(host))]
+
+    async def create_user(self, who: Principal, host: str, username: str, password: str) -> str:
+        self.check(who, roles.USERS_CREATE, host)
+        username = self._username(username)
+        if await self.accounts.exists(host, username):
+            raise ActionRefused(409, f"{username}@{host} already exists; choose another user name", "username")
+        try:
+            self.accounts.check_password(password, host, username)
+            return await self.accounts.create(host, username, password, actor=who.actor)
+        except AccountError as exc:
+            status = 409 if "already exists" in str(exc) else 422
+            raise ActionRefused(status, str(exc), "username" if status == 409 else "password") from None
+
+    async def delete_user(self, who: Principal, host: str, user: str) -> None:
+        self.check(who, roles.USERS_DELETE, host)
+        username = await self._existing(host, user)
+        try:
+            await self.accounts.remove(host, username, actor=who.actor)
+        except AccountError as exc:
+            raise ActionRefused(404, str(exc)) from None
+
+    async def set_password(self, who: Principal, host: str, user: str, password: str) -> None:
+        self.check(who, roles.USERS_PASSWORD, host)
+        username = await self._existing(host, user)
+        try:
+            await self.accounts.set_password(host, username, password, actor=who.actor)
+        except AccountError as exc:
+            raise ActionRefused(422, str(exc), "password") from None
+
+    async def unlock(self, who: Principal, host: str, user: str) -> bool:
+        """End the account's login lockout; True when it was locked."""
+        self.check(who, roles.USERS_UNLOCK, host)
+        username = await self._existing(host, user)
+        was_locked = await self.lockouts.unlock(account_key(host, username))
+        await self._record(who, host, "user.unlock", f"{username}@{host}",
+                           before={"locked": was_locked}, after={"locked": False})
+        return was_locked
+
+    async def revoke(self, who: Principal, host: str, user: str) -> int:
+        """End every session of the account (resumable ones too); how many were live here."""
+        self.check(who, roles.USERS_REVOKE, host)
+        username = await self._existing(host, user)
+        before = len(self.sessions.of_user(JID(username, host, None)))
+        ended = await self.revocations.revoke(host, username)
+        await self._record(who, host, "session.revoke", f"{username}@{host}",
+                           before={"sessions": before}, after={"sessions": 0}, ended=ended)
+        return ended
+
+    # -- sessions -------------------------------------------------------------------------------
+    def list_sessions(self, who: Principal, host: str) -> list[dict[str, str]]:
+        self.check(who, roles.SESSIONS_READ, host)
+        if self.approved_clients is not None:
+            described = {d["jid"]: d for d in self.approved_clients.sessions()}
+        else:
+            described = {}
+        out = []
+        for session in self.sessions:
+            if session.host != host or session.is_closed:
+                continue
+            info = described.get(session.full) or session.client_info
+            out.append({"jid": session.full, "user": session.username, "resource": session.resource,
+                        "address": str(session.channel.address or ""), "client": info.get("name", "") or "",
+                        "version": info.get("version", "") or "", "since": session.created})
+        return sorted(out, key=lambda s: s["jid"])
+
+    async def end_session(self, who: Principal, host: str, user: str, resource: str) -> dict[str, str]:
+        """End one session; its client gets a <policy-violation/> stream error saying why."""
+        self.check(who, roles.SESSIONS_END, host)
+        try:
+            jid = JID(self._username(user, "user"), host, normalise_resource(resource))
+            session = self.sessions.get(jid)
+        except InvalidJid:
+            session = None
+        if session is None or session.is_closed:
+            raise ActionRefused(404, f"there is no session {user}@{host}/{resource}; list them with "
+                                     f"GET /hosts/{host}/sessions")
+        before = {"jid": session.full, "client": session.client_info.get("name", ""),
+                  "version": session.client_info.get("version", "")}
+        session.close(StreamError("policy-violation", SESSION_ENDED_TEXT))
+        await self._record(who, host, "session.end", session.full, before=before, after=None)
+        return before
+
+    # -- groups ---------------------------------------------------------------------------------
+    def list_groups(self, who: Principal, host: str) -> list[dict[str, Any]]:
+        self.check(who, roles.GROUPS_READ, host)
+        return [{"id": g.id, "name": g.name, "source": g.source, "shared": g.shared, "members": sorted(g.members)}
+                for g in self.groups.list(host)]
+
+    @staticmethod
+    def _group_refused(exc: GroupError) -> ActionRefused:
+        text = str(exc)
+        if text.startswith("there is no group"):
+            return ActionRefused(404, text)
+        if "already exists" in text or "directory" in text:
+            return ActionRefused(409, text)
+        return ActionRefused(422, text)
+
+    async def create_group(self, who: Principal, host: str, group_id: str, name: str = "",
+                           shared: bool = False) -> dict[str, Any]:
+        self.check(who, roles.GROUPS_WRITE, host)
+        try:
+            group = await self.groups.create(host, group_id, name=name, shared=shared)
+        except GroupError as exc:
+            raise self._group_refused(exc) from None
+        await self._record(who, host, "group.create", group.id, before=None, after=group.to_json())
+        return {"id": group.id, "name": group.name, "source": group.source, "shared": group.shared, "members": []}
+
+    async def set_members(self, who: Principal, host: str, group_id: str, members: list[str]) -> list[str]:
+        """Make `members` the group's exact membership; returns it normalised."""
+        self.check(who, roles.GROUPS_WRITE, host)
+        group = self.groups.get(host, group_id)
+        if group is None:
+            raise ActionRefused(404, f"there is no group {group_id!r} on {host}")
+        try:
+            wanted = self.groups.normalise_members(members)
+        except GroupError as exc:
+            raise ActionRefused(422, str(exc), "members") from None
+        unknown = sorted([m for m in wanted if not await self.accounts.exists(host, m)])
+        if unknown:
+            raise ActionRefused(422, f"no such account on {host}: {', '.join(unknown[:10])}", "members")
+        try:
+            after = await self.groups.set_members(host, group.id, add=wanted - group.members,
+                                                  remove=group.members - wanted)
+        except GroupError as exc:
+            raise self._group_refused(exc) from None
+        await self._record(who, host, "group.members", group.id, before=sorted(group.members),
+                           after=sorted(after.members))
+        return sorted(after.members)
+
+    async def delete_group(self, who: Principal, host: str, group_id: str) -> None:
+        self.check(who, roles.GROUPS_WRITE, host)
+        group = self.groups.get(host, group_id)
+        if group is None:
+            raise ActionRefused(404, f"there is no group {group_id!r} on {host}")
+        try:
+            await self.groups.delete(host, group.id)
+        except GroupError as exc:
+            raise self._group_refused(exc) from None
+        await self._record(who, host, "group.delete", group.id, before=group.to_json(), after=None)
+
+    # -- audit ----------------------------------------------------------------------------------
+    async def audit_entries(self, who: Principal, host: str, *, limit: int = 50, before_id: int | None = None,
+                            action: str | None = None) -> list[dict[str, Any]]:
+        self.check(who, roles.AUDIT_READ, host)
+        limit = max(1, min(limit, MAX_AUDIT_PAGE))
+        return await self.audit.entries(host, action=action, limit=limit, before_id=before_id)
+
+    async def verify_audit(self, who: Principal) -> dict[str, Any]:
+        self.check(who, roles.AUDIT_VERIFY)
+        result = await self.audit.verify()
+        return {"intact": result.is_intact, "count": result.count, "last_id": result.last_id,
+                "last_hash": result.last_hash, "bad_id": result.bad_id, "reason": result.reason}
+
+    async def dashboard(self, who: Principal) -> dict[str, Any]:
+        hosts = self.hosts(who)
+        per_host = []
+        failures: list[dict[str, Any]] = []
+        for host in hosts:
+            users = {s.username for s in self.sessions if s.host == host}
+            count = sum(1 for s in self.sessions if s.host == host)
+            per_host.append({"host": host, "online": len(users), "sessions": count,
+                             "accounts": self.accounts.count(host)})
+            if who.may(roles.AUDIT_READ, host):
+                failures += await self.audit.entries(host, action="auth.failure", limit=10)
+        failures.sort(key=lambda e: e["id"], reverse=True)
+        return {"hosts": per_host, "failures": failures[:10]}
+
+    # -- tokens ---------------------------------------------------------------------------------
+    async def create_token(self, who: Principal, scopes: list[str], days: float, note: str = "") -> tuple[str, Any]:
+        self.check(who, roles.TOKENS)
+        try:
+            token, info = await self.directory.create_token(who, scopes, days, note)
+        except AdminError as exc:
+            raise ActionRefused(403 if "do not hold" in str(exc) else 422, str(exc), "scopes") from None
+        await self._record(who, "", "admin.token.create", who.admin.name,
+                           after={"id": info.id, "scopes": list(info.scopes), "expires": info.expires})
+        return token, info
+
+    async def list_tokens(self, who: Principal) -> list[Any]:
+        self.check(who, roles.TOKENS)
+        return await self.directory.tokens_of(who.admin.name)
+
+    async def revoke_token(self, who: Principal, token_id: str) -> None:
+        self.check(who, roles.TOKENS)
+        if not await self.directory.revoke_token(who.admin.name, token_id):
+            raise ActionRefused(404, f"you have no token {token_id!r}; list yours with GET /tokens")
+        await self._record(who, "", "admin.token.revoke", who.admin.name, before={"id": token_id}, after=None)
