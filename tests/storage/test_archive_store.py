@@ -280,3 +280,16 @@ async def test_large_and_unicode_stanzas_round_trip(storage: Storage) -> None:
     body = "<message><body>" + "Grüße 🦊 漢字 " * 5000 + "</body></message>"
     item = await storage.archive("mam").append(HOST, "alice", body, with_jid="zoë@example.com")
     assert (await storage.archive("mam").get_by_key(HOST, "alice", item.key)).value == body
+
+
+async def test_count_after_tracking_owners_matches_the_database(storage: Storage) -> None:
+    offline = storage.archive("offline")
+    await offline.append("example.com", "alice", "<message/>")
+    await offline.track_owners()
+    assert await offline.count("example.com", "alice") == 1
+    assert await offline.count("example.com", "nobody") == 0
+    await offline.append("example.com", "bob", "<message/>")      # an owner created afterwards
+    await offline.append("example.com", "bob", "<message/>")
+    assert await offline.count("example.com", "bob") == 2
+    assert len(await offline.pop_all("example.com", "bob")) == 2
+    assert await offline.count("example.com", "bob") == 0

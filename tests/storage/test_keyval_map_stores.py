@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stockade.storage import Storage
@@ -139,3 +141,31 @@ async def test_keys_are_case_sensitive(storage: Storage) -> None:
 async def test_store_names_must_be_non_empty(storage: Storage) -> None:
     with pytest.raises(ValueError, match="non-empty name"):
         storage.keyval("")
+
+
+async def test_keyval_tracking_holders_answers_the_same_as_reading(storage: Storage) -> None:
+    store = storage.keyval("vcard")
+    await store.set("example.com", "alice", {"v": "before"})
+    await store.set("example.com", "gone", {"v": 1})
+    await store.set("example.com", "gone", None)
+    # Values being stored while the holders are read must not be missed, whether their write
+    # started before the read or after it.
+    before = asyncio.ensure_future(store.set("example.com", "before-read", {"v": 0}))
+    await asyncio.sleep(0)                       # its write is on its way
+    tracking = asyncio.ensure_future(store.track_holders())
+    await asyncio.sleep(0)                       # the read is on its way
+    await store.set("example.com", "during", {"v": "during"})
+    await asyncio.gather(before, tracking)
+    assert await store.get("example.com", "before-read") == {"v": 0}
+    await store.set("example.com", "after", {"v": "after"})
+    await store.set_bulk([("other.org", "bulk", {"v": "bulk"})])
+    assert await store.get("example.com", "alice") == {"v": "before"}
+    assert await store.get("example.com", "during") == {"v": "during"}
+    assert await store.get("example.com", "after") == {"v": "after"}
+    assert await store.get("other.org", "bulk") == {"v": "bulk"}
+    assert await store.get("example.com", "gone") is None
+    assert await store.get("example.com", "nobody") is None
+    await store.set("example.com", "alice", None)
+    assert await store.get("example.com", "alice") is None
+    await store.set("example.com", "alice", {"v": "again"})
+    assert await store.get("example.com", "alice") == {"v": "again"}

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..config.options import option
-from ..core.hooks import FALLBACK, HANDLED, AccountRemoved, MessageHeld, MessageUndeliverable, SessionAvailable
+from ..core.hooks import (FALLBACK, HANDLED, AccountRemoved, MessageHeld, MessageUndeliverable, ServerStarted,
+                          SessionAvailable)
 from ..core.module_api import ModuleAPI
 from ..protocol import ns
 from ..protocol.jid import JID
@@ -136,3 +137,7 @@ def setup(module: ModuleAPI) -> None:
     module.on(MessageUndeliverable, offline.store, FALLBACK)
     module.on(SessionAvailable, offline.deliver)
     module.on(AccountRemoved, offline.removed)
+
+    async def started(_: ServerStarted) -> None:
+        await offline.archive.track_owners()     # a login without offline messages reads nothing
+    module.on(ServerStarted, started)

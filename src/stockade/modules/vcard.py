@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from ..config.options import option
-from ..core.hooks import VCardStored
+from ..core.hooks import ServerStarted, VCardStored
 from ..core.iq import ACCOUNT, IqRequest
 from ..core.module_api import ModuleAPI
 from ..protocol import ns
@@ -82,3 +82,7 @@ def setup(module: ModuleAPI) -> None:
     module.add_feature(ns.VCARD)
     module.on_iq("get", ns.VCARD, "vCard", get_vcard, target=ACCOUNT)
     module.on_iq("set", ns.VCARD, "vCard", set_vcard, target=ACCOUNT)
+
+    async def started(_: ServerStarted) -> None:
+        await vcards.store.track_holders()   # the avatar hash at login reads only existing vCards
+    module.on(ServerStarted, started)

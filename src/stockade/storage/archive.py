@@ -80,6 +80,7 @@ _OWNER = (select(_o.id).where(_o.host == bindparam("host"), _o.username == bindp
 _OWNER_ID = select(_o.id).where(_o.host == bindparam("host"), _o.username == bindparam("username"),
                                 _o.store == bindparam("store"))
 # No ORDER BY: it would tempt the planner into reading the owner's range in archive order.
+_OWNERS_OF_STORE = select(_o.host, _o.username, _o.id).where(_o.store == bindparam("store"))
 _GET_BY_KEY = select(*_ITEM_COLUMNS).where(_c.key == bindparam("key"), _c.owner == _OWNER)
 _POP_ALL = delete(archive).where(_c.owner == _OWNER).returning(*_ITEM_COLUMNS)
 
@@ -290,6 +291,16 @@ class ArchiveStore:
         self.store = store
         self._clock = clock
         self._owner_ids = writer.owner_ids(store)
+        self._owners_complete = False        # see track_owners
+
+    async def track_owners(self) -> None:
+        """Read the ids of every owner of this store once; from then on `count` answers 0 for an
+        owner that has none without reading (owners are created only by this process's
+        writer, which adds them here). For stores no other process appends to."""
+        rows = await self._db.fetch_all("archive.owners", _OWNERS_OF_STORE, {"store": self.store})
+        for host, username, owner_id in rows:
+            self._owner_ids.setdefault((host, username), owner_id)
+        self._owners_complete = True
 
     async def append(self, host: str, user: str, value: str, *, with_jid: str | None = None,
                      when: float | None = None, key: str | None = None) -> ArchiveItem:
@@ -388,6 +399,8 @@ class ArchiveStore:
                     after_item: ArchiveItem | None = None,
                     before_item: ArchiveItem | None = None) -> int:
         """How many items `query` would return with the same filters and no limit."""
+        if self._owners_complete and (host, user) not in self._owner_ids:
+            return 0                             # never had an item (see track_owners)
         stmt = select(func.count()).select_from(archive).where(
             *self._matching(with_jid, start, end, after_item, before_item))
         return await self._db.scalar("archive.count", stmt, self._who(host, user))

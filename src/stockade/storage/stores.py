@@ -26,6 +26,7 @@ _KV_WHERE = (kv.c.host == bindparam("host"), kv.c.username == bindparam("usernam
              kv.c.store == bindparam("store"))
 _KV_GET = select(kv.c.value).where(*_KV_WHERE)
 _KV_DELETE = delete(kv).where(*_KV_WHERE)
+_KV_HOLDERS = select(kv.c.host, kv.c.username).where(kv.c.store == bindparam("store"))
 
 _MAP_USER = (map_.c.host == bindparam("host"), map_.c.username == bindparam("username"),
              map_.c.store == bindparam("store"))
@@ -42,26 +43,65 @@ class KeyValueStore:
         self._db = db
         self.store = store
         self._upsert = db.upsert(kv, ("host", "username", "store"), ("value",))
+        self._holders: set[tuple[str, str]] | None = None      # see track_holders
+        self._added_while_loading: set[tuple[str, str]] | None = None
+        self._writing: dict[tuple[str, str], int] = {}          # values being written now
+
+    async def track_holders(self) -> None:
+        """Read once which (host, user) have a value here; from then on `get` answers None for
+        anyone else without reading (most accounts have no vCard, no archive preferences: a
+        login saves a read per such store). Only for stores that no other process writes: a
+        value written behind this object's back would stay unseen."""
+        # Writes still on their way may commit after the read below has looked: count them in.
+        self._added_while_loading = set(self._writing)
+        try:
+            rows = await self._db.fetch_all("keyval.holders", _KV_HOLDERS, {"store": self.store})
+            self._holders = {(row[0], row[1]) for row in rows} | self._added_while_loading
+        finally:
+            self._added_while_loading = None
 
     async def get(self, host: str, user: str) -> Any | None:
+        holders = self._holders
+        if holders is not None and (host, user) not in holders:
+            return None
         raw = await self._db.scalar("keyval.get", _KV_GET,
                                     {"host": host, "username": user, "store": self.store})
         return None if raw is None else json.loads(raw)
+
+    async def _write_values(self, name: str, keys: list[tuple[str, str]], params: Any) -> None:
+        # Holders are known before the write (one known too early costs a read, one known too
+        # late would hide a value), and writes in flight are visible to track_holders.
+        writing = self._writing
+        for key in keys:
+            writing[key] = writing.get(key, 0) + 1
+            if self._holders is not None:
+                self._holders.add(key)
+            if self._added_while_loading is not None:
+                self._added_while_loading.add(key)
+        try:
+            await self._db.execute(name, self._upsert, params)
+        finally:
+            for key in keys:
+                left = writing.pop(key) - 1
+                if left:
+                    writing[key] = left
 
     async def set(self, host: str, user: str, value: Any | None) -> None:
         """Store `value` (replacing what was there); None deletes."""
         params = {"host": host, "username": user, "store": self.store}
         if value is None:
             await self._db.execute("keyval.delete", _KV_DELETE, params)
+            if self._holders is not None and (host, user) not in self._writing:
+                self._holders.discard((host, user))
         else:
             params["value"] = _dump(value)
-            await self._db.execute("keyval.set", self._upsert, params)
+            await self._write_values("keyval.set", [(host, user)], params)
 
     async def set_bulk(self, rows: list[tuple[str, str, Any]]) -> None:
         """Store many (host, user, value) entries in one transaction (bulk import)."""
         params = [{"host": h, "username": u, "store": self.store, "value": _dump(v)} for h, u, v in rows]
         if params:
-            await self._db.execute("keyval.set_bulk", self._upsert, params)
+            await self._write_values("keyval.set_bulk", [(h, u) for h, u, _ in rows], params)
 
 
 class MapStore:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ...config.options import option
 from ...core.hooks import (AccountRemoved, MessageFromLocal, MessageToLocal, MessageUndeliverable,
-                           SessionBound, SessionClosed)
+                           ServerStarted, SessionBound, SessionClosed)
 from ...core.iq import ACCOUNT, IqRequest
 from ...core.module_api import ModuleAPI
 from ...protocol.errors import StanzaError
@@ -152,3 +152,7 @@ def setup(module: ModuleAPI) -> None:
     module.on_iq("get", NS_MAM, "metadata", archive.metadata, target=ACCOUNT)
     module.on_iq("get", NS_MAM, "prefs", archive.get_prefs, target=ACCOUNT)
     module.on_iq("set", NS_MAM, "prefs", archive.set_prefs, target=ACCOUNT)
+
+    async def started(_: ServerStarted) -> None:
+        await archive.prefs.store.track_holders()    # most accounts keep the server's default
+    module.on(ServerStarted, started)
