@@ -152,6 +152,8 @@ class Server:
         await self._start_listeners()
         self._background = [asyncio.ensure_future(self._check_accounts()),
                             asyncio.ensure_future(self._sweep_idle())]
+        if hasattr(self, "admin") and self.admin.stanza_rate is not None:
+            self._background.append(asyncio.ensure_future(self.admin.stanza_rate.run()))
         self.directory.start(refresh_interval=config.server.account_check_interval)
 
     def _tls_files(self) -> tuple[Path, Path]:
@@ -225,9 +227,15 @@ class Server:
         for name, port in self.ports.items():
             log.info("listening for %s on port %d", name, port)
 
+    def _stanzas_received(self) -> StanzasReceived:
+        """The one received-stanza total, read by the metrics and the admin dashboard."""
+        if not hasattr(self, "stanzas_received"):
+            self.stanzas_received = StanzasReceived(self.sessions)
+            subscribe_stanza_count(self.bus, self.stanzas_received)
+        return self.stanzas_received
+
     def _setup_metrics(self) -> None:
-        stanzas = StanzasReceived(self.sessions)
-        subscribe_stanza_count(self.bus, stanzas)
+        stanzas = self._stanzas_received()
         components = self.component_ctx.connections if hasattr(self, "component_ctx") else ()
         storage = self.storage
         assert storage is not None
@@ -241,7 +249,7 @@ class Server:
 
     def _setup_admin(self) -> None:
         """The admin API at /api/v1 and the web console at /admin (admin/, docs/admin.md)."""
-        from .admin.actions import AdminActions
+        from .admin.actions import AdminActions, StanzaRate
         from .admin.api import build_api, mount
         from .admin.console import build_console
         from .admin.identities import AdminDirectory
@@ -252,7 +260,8 @@ class Server:
             directory=AdminDirectory(storage, self.clock, self.ctx.domains), accounts=self.accounts,
             sessions=self.sessions, groups=self.groups, audit=self.audit, lockouts=self.lockouts,
             revocations=self.revocations, clock=self.clock, domains=self.ctx.domains,
-            approved_clients=self.ctx.services.get(ApprovedClients))
+            approved_clients=self.ctx.services.get(ApprovedClients), permissions=self.permissions,
+            stanza_rate=StanzaRate(self._stanzas_received(), self.clock))
         mount(self.http, "/api/v1", build_api(self.admin, __version__))
         mount(self.http, "/admin", build_console(self.admin))
 

@@ -37,6 +37,11 @@ ROUTES = [
     ("set members", "PUT", "/hosts/{host}/groups/{group}/members", {"members": ["{user}"]}, {"ops", "tadmin"},
      "group.members"),
     ("delete group", "DELETE", "/hosts/{host}/groups/{group}", None, {"ops", "tadmin"}, "group.delete"),
+    ("list permissions", "GET", "/hosts/{host}/permissions", None, {"ops", "tadmin"}, None),
+    ("set permission", "PUT", "/hosts/{host}/permissions/upload", {"deny": ["{group}"], "allow_only": None},
+     {"ops", "tadmin"}, "permission.change"),
+    ("reset permission", "DELETE", "/hosts/{host}/permissions/upload", None, {"ops", "tadmin"}, "permission.change"),
+    ("approved clients", "GET", "/hosts/{host}/clients", None, {"ops", "tadmin"}, None),
     ("read audit", "GET", "/hosts/{host}/audit?limit=5", None, {"ops", "tadmin", "comp", "aud"}, None),
     ("verify audit", "GET", "/audit/verify", None, {"ops", "aud"}, None),
 ]
@@ -64,6 +69,7 @@ def snapshot(server, host: str, user: str) -> dict:
                 "groups": [(g.id, sorted(g.members)) for g in srv.groups.list(host)],
                 "sessions": sorted(s.full for s in srv.sessions if s.host == host),
                 "lockouts": sorted(lk.key for lk in await srv.lockouts.listed()),
+                "permissions": {f: r.to_json() for f, r in srv.permissions.overrides(host).items()},
                 "audit_last": entries[0]["id"] if entries else 0}
     return server.call(read())
 

@@ -11,12 +11,15 @@ the console show it as it is.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.accounts import AccountError
 from ..core.lockouts import account_key
 from ..directory.groups import GroupError
+from ..policy.permissions import FEATURES, PermissionsError, Rule
 from ..protocol.errors import StreamError
 from ..protocol.jid import JID, InvalidJid, normalise_resource
 from . import roles
@@ -30,10 +33,13 @@ if TYPE_CHECKING:
     from ..core.revocation import SessionRevocation
     from ..core.sessions import SessionManager
     from ..directory.groups import GroupService
+    from ..modules.approved_clients import ApprovedClients
+    from ..policy.permissions import Permissions
     from .identities import AdminDirectory
 
 SESSION_ENDED_TEXT = "this session was ended by an administrator"
 MAX_AUDIT_PAGE = 500
+RATE_WINDOW = 60.0              # seconds between two readings of the received-stanza total
 
 
 class ActionRefused(Exception):
@@ -50,6 +56,35 @@ def _forbidden(reason: str) -> ActionRefused:
     return ActionRefused(403, f"forbidden: {reason}")
 
 
+class StanzaRate:
+    """Stanzas received from clients per minute, for the dashboard, from two readings of a total
+    the server keeps anyway (net/metrics.StanzasReceived: the sessions' XEP-0198 handled counts)
+    taken a minute apart by `run`. Nothing is counted per stanza for it."""
+
+    def __init__(self, total: Callable[[], int], clock: Clock) -> None:
+        self.total = total
+        self.clock = clock
+        self._readings: list[tuple[float, int]] = []     # the last two (monotonic time, total)
+
+    def sample(self) -> None:
+        """Take a reading (`run` does, once a minute)."""
+        self._readings = [*self._readings[-1:], (self.clock.monotonic(), self.total())]
+
+    def per_minute(self) -> float | None:
+        """The rate between the last two readings, per minute; None before there are two."""
+        if len(self._readings) < 2:
+            return None
+        (t0, n0), (t1, n1) = self._readings
+        if t1 <= t0:
+            return None
+        return max(0, n1 - n0) * 60.0 / (t1 - t0)
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(RATE_WINDOW)
+
+
 @dataclass
 class AdminActions:
     directory: AdminDirectory
@@ -61,7 +96,9 @@ class AdminActions:
     revocations: SessionRevocation
     clock: Clock
     domains: set[str]
-    approved_clients: Any = None          # modules.approved_clients.ApprovedClients, when loaded
+    approved_clients: ApprovedClients | None = None     # when the module is loaded
+    permissions: Permissions | None = None              # policy/permissions.py
+    stanza_rate: StanzaRate | None = None               # the dashboard's stanzas per minute
 
     # -- checks ---------------------------------------------------------------------------------
     def check(self, who: Principal, permission: str, host: str | None = None) -> None:
@@ -244,6 +281,73 @@ class AdminActions:
             raise self._group_refused(exc) from None
         await self._record(who, host, "group.delete", group.id, before=group.to_json(), after=None)
 
+    # -- feature permissions and approved clients ------------------------------------------------
+    def _permissions(self) -> Permissions:
+        if self.permissions is None:
+            raise ActionRefused(503, "feature permissions are not available on this server (no policy service)")
+        return self.permissions
+
+    @staticmethod
+    def _feature(feature: str) -> None:
+        if feature not in FEATURES:
+            raise ActionRefused(404, f"{feature!r} is not a feature with permissions; the features are "
+                                     f"{', '.join(FEATURES)}", "feature")
+
+    def list_permissions(self, who: Principal, host: str) -> list[dict[str, Any]]:
+        """Per feature: the configured rule, the runtime override (None: none) and the rule in force."""
+        self.check(who, roles.PERMISSIONS_READ, host)
+        service = self._permissions()
+        configured, overrides, effective = service.configured(host), service.overrides(host), service.get(host)
+        out = []
+        for feature, info in FEATURES.items():
+            override = overrides.get(feature)
+            out.append({"feature": feature, "label": info.label,
+                        "configured": configured.get(feature, Rule()).to_json(),
+                        "override": None if override is None else override.to_json(),
+                        "effective": effective[feature].to_json(),
+                        "source": "override" if override is not None else
+                                  "configuration" if feature in configured else "open"})
+        return out
+
+    async def set_permission(self, who: Principal, host: str, feature: str, deny: list[str],
+                             allow_only: list[str] | None) -> dict[str, Any]:
+        """Replace the rule of one feature on one host; audited by the service as admin:NAME."""
+        self.check(who, roles.PERMISSIONS_WRITE, host)
+        self._feature(feature)
+        service = self._permissions()
+        for field_name, names in (("deny", deny), ("allow_only", allow_only or [])):
+            unknown = sorted({n.strip() for n in names if self.groups.get(host, n.strip()) is None})
+            if unknown:
+                known = ", ".join(g.id for g in self.groups.list(host)) or "none yet"
+                raise ActionRefused(422, f"no such group on {host}: {', '.join(unknown[:10])} (groups: {known}); "
+                                         "create it first", field_name)
+        try:
+            rule = await service.set(host, feature, deny, allow_only=allow_only, actor=who.actor)
+        except PermissionsError as exc:
+            raise ActionRefused(422, str(exc)) from None
+        return {"feature": feature, **rule.to_json()}
+
+    async def reset_permission(self, who: Principal, host: str, feature: str) -> dict[str, Any]:
+        """Forget the runtime rule of a feature: the configured rule (returned) applies again."""
+        self.check(who, roles.PERMISSIONS_WRITE, host)
+        self._feature(feature)
+        try:
+            rule = await self._permissions().reset(host, feature, actor=who.actor)
+        except PermissionsError as exc:
+            raise ActionRefused(422, str(exc)) from None
+        return {"feature": feature, **rule.to_json()}
+
+    def client_policy(self, who: Principal, host: str) -> dict[str, Any]:
+        """The approved-client policy in force (server-wide, from the configuration: read-only)."""
+        self.check(who, roles.PERMISSIONS_READ, host)
+        clients = self.approved_clients
+        if clients is None:
+            return {"loaded": False, "enforcing": False, "allow": [], "caps_nodes": [],
+                    "refuse_unanswered": False, "record_software": False}
+        return {"loaded": True, "enforcing": clients.is_enforcing, "allow": [e.text for e in clients.allowed],
+                "caps_nodes": sorted(clients.nodes), "refuse_unanswered": bool(clients.options.refuse_unanswered),
+                "record_software": bool(clients.options.record_software)}
+
     # -- audit ----------------------------------------------------------------------------------
     async def audit_entries(self, who: Principal, host: str, *, limit: int = 50, before_id: int | None = None,
                             action: str | None = None) -> list[dict[str, Any]]:
@@ -269,7 +373,13 @@ class AdminActions:
             if who.may(roles.AUDIT_READ, host):
                 failures += await self.audit.entries(host, action="auth.failure", limit=10)
         failures.sort(key=lambda e: e["id"], reverse=True)
-        return {"hosts": per_host, "failures": failures[:10]}
+        # Server-wide traffic: shown only to an admin of every host (a tenant admin would see
+        # the other tenants' activity in it).
+        rate = None
+        if self.stanza_rate is not None and set(hosts) >= self.domains:
+            rate = self.stanza_rate.per_minute()
+        return {"hosts": per_host, "failures": failures[:10],
+                "stanzas_per_minute": None if rate is None else round(rate)}
 
     # -- tokens ---------------------------------------------------------------------------------
     async def create_token(self, who: Principal, scopes: list[str], days: float, note: str = "") -> tuple[str, Any]:

@@ -5,7 +5,7 @@ Every request carries `Authorization: Bearer <token>` (tokens: `stockade admin t
 POST /tokens). A route checks the token's scope, its admin's role and tenant scope (actions.py,
 with the table in roles.py) and answers errors as JSON `{"error": "...what to fix", "field": ...}`:
 401 no or bad token, 403 not allowed (the reason says which permission or host), 404 unknown
-host/account/session/group, 409 conflict, 413 body over 64 KiB, 422 invalid input (unknown
+host/account/session/group/feature, 409 conflict, 413 body over 64 KiB, 422 invalid input (unknown
 fields are refused and named).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -115,6 +115,52 @@ class Members(Strict):
     members: list[str] = Field(max_length=10000)
 
 
+GroupName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class RuleOut(BaseModel):
+    deny: list[str]
+    allow_only: list[str] | None
+
+
+class FeaturePermission(BaseModel):
+    feature: str
+    label: str = Field(description="how the feature is named in refusal texts")
+    configured: RuleOut = Field(description="the rule from the configuration (hosts.permissions)")
+    override: RuleOut | None = Field(description="the rule set at runtime, which replaces the configured one; "
+                                                 "null when there is none")
+    effective: RuleOut = Field(description="the rule in force")
+    source: Literal["override", "configuration", "open"]
+
+
+class HostPermissions(BaseModel):
+    host: str
+    features: list[FeaturePermission]
+
+
+class NewRule(Strict):
+    deny: list[GroupName] = Field(default_factory=list, max_length=1000,
+                                  description="members of these groups may not use the feature")
+    allow_only: list[GroupName] | None = Field(default=None, max_length=1000,
+                                               description="when set, only members of these groups may "
+                                                           "([]: nobody); deny wins")
+
+
+class FeatureRule(BaseModel):
+    feature: str
+    deny: list[str]
+    allow_only: list[str] | None
+
+
+class ClientPolicy(BaseModel):
+    loaded: bool = Field(description="whether the approved_clients module is loaded")
+    enforcing: bool = Field(description="whether clients are checked against the lists at all")
+    allow: list[str] = Field(description="approved XEP-0092 software names, with their minimum versions")
+    caps_nodes: list[str] = Field(description="approved XEP-0115 caps nodes")
+    refuse_unanswered: bool
+    record_software: bool
+
+
 class AuditEntry(BaseModel):
     id: int
     ts: float
@@ -169,7 +215,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "the body could not be read (not UTF-8 JSON)"),
         (401, "no token, or one that is unknown, expired or revoked"),
         (403, "the token's scopes, the admin's role or its hosts do not allow this"),
-        (404, "unknown host, account, session or group"),
+        (404, "unknown host, account, session, group or feature"),
         (409, "conflicts with what exists"),
         (413, f"request body over {MAX_BODY} bytes"),
         (422, "invalid input; `field` names what to fix"))}
@@ -178,6 +224,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 HostParam = Path(min_length=1, max_length=1023, description="a served domain (tenant)")
 UserParam = Path(min_length=1, max_length=1023, description="the user name (local part)")
+FeatureParam = Path(min_length=1, max_length=64, description="a feature with permissions: upload, muc_create, ...")
 
 
 def build_api(actions: AdminActions, version: str) -> Any:
@@ -196,8 +243,8 @@ def build_api(actions: AdminActions, version: str) -> Any:
     Who = Depends(principal)
     app = FastAPI(title="Stockade admin API", version=version, openapi_url="/openapi.json", docs_url=None,
                   redoc_url=None, responses=ERRORS,
-                  description="Manage the accounts, sessions and groups of the served hosts, read the audit "
-                              "log. See docs/admin.md.")
+                  description="Manage the accounts, sessions, groups and feature permissions of the served "
+                              "hosts, read the audit log. See docs/admin.md.")
 
     @app.exception_handler(ActionRefused)
     async def refused(_request: Request, exc: ActionRefused) -> JSONResponse:
@@ -298,6 +345,29 @@ def build_api(actions: AdminActions, version: str) -> Any:
                            who: Principal = Who) -> Any:
         await actions.delete_group(who, host, group)
         return {"done": f"deleted the group {group}"}
+
+    # -- feature permissions and approved clients -------------------------------------------------
+    @app.get("/hosts/{host}/permissions", response_model=HostPermissions,
+             summary="Per feature: the configured rule, the runtime override and the rule in force")
+    async def list_permissions(host: str = HostParam, who: Principal = Who) -> Any:
+        return {"host": host, "features": actions.list_permissions(who, host)}
+
+    @app.put("/hosts/{host}/permissions/{feature}", response_model=FeatureRule,
+             summary="Replace a feature's rule at runtime (until DELETE)")
+    async def set_permission(body: NewRule, host: str = HostParam, feature: str = FeatureParam,
+                             who: Principal = Who) -> Any:
+        return await actions.set_permission(who, host, feature, list(body.deny),
+                                            None if body.allow_only is None else list(body.allow_only))
+
+    @app.delete("/hosts/{host}/permissions/{feature}", response_model=FeatureRule,
+                summary="Drop a feature's runtime rule: the configured rule (returned) applies again")
+    async def reset_permission(host: str = HostParam, feature: str = FeatureParam, who: Principal = Who) -> Any:
+        return await actions.reset_permission(who, host, feature)
+
+    @app.get("/hosts/{host}/clients", response_model=ClientPolicy,
+             summary="The approved-client policy in force (from the configuration, read-only)")
+    async def client_policy(host: str = HostParam, who: Principal = Who) -> Any:
+        return actions.client_policy(who, host)
 
     # -- audit ------------------------------------------------------------------------------------
     @app.get("/hosts/{host}/audit", response_model=AuditPage, summary="Audit entries of a host, newest first")

@@ -267,7 +267,8 @@ class Console:
         async def build(session: ConsoleSession, who: Principal) -> Response:
             stats = await self.actions.dashboard(who)
             return self.render(request, "dashboard.html", session=session, who=who, hosts_stats=stats["hosts"],
-                               failures=stats["failures"])
+                               failures=stats["failures"], stanzas_per_minute=stats["stanzas_per_minute"],
+                               shows_rate=set(self.actions.hosts(who)) >= self.actions.domains)
         return await self.page(request, build)
 
     async def users(self, request: Request) -> Response:
@@ -387,6 +388,45 @@ class Console:
             return self.redirect(back)
         return await self.page(request, build)
 
+    async def permissions_page(self, request: Request) -> Response:
+        async def build(session: ConsoleSession, who: Principal) -> Response:
+            host = self.host_of(request, who)
+            return self.render(request, "permissions.html", session=session, who=who, host=host,
+                               features=self.actions.list_permissions(who, host),
+                               clients=self.actions.client_policy(who, host), error="")
+        return await self.page(request, build)
+
+    async def permissions_post(self, request: Request) -> Response:
+        async def build(session: ConsoleSession, who: Principal) -> Response:
+            data = await self.form(request, session)
+            if data is None:
+                return self.refused_form(request, session, who)
+            host, op, feature = self.host_of(request, who, data.get("host", "")), data.get("op", ""), \
+                data.get("feature", "")
+            back = "/admin/permissions?" + urlencode({"host": host})
+            try:
+                if op == "deny":
+                    # The form edits the denied groups only: the allow_only part in force is kept.
+                    current = {f["feature"]: f for f in self.actions.list_permissions(who, host)}
+                    allow_only = current[feature]["effective"]["allow_only"] if feature in current else None
+                    deny = [g for g in data.get("deny", "").replace(",", " ").split() if g]
+                    await self.actions.set_permission(who, host, feature, deny, allow_only)
+                    session.flash = (f"{feature}: denied to {', '.join(deny)}" if deny
+                                     else f"{feature}: denied to no group")
+                elif op == "reset":
+                    await self.actions.reset_permission(who, host, feature)
+                    session.flash = f"{feature}: back to the configured rule"
+                else:
+                    return self.render(request, "error.html", 400, session, who, message=f"unknown action {op!r}")
+            except ActionRefused as exc:
+                if exc.status == 403:
+                    raise
+                return self.render(request, "permissions.html", exc.status, session, who, host=host,
+                                   features=self.actions.list_permissions(who, host),
+                                   clients=self.actions.client_policy(who, host), error=exc.message)
+            return self.redirect(back)
+        return await self.page(request, build)
+
     async def audit_page(self, request: Request) -> Response:
         async def build(session: ConsoleSession, who: Principal) -> Response:
             host = self.host_of(request, who)
@@ -423,6 +463,8 @@ def build_console(actions: AdminActions) -> Any:
         Route("/sessions", console.sessions_post, methods=["POST"]),
         Route("/groups", console.groups_page, methods=["GET"]),
         Route("/groups", console.groups_post, methods=["POST"]),
+        Route("/permissions", console.permissions_page, methods=["GET"]),
+        Route("/permissions", console.permissions_post, methods=["POST"]),
         Route("/audit", console.audit_page, methods=["GET"]),
         Route("/static/console.css", console.stylesheet, methods=["GET"]),
     ])

@@ -24,10 +24,13 @@ GROUPS_READ = "groups.read"
 GROUPS_WRITE = "groups.write"
 AUDIT_READ = "audit.read"
 AUDIT_VERIFY = "audit.verify"              # check the whole hash chain (server-wide)
+PERMISSIONS_READ = "permissions.read"      # the feature permissions and approved-client policy of a host
+PERMISSIONS_WRITE = "permissions.write"    # replace or reset a feature's rule at runtime
 TOKENS = "tokens"                          # create, list and revoke one's own API tokens
 
 ALL_PERMISSIONS = (USERS_READ, USERS_CREATE, USERS_DELETE, USERS_PASSWORD, USERS_UNLOCK, USERS_REVOKE,
-                   SESSIONS_READ, SESSIONS_END, GROUPS_READ, GROUPS_WRITE, AUDIT_READ, AUDIT_VERIFY, TOKENS)
+                   SESSIONS_READ, SESSIONS_END, GROUPS_READ, GROUPS_WRITE, AUDIT_READ, AUDIT_VERIFY,
+                   PERMISSIONS_READ, PERMISSIONS_WRITE, TOKENS)
 
 # -- roles -----------------------------------------------------------------------------------------
 OPERATOR = "operator"
@@ -41,13 +44,16 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     OPERATOR: frozenset(ALL_PERMISSIONS),
     # everything within its hosts, except checking the server-wide audit chain
     TENANT_ADMIN: frozenset({USERS_READ, USERS_CREATE, USERS_DELETE, USERS_PASSWORD, USERS_UNLOCK, USERS_REVOKE,
-                             SESSIONS_READ, SESSIONS_END, GROUPS_READ, GROUPS_WRITE, AUDIT_READ, TOKENS}),
-    # day-to-day support: passwords, lockouts, sessions
+                             SESSIONS_READ, SESSIONS_END, GROUPS_READ, GROUPS_WRITE, AUDIT_READ,
+                             PERMISSIONS_READ, PERMISSIONS_WRITE, TOKENS}),
+    # day-to-day support: passwords, lockouts, sessions. Not the feature permissions: their rules
+    # name groups, which this role does not read either (a refusal's text already names the group).
     HELPDESK: frozenset({USERS_READ, USERS_PASSWORD, USERS_UNLOCK, USERS_REVOKE, SESSIONS_READ, SESSIONS_END,
                          TOKENS}),
     # read-only: who has an account, and the audit trail
     COMPLIANCE: frozenset({USERS_READ, AUDIT_READ, TOKENS}),
-    # read-only audit trail, and the chain check
+    # read-only audit trail, and the chain check (permission changes are in the trail: no
+    # permissions.read needed to follow them)
     AUDITOR: frozenset({AUDIT_READ, AUDIT_VERIFY, TOKENS}),
 }
 

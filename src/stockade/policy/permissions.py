@@ -177,6 +177,11 @@ class Permissions:
         rules = self._rules.get(host, {})
         return {feature: rules.get(feature, Rule()) for feature in FEATURES}
 
+    def configured(self, host: str) -> dict[str, Rule]:
+        """The rules the configuration gives the host (features it leaves open are left out)."""
+        self._check_host(host)
+        return dict(self._configured.get(host, {}))
+
     def overrides(self, host: str) -> dict[str, Rule]:
         """The rules set at runtime (they replace the configured rule of their feature)."""
         self._check_host(host)
