@@ -72,13 +72,12 @@ class AccountStore:
 
     async def get_credentials(self, host: str, username: str) -> dict[str, ScramCredential] | None:
         """The stored keys by hash name ("sha1", "sha256"); None if there is no such account."""
-        rows = await self._db.fetch_all("account.get_credentials", _GET_CREDENTIALS,
-                                        {"host": host, "username": username})
+        rows = await self._db.point_rows("account.get_credentials", _GET_CREDENTIALS,
+                                         {"host": host, "username": username})
         if not rows:
             return None
-        return {row.hash_name: ScramCredential(row.hash_name, bytes(row.salt), row.iterations,
-                                               bytes(row.stored_key), bytes(row.server_key))
-                for row in rows if row.hash_name is not None}
+        return {hash_name: ScramCredential(hash_name, bytes(salt), iterations, bytes(stored_key), bytes(server_key))
+                for _, hash_name, salt, iterations, stored_key, server_key in rows if hash_name is not None}
 
     async def set_credentials(self, host: str, username: str,
                               credentials: list[ScramCredential]) -> bool:

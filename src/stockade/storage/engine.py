@@ -265,6 +265,8 @@ class Database:
         self._reader = reader
         self._runners = tuple(runners)                       # what dispose() closes
         self._preparer = sa_dialect.identifier_preparer
+        self._sa_dialect = sa_dialect
+        self._compiled: dict[int, tuple[Any, str, tuple[str, ...]]] = {}    # see point_rows
         self._insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
 
     # -- engines ----------------------------------------------------------------------------
@@ -357,6 +359,23 @@ class Database:
 
     async def fetch_first(self, name: str, stmt: Executable, params: Params = None) -> Row | None:
         return await self.read(name, _fetch_first, stmt, params)
+
+    async def point_rows(self, name: str, stmt: Executable, params: dict[str, Any]) -> list[tuple]:
+        """The rows of a small, indexed SELECT as plain tuples, in the order of its columns.
+
+        For the reads of every login (credentials, roster, stored values): on SQLite the
+        statement is compiled once and run on sqlite3 directly, which costs a tenth of
+        SQLAlchemy's execution path. Only for columns sqlite3 returns as they are (text,
+        numbers, bytes), and statements whose parameters are all named bind parameters.
+        """
+        if self.dialect != "sqlite":
+            return [tuple(row) for row in await self.fetch_all(name, stmt, params)]
+        compiled = self._compiled.get(id(stmt))
+        if compiled is None or compiled[0] is not stmt:
+            done = stmt.compile(dialect=self._sa_dialect)
+            compiled = self._compiled[id(stmt)] = (stmt, done.string, tuple(done.positiontup or ()))
+        _, sql, names = compiled
+        return await self.read(name, _raw_rows, sql, tuple(params[n] for n in names))
 
     async def scalar(self, name: str, stmt: Executable, params: Params = None) -> Any:
         """The first column of the first row, or None when there is no row."""
@@ -487,6 +506,10 @@ def _fetch_all(conn: Connection, stmt: Executable, params: Params) -> Sequence[R
 
 def _fetch_first(conn: Connection, stmt: Executable, params: Params) -> Row | None:
     return conn.execute(stmt, params).first()
+
+
+def _raw_rows(conn: Connection, sql: str, args: tuple) -> list[tuple]:
+    return conn.connection.driver_connection.execute(sql, args).fetchall()
 
 
 def _scalar(conn: Connection, stmt: Executable, params: Params) -> Any:

@@ -64,9 +64,9 @@ class KeyValueStore:
         holders = self._holders
         if holders is not None and (host, user) not in holders:
             return None
-        raw = await self._db.scalar("keyval.get", _KV_GET,
-                                    {"host": host, "username": user, "store": self.store})
-        return None if raw is None else json.loads(raw)
+        rows = await self._db.point_rows("keyval.get", _KV_GET,
+                                         {"host": host, "username": user, "store": self.store})
+        return json.loads(rows[0][0]) if rows else None
 
     async def _write_values(self, name: str, keys: list[tuple[str, str]], params: Any) -> None:
         # Holders are known before the write (one known too early costs a read, one known too
@@ -144,9 +144,9 @@ class MapStore:
             await self._db.write("map.set_bulk", _set_many, self._upsert, upserts, [])
 
     async def get_all(self, host: str, user: str) -> dict[str, Any]:
-        rows = await self._db.fetch_all("map.get_all", _MAP_GET_ALL,
-                                        {"host": host, "username": user, "store": self.store})
-        return {row.key: json.loads(row.value) for row in rows}
+        rows = await self._db.point_rows("map.get_all", _MAP_GET_ALL,
+                                         {"host": host, "username": user, "store": self.store})
+        return {key: json.loads(value) for key, value in rows}
 
     async def delete_all(self, host: str, user: str) -> None:
         await self._db.execute("map.delete_all", _MAP_DELETE_ALL,
