@@ -227,14 +227,15 @@ async def _import_command(config: ServerConfig, args: argparse.Namespace) -> int
         return _fail(f"cannot read {args.file}: {exc.strerror}")
     try:
         data = load_file(text, fmt)
-        storage, _accounts = await _open_accounts(config)
+        storage, accounts = await _open_accounts(config)
     except ImportProblem as exc:
         return _fail(f"{args.file}: {exc}")
     except StorageError as exc:
         return _fail(f"cannot open the database: {exc}")
     try:
         report = await run_import(storage, data, set(config.domains), iterations=config.auth.scram_iterations,
-                                  min_password=config.auth.min_password_length)
+                                  min_password=config.auth.min_password_length,
+                                  check_password=lambda host, user, password: accounts.check_password(password, host, user))
     except ImportProblem as exc:
         return _fail(f"{args.file}: {exc}; nothing was imported")
     finally:
@@ -252,7 +253,7 @@ async def _audit_command(config: ServerConfig, args: argparse.Namespace) -> int:
     if args.action == "list" and args.limit < 1:
         return _fail(f"--limit must be at least 1, got {args.limit}")
     try:
-        storage, _accounts = await _open_accounts(config)
+        storage, accounts = await _open_accounts(config)
     except StorageError as exc:
         return _fail(f"cannot open the database: {exc}")
     except OSError as exc:

@@ -73,6 +73,7 @@ async def test_a_bad_file_imports_nothing_and_names_the_problem(tmp_path, capsys
         ({"users": [{"jid": "x@elsewhere.org", "password": "long-enough"}]}, "not a domain this server serves"),
         ({"users": [{"jid": "x@example.com", "password": "long-enough", "admin": True}]}, "unknown field"),
         ({"users": [{"jid": "x@example.com", "password": "short"}]}, "at least 8 characters"),
+        ({"users": [{"jid": "x@example.com", "password": "Password123!"}]}, "users[0].password"),   # too common
         ({"rosters": [{"owner": "x@example.com", "contact": "y@example.com", "subscription": "maybe"}]}, "subscription"),
         ({"groups": []}, "expected an object with 'users'"),
     ]

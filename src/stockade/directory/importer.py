@@ -26,6 +26,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +82,10 @@ def _account(text: Any, where: str, domains: set[str]) -> JID:
     return jid
 
 
-def parse_users(data: dict[str, Any], domains: set[str], min_password: int) -> list[_User]:
+def parse_users(data: dict[str, Any], domains: set[str], min_password: int,
+                check_password: Callable[[str, str, str], None] | None = None) -> list[_User]:
+    """The accounts of the file. `check_password(host, username, password)` applies the
+    password policy (raising with the reason); without it only the length is checked."""
     users: list[_User] = []
     for i, entry in enumerate(data.get("users", [])):
         where = f"users[{i}]"
@@ -98,6 +102,11 @@ def parse_users(data: dict[str, Any], domains: set[str], min_password: int) -> l
         if password is not None:
             if not isinstance(password, str) or len(password) < min_password:
                 raise ImportProblem(f"{where}.password: at least {min_password} characters")
+            if check_password is not None:
+                try:
+                    check_password(jid.domain, jid.local or "", password)
+                except Exception as exc:          # the policy's own reason, for this entry
+                    raise ImportProblem(f"{where}.password: {exc}") from None
         else:
             if not isinstance(scram, dict) or not scram:
                 raise ImportProblem(f"{where}.scram: expected {{\"sha1\": {{...}}, \"sha256\": {{...}}}}")
@@ -156,9 +165,11 @@ def load_file(text: str, fmt: str) -> dict[str, Any]:
 
 
 async def run_import(storage: Any, data: dict[str, Any], domains: set[str], *, iterations: int,
-                     min_password: int) -> ImportReport:
-    """Validate everything, then write accounts and rosters in batches."""
-    users = parse_users(data, domains, min_password)
+                     min_password: int, check_password: Callable[[str, str, str], None] | None = None
+                     ) -> ImportReport:
+    """Validate everything (passwords against `check_password`, see parse_users), then write
+    accounts and rosters in batches."""
+    users = parse_users(data, domains, min_password, check_password)
     rosters = parse_rosters(data, domains)
     report = ImportReport()
     to_derive = [(i, u.password) for i, u in enumerate(users) if u.password is not None]
