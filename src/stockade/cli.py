@@ -162,6 +162,17 @@ async def _open_accounts(config: ServerConfig):
                                    audit=_audit_log(storage), policy=_password_policy(config, storage))
 
 
+def _storage_problem(config: ServerConfig, exc: Exception) -> str:
+    """What went wrong opening the database or its data folder, and what to check."""
+    from .storage import StorageError
+    if isinstance(exc, StorageError):
+        return f"cannot open the database: {exc}"
+    data_dir = resolve_path(config, config.server.data_dir)
+    filename = getattr(exc, "filename", None)
+    return (f"cannot use the data folder {data_dir}: {getattr(exc, 'strerror', None) or exc}"
+            f"{f' ({filename})' if filename else ''}; check server.data_dir in {config.source}")
+
+
 def _password_policy(config: ServerConfig, storage):
     from .core.password_policy import HISTORY_STORE, PasswordPolicy
     return PasswordPolicy.from_config(config, storage.keyval(HISTORY_STORE))
@@ -189,12 +200,8 @@ async def _user_command(config: ServerConfig, args: argparse.Namespace) -> int:
             return _fail("no password given: use --password PW, type it when asked, or pipe it on standard input")
     try:
         storage, accounts = await _open_accounts(config)
-    except StorageError as exc:
-        return _fail(f"cannot open the database: {exc}")
-    except OSError as exc:
-        data_dir = resolve_path(config, config.server.data_dir)
-        return _fail(f"cannot use the data folder {data_dir}: {exc.strerror or exc}"
-                     f"{f' ({exc.filename})' if exc.filename else ''}; check server.data_dir in {config.source}")
+    except (StorageError, OSError) as exc:
+        return _fail(_storage_problem(config, exc))
     try:
         if args.action == "add":
             name = await accounts.create(host, username, args.password, actor="cli")
@@ -254,12 +261,8 @@ async def _audit_command(config: ServerConfig, args: argparse.Namespace) -> int:
         return _fail(f"--limit must be at least 1, got {args.limit}")
     try:
         storage, accounts = await _open_accounts(config)
-    except StorageError as exc:
-        return _fail(f"cannot open the database: {exc}")
-    except OSError as exc:
-        data_dir = resolve_path(config, config.server.data_dir)
-        return _fail(f"cannot use the data folder {data_dir}: {exc.strerror or exc}; "
-                     f"check server.data_dir in {config.source}")
+    except (StorageError, OSError) as exc:
+        return _fail(_storage_problem(config, exc))
     try:
         audit = _audit_log(storage)
         if args.action == "verify":

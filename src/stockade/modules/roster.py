@@ -9,6 +9,7 @@ stanzas that carried them, so they can be delivered again at the next login (3.1
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -319,8 +320,9 @@ def setup(module: ModuleAPI) -> None:
     module.on_iq("set", ns.ROSTER, "query", roster_set, target=ACCOUNT)
 
 
-class PresenceHooks:
+class PresenceHooks(ABC):
     """What the roster needs from the presence module (provided by modules/presence.py)."""
 
+    @abstractmethod
     async def removed_contact(self, owner: JID, contact: JID, old_state: SubState) -> None:
-        raise NotImplementedError
+        """A contact was removed from `owner`'s roster: withdraw presence both ways (RFC 6121 2.5.2)."""

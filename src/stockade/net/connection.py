@@ -13,6 +13,7 @@ Subclasses supply the transport: TCP with STARTTLS or direct TLS (`net/c2s.py`) 
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import dataclasses
 import logging
 import ssl
@@ -85,7 +86,7 @@ class C2SContext:
         return task
 
 
-class ClientConnection:
+class ClientConnection(ABC):
     """Transport-independent part of a client connection; also the session's channel."""
 
     transport = "tcp"           # what the client connected over (policy asks: web_client permission)
@@ -118,14 +119,16 @@ class ClientConnection:
         self._counted = False
 
     # -- transport hooks (subclasses) -----------------------------------------------------------
+    @abstractmethod
     def _write(self, units: list[bytes]) -> None:
-        raise NotImplementedError
+        """Hand serialised stanzas to the transport, in order."""
 
     def _buffered(self) -> int:
         return 0
 
+    @abstractmethod
     def _close_transport(self, wait_for_peer: bool) -> None:
-        raise NotImplementedError
+        """Close the transport once what was written is sent (after the peer's close, if asked)."""
 
     def _abort_transport(self) -> None:
         self._close_transport(False)

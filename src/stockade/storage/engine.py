@@ -41,7 +41,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, Row, Table, column, create_engine, event, func, select
 from sqlalchemy import table as lightweight_table
@@ -118,17 +118,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
-class _Runner:
+class _Runner(Protocol):
     """Runs transactions: `fn(conn, *args)` with a synchronous SQLAlchemy Connection."""
 
-    async def run(self, fn: Callable[..., T], args: tuple) -> T:
-        raise NotImplementedError
+    async def run(self, fn: Callable[..., T], args: tuple) -> T: ...
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    async def close(self) -> None: ...
 
 
-class _ThreadRunner(_Runner):
+class _ThreadRunner:
     """Threads that run whole transactions on their own connections (SQLite).
 
     The caller's task waits on a future that the thread settles through the event loop; a
@@ -218,7 +216,7 @@ def _join_all(threads: list[threading.Thread]) -> None:
         thread.join()
 
 
-class _AsyncRunner(_Runner):
+class _AsyncRunner:
     """Transactions on an async SQLAlchemy engine (asyncpg), each in its own shielded task."""
 
     def __init__(self, engine: AsyncEngine, *, write: bool) -> None:

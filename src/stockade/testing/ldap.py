@@ -21,10 +21,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from .postgres import _candidate_ports
+from .process import start_on_a_free_port
 
 SLAPD = Path("/usr/sbin/slapd")
 SLAPADD = Path("/usr/sbin/slapadd")
@@ -179,39 +178,30 @@ class ThrowawayLdap:
 
     def _start_server(self) -> None:
         assert self._dir is not None
-        failures = []
-        for port in _candidate_ports(PORT_ATTEMPTS):
-            url = f"ldap://127.0.0.1:{port}"
-            log_path = self._dir / "slapd.out"
-            with open(log_path, "wb") as log:
-                # -d 0: foreground, no extra logging; the PID is slapd's own.
-                proc = subprocess.Popen([str(SLAPD), "-d", "0", "-h", url + "/", "-f", str(self._dir / "slapd.conf")],
-                                        stdout=log, stderr=subprocess.STDOUT)
-            if self._wait_ready(proc, url):
-                self._proc, self.port, self.url = proc, port, url
-                return
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            # With -d 0 slapd prints nothing when the port is taken: it just exits with 1.
-            failures.append(f"port {port}: exit {proc.returncode} {log_path.read_text(errors='replace').strip()[-200:]}")
-        raise RuntimeError("slapd did not start; " + "; ".join(failures))
-
-    def _wait_ready(self, proc: subprocess.Popen[bytes], url: str) -> bool:
         import ldap3
         from ldap3.core.exceptions import LDAPException
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
+        log_path = self._dir / "slapd.out"
+
+        def spawn(port: int) -> subprocess.Popen[bytes]:
+            with open(log_path, "wb") as log:
+                # -d 0: foreground, no extra logging; the PID is slapd's own. When the port is
+                # taken it prints nothing and exits with 1.
+                return subprocess.Popen([str(SLAPD), "-d", "0", "-h", f"ldap://127.0.0.1:{port}/",
+                                         "-f", str(self._dir / "slapd.conf")],
+                                        stdout=log, stderr=subprocess.STDOUT)
+
+        def is_ready(port: int) -> bool:
             try:
-                conn = ldap3.Connection(ldap3.Server(url, connect_timeout=1), self.admin_dn, self.admin_password,
-                                        auto_bind=True, receive_timeout=2)
-                conn.unbind()
-                return True
+                conn = ldap3.Connection(ldap3.Server(f"ldap://127.0.0.1:{port}", connect_timeout=1), self.admin_dn,
+                                        self.admin_password, auto_bind=True, receive_timeout=2)
             except LDAPException:
-                time.sleep(0.05)           # waiting on another process: there is no event to wait on
-        return False
+                return False
+            conn.unbind()
+            return True
+
+        self._proc, self.port = start_on_a_free_port("slapd", spawn, is_ready, log_path,
+                                                     attempts=PORT_ATTEMPTS, timeout=START_TIMEOUT_S)
+        self.url = f"ldap://127.0.0.1:{self.port}"
 
 
 def _ensure_binaries() -> None:

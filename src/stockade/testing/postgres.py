@@ -17,16 +17,15 @@ from __future__ import annotations
 import atexit
 import os
 import pwd
-import random
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from .process import start_on_a_free_port
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 DEBIAN_PACKAGE = "postgresql-15"
@@ -111,39 +110,24 @@ class ThrowawayPostgres:
 
     def _start_server(self) -> None:
         assert self._dir is not None
-        failures = []
-        for port in _candidate_ports(PORT_ATTEMPTS):
-            log_path = self._dir / "postgres.log"
+        log_path = self._dir / "postgres.log"
+
+        def spawn(port: int) -> subprocess.Popen[bytes]:
             with open(log_path, "wb") as log:
-                proc = subprocess.Popen(
+                return subprocess.Popen(
                     _as_postgres() + [
                         str(PGBIN / "postgres"), "-D", str(self._dir / "data"), "-p", str(port),
                         "-k", str(self._dir), "-c", "listen_addresses=127.0.0.1",
                         "-c", "fsync=off", "-c", "full_page_writes=off",
                         "-c", "synchronous_commit=off"],
                     stdout=log, stderr=subprocess.STDOUT)
-            if self._wait_ready(proc, port):
-                self._proc, self.port = proc, port
-                return
-            if proc.poll() is None:                   # alive but never ready: give up on it
-                proc.kill()
-            proc.wait()
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-2:]
-            failures.append(f"port {port}: {' / '.join(tail)}")
-        raise RuntimeError("PostgreSQL did not start; " + "; ".join(failures))
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
-        """Poll until the server accepts connections (True) or exits, e.g. port taken (False)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
-            ready = subprocess.run([str(PGBIN / "pg_isready"), "-q", "-h", "127.0.0.1",
-                                    "-p", str(port)], capture_output=True)
-            if ready.returncode == 0:
-                return True
-            time.sleep(0.05)              # waiting on another process: there is no event to wait on
-        return False
+        def is_ready(port: int) -> bool:
+            return subprocess.run([str(PGBIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
+                                  capture_output=True).returncode == 0
+
+        self._proc, self.port = start_on_a_free_port("PostgreSQL", spawn, is_ready, log_path,
+                                                     attempts=PORT_ATTEMPTS, timeout=START_TIMEOUT_S)
 
     def _psql(self, sql: str) -> None:
         if self._proc is None or self._dir is None:
@@ -186,38 +170,3 @@ def _ensure_binaries() -> None:
     if not (PGBIN / "postgres").exists():
         raise RuntimeError(f"installed the postgresql package but {PGBIN} is still missing; "
                            f"install {DEBIAN_PACKAGE} explicitly")
-
-
-def _candidate_ports(count: int) -> list[int]:
-    """Odd ports that are free right now, preferably above the kernel's ephemeral range.
-
-    Ports inside the ephemeral range can be taken at any moment as the source port of someone's
-    outgoing connection, and connect() hands out even ports first; odd ports above the range
-    avoid both. Another process may still grab a port between this check and postgres binding
-    it, which is why the caller retries with the next candidate.
-    """
-    low, high = _ephemeral_range()
-    if high + 2 < 65535:
-        start, stop = high + 1, 65535
-    else:
-        start, stop = 20001, low                      # below the range
-    odd = list(range(start | 1, stop, 2))
-    random.shuffle(odd)                               # parallel runs should not collide
-    return [port for port in odd[:count * 5] if _is_free(port)][:count]
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999                           # Linux default
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..config import ServerConfig, load_config
 
@@ -71,6 +72,63 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_on_a_free_port(name: str, spawn: Callable[[int], subprocess.Popen[bytes]],
+                         is_ready: Callable[[int], bool], log_path: Path, *, attempts: int,
+                         timeout: float) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a throwaway server (`spawn(port)`, logging to `log_path`) on the first candidate
+    port where it comes up: `is_ready(port)` is polled until it is true, or the process exits
+    (another process took the port between our check and its bind), or `timeout` passes."""
+    failures = []
+    for port in candidate_ports(attempts):
+        proc = spawn(port)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if is_ready(port):
+                return proc, port
+            time.sleep(0.05)              # waiting on another process: there is no event to wait on
+        if proc.poll() is None:           # alive but never ready: give up on it
+            proc.kill()
+        proc.wait()
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-2:]
+        failures.append(f"port {port}: exit {proc.returncode}: {' / '.join(tail)}")
+    raise RuntimeError(f"{name} did not start; " + "; ".join(failures))
+
+
+def candidate_ports(count: int) -> list[int]:
+    """Odd ports that are free right now, preferably above the kernel's ephemeral range.
+
+    Ports inside the ephemeral range can be taken at any moment as the source port of someone's
+    outgoing connection, and connect() hands out even ports first; odd ports above the range
+    avoid both. Another process may still grab a port between this check and the server binding
+    it, which is why the caller retries with the next candidate.
+    """
+    low, high = _ephemeral_range()
+    if high + 2 < 65535:
+        start, stop = high + 1, 65535
+    else:
+        start, stop = 20001, low                      # below the range
+    odd = list(range(start | 1, stop, 2))
+    random.shuffle(odd)                               # parallel runs should not collide
+    return [port for port in odd[:count * 5] if _is_free(port)][:count]
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999                           # Linux default
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def to_toml(doc: dict[str, Any]) -> str:
