@@ -53,6 +53,23 @@ class StanzaFromClient:
 
 
 @dataclass(slots=True)
+class VerdictGiven:
+    """A policy gave a verdict other than Allow (Flag, Deny, Redact, Quarantine) about something
+    a user did: a stanza (`stanza`, from `session`) or an upload (`stanza` None, `detail` names
+    the file). Sync and informational: the audit log and the compliance journal record it here;
+    handlers return None and must not block (queue writes). `actor` is the user's full or bare
+    JID, `host` the tenant. For Redact, `verdict.stanza` is what is delivered and `stanza` the
+    original."""
+    ASYNC: ClassVar[bool] = False
+    host: str
+    actor: str
+    verdict: Any
+    stanza: Element | None = None
+    session: ClientSession | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class MessageFromLocal:
     """A local client sent a message (after the policy verdict, before routing). Sync. Carbons copy
     it to the sender's other resources; the archive stores it for the sender. Handlers may add
@@ -245,7 +262,7 @@ class ServerStopping:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-CATALOGUE = (StanzaFromClient, MessageFromLocal, StanzaToLocal, MessageToLocal, MessageDelivered,
+CATALOGUE = (StanzaFromClient, VerdictGiven, MessageFromLocal, StanzaToLocal, MessageToLocal, MessageDelivered,
              MessageUndeliverable, MessageHeld, PresenceFromClient, PresenceToLocal, SessionBound, SessionAvailable,
              SessionInterrupted, SessionClosed, UploadReceived, VCardStored, AccountRemoved, ServerStarted, ServerStopping,
              AuthFailed, AccountLocked)

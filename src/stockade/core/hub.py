@@ -5,8 +5,11 @@ Every stanza a client sends passes `ClientHub.handle_stanza`, which
    (RFC 6120 section 8.1.2.1): a client can never speak as someone else;
 2. checks the addressing and the IQ/presence syntax (RFC 6120 section 8), answering bad stanzas
    with a stanza error;
-3. asks the policy hooks (StanzaFromClient) for a verdict;
-4. hands message and IQ stanzas to the router, presence to the presence module.
+3. asks the policy hooks (StanzaFromClient) for a verdict; any verdict but Allow is reported
+   (VerdictGiven) and Deny answers the sender, Redact swaps the stanza, Quarantine holds it;
+4. records the stanza in the compliance journal when it is on (a journal that cannot record
+   refuses the stanza rather than let it pass unrecorded);
+5. hands message and IQ stanzas to the router, presence to the presence module.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ..protocol.errors import StanzaError, StreamError, error_reply
 from ..protocol.jid import JID, InvalidJid, normalise_resource, try_jid
 from ..protocol.xml import Element
 from .hooks import (HANDLED, MessageFromLocal, PresenceFromClient, SessionBound, SessionClosed,
-                    SessionInterrupted, StanzaFromClient)
+                    SessionInterrupted, StanzaFromClient, VerdictGiven)
 from .module_api import ServerContext
 from .sessions import ClientSession, SessionChannel
 from .verdict import Allow, Deny, Quarantine, Redact
@@ -98,24 +101,33 @@ class ClientHub:
             if ptype is not None and ptype not in PRESENCE_TYPES:
                 return self._reject(session, stanza, StanzaError("bad-request", f"unknown presence type {ptype!r}"))
 
-        bus = self.ctx.bus
+        ctx = self.ctx
+        bus = ctx.bus
         if bus.has(StanzaFromClient):
             verdict = bus.fire(StanzaFromClient(session, stanza))
             if verdict is not None and not isinstance(verdict, Allow):
+                # Every verdict but Allow is reported (audit log, compliance journal) first.
+                bus.fire(VerdictGiven(session.host, full, verdict, stanza, session))
                 if isinstance(verdict, Deny):
                     return self._reject(session, stanza, verdict.error())
                 if isinstance(verdict, Redact):
                     stanza = verdict.stanza
                 elif isinstance(verdict, Quarantine):
                     return None
+        # The compliance journal records what will be delivered, before delivery (DESIGN.md).
+        journal = ctx.journal
+        if journal is not None:
+            refusal = journal.record_stanza(session, stanza)
+            if refusal is not None:
+                return self._reject(session, stanza, refusal)
 
         if name == "presence":
             return bus.fire_async(PresenceFromClient(session, stanza, to_jid))
         if name == "message":
             if bus.has(MessageFromLocal) and bus.fire(MessageFromLocal(stanza, session)) is HANDLED:
                 return None
-            return self.ctx.router.route_message(stanza, to_jid, session)
-        return self.ctx.router.route_iq(stanza, to_jid, session)
+            return ctx.router.route_message(stanza, to_jid, session)
+        return ctx.router.route_iq(stanza, to_jid, session)
 
     def _reject(self, session: ClientSession, stanza: Element, error: StanzaError) -> None:
         if stanza.attrs.get("type") == "error":

@@ -75,6 +75,9 @@ class ServerContext:
     groups: Any = None                      # directory.groups.GroupService: groups per host (shared rosters)
     permissions: Any = None                 # policy.permissions.Permissions: may this user use that feature?
     data_dir: Any = None                    # pathlib.Path of the server's data folder
+    # compliance.journal.Journal when the compliance journal is on: the hub records every stanza
+    # it accepts there before routing (record_stanza returns a StanzaError to refuse it).
+    journal: Any = None
     # Offered in <stream:features/> after authentication (stream management, CSI, ...).
     stream_features: list[Element] = field(default_factory=list)
     # Handlers for top-level elements that are not stanzas, by namespace: (connection, element)

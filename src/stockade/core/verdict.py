@@ -1,4 +1,4 @@
-"""The one answer a policy gives about a stanza: Allow, Deny, Redact or Quarantine."""
+"""The one answer a policy gives about a stanza: Allow, Flag, Deny, Redact or Quarantine."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ from ..protocol.xml import Element
 @dataclass(frozen=True, slots=True)
 class Allow:
     """Let the stanza through unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """Let the stanza through unchanged, but report it (audit log, compliance journal): a rule
+    matched whose action is only to tell the compliance officer."""
+    reason: str
+    rule: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +49,4 @@ class Quarantine:
 
 
 ALLOW = Allow()
-Verdict = Allow | Deny | Redact | Quarantine
+Verdict = Allow | Flag | Deny | Redact | Quarantine

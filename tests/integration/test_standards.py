@@ -1,6 +1,6 @@
 """XEP-0479 (XMPP Compliance Suites 2023), Advanced Server level, plus XEP-0065, XEP-0160,
 XEP-0384 support and roster versioning: everything is advertised where clients look for it.
-docs/compliance.md maps each item to the tests that exercise the behaviour itself."""
+docs/standards.md maps each item to the tests that exercise the behaviour itself."""
 
 from __future__ import annotations
 
