@@ -186,6 +186,12 @@ class PermissionsSection:
 
 
 @dataclass(frozen=True)
+class PolicySection:
+    """One host's threat-protection policy ([hosts.policy]): each control has its own sub-table
+    ([hosts.policy.dlp], [hosts.policy.links], ...). See docs/policy.md."""
+
+
+@dataclass(frozen=True)
 class HostSection:
     domain: str = option(help="A domain served (a virtual host): users are user@domain.", check=_check_domain)
     # Password policy of this host; unset keys take the [auth] value (core/password_policy.py).
@@ -195,6 +201,7 @@ class HostSection:
     password_history: int | None = option(None, help="This host's password history length; unset: auth.password_history.", min=0, max=100)
     directory: DirectorySection | None = option(None, help="The host's corporate directory ([hosts.directory], see below). None: accounts are managed locally only.")
     permissions: PermissionsSection | None = option(None, help="Which groups may use which features ([hosts.permissions], see below). None: every user may use every feature.")
+    policy: PolicySection | None = option(None, help="Threat protection of this host: DLP, links, contacts, impostors, floods, files ([hosts.policy], see below). None: the built-in defaults of each control.")
 
 
 @dataclass(frozen=True)
