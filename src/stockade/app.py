@@ -113,6 +113,7 @@ class Server:
         accounts.on_removed.append(self.groups.member_removed)
         self.directory = DirectoryService(config, storage, accounts, self.groups, sessions)
         await self.directory.load()
+        ctx.directory = self.directory
         # Per-group feature permissions (policy/permissions.py): modules ask ctx.permissions.
         self.permissions = ctx.permissions = Permissions(config, self.groups, storage.keyval(PERMISSIONS_STORE),
                                                          router=router, audit=audit)

@@ -37,6 +37,7 @@ async def test_shared_group_members_are_in_each_others_rosters(server):
         bob_item = items[jid("bob")]
         assert bob_item.get("subscription") == "both"
         assert [g.text for g in bob_item.findall(f"{{{NS}}}group")] == ["staff"]
+        assert bob_item.get("name") == "Bob Example"       # the directory's display name (cn)
         # and presence flows like for any mutual subscription
         async with login(server, "bob") as bob:
             seen = await alice.next_presence(jid("bob"))

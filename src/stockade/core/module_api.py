@@ -73,6 +73,7 @@ class ServerContext:
     hub: Any = None                         # core.hub.ClientHub: bind, close sessions
     http: Any = None                        # net.http.HttpService: HTTPS routes (upload, web)
     groups: Any = None                      # directory.groups.GroupService: groups per host (shared rosters)
+    directory: Any = None                   # directory.sync.DirectoryService: what the company directory says of users
     permissions: Any = None                 # policy.permissions.Permissions: may this user use that feature?
     data_dir: Any = None                    # pathlib.Path of the server's data folder
     # compliance.journal.Journal when the compliance journal is on: the hub records every stanza

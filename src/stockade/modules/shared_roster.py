@@ -2,8 +2,10 @@
 
 A group marked shared (from the directory's `shared_groups`, or `stockade group create --shared`)
 puts every other member in each member's roster, with subscription "both" and the group's display
-name as roster group, without anyone adding anyone. Membership changes are pushed (RFC 6121
-2.1.6) to the members' interested resources, and presence flows at once.
+name as roster group, without anyone adding anyone. An item is named with the colleague's
+display name from the company directory (unless the user named the contact), taken when the
+item is written. Membership changes are pushed (RFC 6121 2.1.6) to the members' interested
+resources, and presence flows at once.
 
 How: real roster items. The module writes ordinary roster items through the roster service
 rather than merging group members into roster results on the fly. Everything that reads a
@@ -65,6 +67,12 @@ class SharedRoster:
         self.applied = module.open_store("shared_roster_applied", "map")
         self._host_locks: dict[str, asyncio.Lock] = {}
 
+    def display_name(self, host: str, username: str) -> str:
+        """The name the company directory gives a colleague ("" for accounts it does not manage)."""
+        directory = self.module.ctx.directory
+        record = directory.record(host, username) if directory is not None else None
+        return (record or {}).get("name") or ""
+
     # -- following group changes ----------------------------------------------------------------
     async def group_changed(self, host: str, before: Any, after: Any) -> None:
         if (before is None or not before.shared) and (after is None or not after.shared):
@@ -122,8 +130,11 @@ class SharedRoster:
                 own_groups = [g for g in (item.groups if item else []) if g not in entry["groups"]]
                 groups = own_groups + [n for n in names if n not in own_groups]
                 was_both = item is not None and item.subscription == "both"
-                if item is None or not was_both or item.ask or item.approved or item.groups != groups:
-                    items[contact] = RosterItem(contact, item.name if item else "", groups, "both")
+                # The user's own name for the contact wins; otherwise the directory's display name.
+                name = item.name if item is not None and item.name else self.display_name(host, contact_name)
+                if (item is None or not was_both or item.ask or item.approved or item.groups != groups
+                        or item.name != name):
+                    items[contact] = RosterItem(contact, name, groups, "both")
                     if not was_both:
                         added.append(contact)
                 if managed.get(key) != {"groups": names, "previous": entry["previous"]}:
