@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 # Debian packages the test suite drives (real servers and clients).
-TEST_DEBS := postgresql go-sendxmpp profanity tmux chromium slapd ldap-utils
+TEST_DEBS := postgresql go-sendxmpp profanity tmux chromium slapd ldap-utils clamav-daemon
 
 .PHONY: run test venv test-deps system-deps clean docs
 

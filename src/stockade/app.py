@@ -88,7 +88,10 @@ class Server:
             raise OSError(f"cannot use the data folder {self.data_dir}: {exc.strerror}; "
                           f"check server.data_dir in {config.source}") from None
         url = config.storage.url or f"sqlite:///{self.data_dir / 'stockade.db'}"
-        self.storage = storage = await Storage.open(url)
+        # Encryption at rest (storage/crypto.py): a damaged, missing or wrong master key stops
+        # the start here (KeyFileError), before anything is written.
+        from .storage.keyfile import load_keyring
+        self.storage = storage = await Storage.open(url, keyring=load_keyring(config, self.data_dir))
         domains = set(config.domains)
         self.bus = bus = HookBus()
         self.sessions = sessions = SessionManager()
@@ -106,6 +109,10 @@ class Server:
                                        sessions=sessions, accounts=accounts, storage=storage, iq=iq,
                                        domains=domains, version=__version__)
         ctx.services[AuditLog] = audit
+        # The compliance journal (compliance/journal.py): the hub records every stanza there.
+        if config.journal.enabled:
+            self.journal = ctx.journal = await self._start_journal(storage, audit)
+            self.journal.subscribe(bus)
         accounts.on_removed.append(self._account_removed)
         # Groups and the company directory (directory/), before the modules: shared rosters follow groups.
         self.groups = ctx.groups = GroupService(storage, domains)
@@ -119,6 +126,38 @@ class Server:
                                                          router=router, audit=audit)
         await self.permissions.load()
         self.permissions.subscribe(bus)
+        # Threat protection (policy/engine.py, docs/policy.md): each host's [hosts.policy], replaced
+        # at runtime through the admin API; every control registers and gets each host's policy.
+        from .policy.dlp import DlpControl, served_here
+        from .policy.engine import STORE as POLICY_STORE, PolicyEngine
+        from .policy.links import LinkControl
+        from .policy.quarantine import QuarantineService
+        from .policy.reporting import VerdictReporter
+        self.policy_engine = ctx.services[PolicyEngine] = PolicyEngine(config, storage.keyval(POLICY_STORE), audit=audit)
+        await self.policy_engine.load()
+        VerdictReporter(audit, self.clock).subscribe(bus)
+        self.quarantine = ctx.services[QuarantineService] = QuarantineService(storage, router, self.clock, audit=audit)
+        self.quarantine.subscribe(bus)
+        self.dlp = DlpControl(self.groups, lambda domain: served_here(router, domain))
+        self.dlp.subscribe(bus)
+        self.policy_engine.register(self.dlp)
+        self.links = LinkControl(config.domains)
+        self.links.subscribe(bus)
+        self.policy_engine.register(self.links)
+        self.dlp.then = self.links.check        # a redacted or flagged message still meets the link policy
+        # Administrator alerts (policy/alerts.py): audit entry + headline to [hosts.policy] alert_jids.
+        from .policy.alerts import AdminAlerts
+        self.alerts = ctx.services[AdminAlerts] = AdminAlerts(audit, router)
+        self.policy_engine.register(self.alerts)
+        # Uploaded files (policy/files.py, policy/malware.py): real type, size cap, malware scan.
+        from .policy.files import FilePolicy
+        self.file_policy = FilePolicy(self.groups, bus)
+        self.file_policy.subscribe(bus)
+        self.policy_engine.register(self.file_policy)
+        if config.malware.enabled:
+            from .policy.malware import MalwareScanner
+            self.malware = MalwareScanner.from_config(config.malware, bus, ctx.services, audit)
+            self.malware.subscribe(bus)
         self.hub = ctx.hub = ClientHub(ctx)
         self.http = ctx.http = HttpService()
         ctx.data_dir = self.data_dir
@@ -136,6 +175,10 @@ class Server:
             api = ModuleAPI(name, ctx, config.modules.get(name))
             mod.setup(api)
             self.modules[name] = api
+        # Retention and legal hold (compliance/retention.py, holds.py): after the modules, whose
+        # upload catalog it purges; the scheduler starts with the other background tasks.
+        self._setup_retention()
+        self._setup_ediscovery()
         limits = ThrottleLimits(config.auth.max_failures_per_account, config.auth.max_failures_per_address,
                                 config.auth.failure_window, config.auth.lockout)
         self.throttle = LoginThrottle(self.clock, limits)
@@ -149,13 +192,80 @@ class Server:
         self.revocations = ctx.services[SessionRevocation] = SessionRevocation(
             storage.map(REVOCATION_STORE), self.clock, sessions)
         await self.revocations.load()
+        self._setup_threat_controls()
         await bus.fire_async(ServerStarted())
         await self._start_listeners()
         self._background = [asyncio.ensure_future(self._check_accounts()),
                             asyncio.ensure_future(self._sweep_idle())]
         if hasattr(self, "admin") and self.admin.stanza_rate is not None:
             self._background.append(asyncio.ensure_future(self.admin.stanza_rate.run()))
+        self._background.append(asyncio.ensure_future(self.retention_scheduler.run()))
+        self._background.append(asyncio.ensure_future(self.search_index.run(
+            config.ediscovery.index_interval, config.ediscovery.purge_sweep_interval, self.clock.monotonic)))
         self.directory.start(refresh_interval=config.server.account_check_interval)
+
+    async def _start_journal(self, storage: Storage, audit: AuditLog) -> Any:
+        """The journal with its checkpoint signing key; a bad key stops the start (ConfigError)."""
+        from .compliance.journal import Journal
+        from .compliance.journal_verify import DEFAULT_KEY_NAME, SigningKeyError, load_signing_key
+        config = self.config
+        given = config.journal.signing_key_path
+        path = resolve_path(config, given) if given else self.data_dir / "keys" / DEFAULT_KEY_NAME
+        try:
+            key = load_signing_key(path, create=not given)
+        except SigningKeyError as exc:
+            raise ConfigError(config.source, "journal.signing_key_path", str(exc)) from None
+        journal = Journal(storage, self.clock, key, audit=audit,
+                          checkpoint_every=config.journal.checkpoint_every,
+                          on_failure=config.journal.on_failure,
+                          host_on_failure={h.domain: h.journal_on_failure for h in config.hosts
+                                           if h.journal_on_failure is not None})
+        await journal.start()
+        return journal
+
+    def _setup_retention(self) -> None:
+        from .compliance.holds import STORE as HOLDS_STORE, LegalHolds
+        from .compliance.retention import Retention, RetentionScheduler
+        from .modules.upload.catalog import Catalog
+        storage, ctx = self.storage, self.ctx
+        assert storage is not None
+        self.holds = ctx.services[LegalHolds] = LegalHolds(storage.map(HOLDS_STORE), self.groups, self.audit,
+                                                           self.clock, ctx.domains)
+        self.retention = ctx.services[Retention] = Retention(self.config, storage.retention(), self.groups,
+                                                             self.holds, self.audit, self.clock,
+                                                             catalog=ctx.services.get(Catalog), journal=ctx.journal)
+        self.retention_scheduler = RetentionScheduler(self.retention)
+
+    def _setup_threat_controls(self) -> None:
+        """Floods and worms, unsolicited contact, impostors (policy/flood.py, contact.py,
+        impostor.py): after the modules (they use the roster) and the lockouts (suspension)."""
+        from .modules.roster import RosterService
+        from .policy.contact import ContactControl
+        from .policy.flood import AccountSuspension, FloodControl
+        from .policy.impostor import SEEN_STORE, ImpostorControl
+        ctx, bus = self.ctx, self.bus
+        roster = ctx.services.get(RosterService)
+        suspend = AccountSuspension(self.throttle, bus, self.sessions, self.clock)
+        self.flood = FloodControl(self.clock, self.alerts, self.sessions, self.groups, suspend)
+        self.contact = ContactControl(self.router, self.groups, roster)
+        self.impostor = ImpostorControl(ctx.domains, self.accounts, roster, self.storage.map(SEEN_STORE))
+        for control in (self.flood, self.contact, self.impostor):
+            control.subscribe(bus)
+            self.policy_engine.register(control)
+
+    def _setup_ediscovery(self) -> None:
+        """eDiscovery (compliance/ediscovery.py): the search index follows the journal in the
+        background; a search first commits what the journal has queued and catches up."""
+        from .compliance.ediscovery import EDiscovery, upload_reader
+        from .compliance.search_index import SearchIndex
+        storage = self.storage
+        assert storage is not None
+        journal = getattr(self, "journal", None)
+        self.search_index = SearchIndex(storage, batch=self.config.ediscovery.index_batch)
+        self.ediscovery = self.ctx.services[EDiscovery] = EDiscovery(
+            storage, self.audit, self.clock, index=self.search_index,
+            before_search=journal.flush if journal is not None else None,
+            files=upload_reader(self.data_dir, storage.cipher))
 
     def _tls_files(self) -> tuple[Path, Path]:
         tls = self.config.tls
@@ -193,6 +303,9 @@ class Server:
                                             max_per_address=c2s.max_connections_per_address,
                                             max_write_buffer=c2s.max_write_buffer)
         c2s_ctx.nonza_handlers = self.ctx.nonza_handlers
+        if c2s.new_connections_per_minute:     # new connections per minute from one address (net/c2s.py)
+            from .policy.flood import ConnectionRate
+            c2s_ctx.admit_connection = ConnectionRate(self.clock, c2s.new_connections_per_minute).admit
         servers, port = await listen(lambda: C2SConnection(c2s_ctx, False), c2s.interfaces, c2s.port, name="c2s")
         self._servers += servers
         self.ports["c2s"] = port
@@ -262,7 +375,12 @@ class Server:
             sessions=self.sessions, groups=self.groups, audit=self.audit, lockouts=self.lockouts,
             revocations=self.revocations, clock=self.clock, domains=self.ctx.domains,
             approved_clients=self.ctx.services.get(ApprovedClients), permissions=self.permissions,
-            stanza_rate=StanzaRate(self._stanzas_received(), self.clock))
+            stanza_rate=StanzaRate(self._stanzas_received(), self.clock),
+            ediscovery=getattr(self, "ediscovery", None))
+        from .admin.retention import RetentionAdmin
+        self.admin.retention = RetentionAdmin(self.admin, self.holds, self.retention)
+        from .admin.policy import PolicyAdmin
+        self.admin.policy = PolicyAdmin(self.admin, self.policy_engine, self.quarantine)
         mount(self.http, "/api/v1", build_api(self.admin, __version__))
         mount(self.http, "/admin", build_console(self.admin))
 

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .cli_admin import add_parser as add_admin_parser
     add_admin_parser(sub)
+    from .cli_archive import add_parser as add_archive_parser
+    add_archive_parser(sub)
+    from .cli_retention import add_parser as add_retention_parser
+    add_retention_parser(sub)
+    from .cli_keys import add_parser as add_keys_parser
+    add_keys_parser(sub)
 
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     del check
@@ -118,9 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_directory_command(config, args))
     if args.command == "group":
         return asyncio.run(_group_command(config, args))
+    if args.command in ("retention", "hold"):
+        from .cli_retention import retention_command
+        return asyncio.run(retention_command(config, args, _open_groups, _split_jid, _fail))
+    if args.command == "archive":
+        from .cli_archive import archive_command
+        return asyncio.run(archive_command(config, args, _fail))
     if args.command == "admin":
         from .cli_admin import admin_command
         return asyncio.run(admin_command(config, args, _fail))
+    if args.command == "keys":
+        from .cli_keys import keys_command
+        return asyncio.run(keys_command(config, args, _fail))
     return _serve(config, demo=args.demo)
 
 
@@ -156,7 +171,9 @@ async def _open_accounts(config: ServerConfig):
     from .storage import Storage
     data_dir = resolve_path(config, config.server.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    storage = await Storage.open(config.storage.url or f"sqlite:///{data_dir / 'stockade.db'}")
+    from .storage.keyfile import load_keyring
+    storage = await Storage.open(config.storage.url or f"sqlite:///{data_dir / 'stockade.db'}",
+                                 keyring=load_keyring(config, data_dir))
     return storage, AccountService(storage, set(config.domains), iterations=config.auth.scram_iterations,
                                    min_password_length=config.auth.min_password_length,
                                    audit=_audit_log(storage), policy=_password_policy(config, storage))

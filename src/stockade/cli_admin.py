@@ -78,7 +78,9 @@ async def admin_command(config: ServerConfig, args: argparse.Namespace, fail: Ca
     data_dir = resolve_path(config, config.server.data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        storage = await Storage.open(config.storage.url or f"sqlite:///{data_dir / 'stockade.db'}")
+        from .storage.keyfile import load_keyring
+        storage = await Storage.open(config.storage.url or f"sqlite:///{data_dir / 'stockade.db'}",
+                                     keyring=load_keyring(config, data_dir))
     except (StorageError, OSError) as exc:
         return fail(f"cannot open the database: {exc}")
     clock = SystemClock()

@@ -429,9 +429,11 @@ async def test_removing_an_account_deletes_its_files(server):
 async def test_an_upload_a_policy_denies_is_deleted_and_never_served(server):
     seen: list[UploadReceived] = []
 
-    def scanner(event: UploadReceived) -> Deny | None:
+    async def scanner(event: UploadReceived) -> Deny | None:
         seen.append(event)
-        assert event.path.read_bytes() == b"X5O!P%@AP"          # the whole file, before anyone sees it
+        # The whole file, before anyone sees it: decrypted by read(); at `path` it is ciphertext.
+        assert b"".join([chunk async for chunk in event.read()]) == b"X5O!P%@AP"
+        assert b"X5O!P%@AP" not in event.path.read_bytes()
         return Deny("not-acceptable", "the file contains a virus", rule="malware")
     server.run(lambda: server.server.bus.on(UploadReceived, scanner))
     async with client(server, jid("alice"), USERS["alice"]) as alice:

@@ -99,6 +99,9 @@ class AdminActions:
     approved_clients: ApprovedClients | None = None     # when the module is loaded
     permissions: Permissions | None = None              # policy/permissions.py
     stanza_rate: StanzaRate | None = None               # the dashboard's stanzas per minute
+    ediscovery: Any = None                              # compliance/ediscovery.py EDiscovery (admin/compliance.py)
+    retention: Any = None                               # admin/retention.py RetentionAdmin: holds, purges
+    policy: Any = None                                  # admin/policy.py PolicyAdmin: policy, quarantine
 
     # -- checks ---------------------------------------------------------------------------------
     def check(self, who: Principal, permission: str, host: str | None = None) -> None:

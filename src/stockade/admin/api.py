@@ -381,6 +381,18 @@ def build_api(actions: AdminActions, version: str) -> Any:
     async def verify(who: Principal = Who) -> Any:
         return await actions.verify_audit(who)
 
+    # -- legal holds and retention (admin/retention.py) --------------------------------------------
+    from .retention import add_routes as add_retention_routes
+    add_retention_routes(app, actions, Who)
+
+    # -- threat-protection policy and quarantine review (admin/policy.py) ---------------------------
+    from .policy import add_routes as add_policy_routes
+    add_policy_routes(app, actions, Who)
+
+    # -- eDiscovery (admin/compliance.py) ---------------------------------------------------------
+    from .compliance import add_api_routes
+    add_api_routes(app, actions, Who, HostParam)
+
     # -- tokens -----------------------------------------------------------------------------------
     @app.get("/tokens", response_model=Tokens, summary="The caller's API tokens (never the secrets)")
     async def list_tokens(who: Principal = Who) -> Any:

@@ -13,6 +13,7 @@ a page hides what the admin may not do, and the action refuses it anyway if post
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 import time
@@ -30,6 +31,7 @@ from starlette.templating import Jinja2Templates
 from . import roles
 from .actions import ActionRefused, AdminActions
 from .api import BodyLimit
+from .compliance import console_page as compliance_page
 from .identities import AdminAccount, Principal, principal_of
 
 HERE = Path(__file__).parent
@@ -466,6 +468,7 @@ def build_console(actions: AdminActions) -> Any:
         Route("/permissions", console.permissions_page, methods=["GET"]),
         Route("/permissions", console.permissions_post, methods=["POST"]),
         Route("/audit", console.audit_page, methods=["GET"]),
+        Route("/compliance", functools.partial(compliance_page, console), methods=["GET", "POST"]),
         Route("/static/console.css", console.stylesheet, methods=["GET"]),
     ])
     app.state.console = console

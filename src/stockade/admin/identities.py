@@ -129,6 +129,10 @@ class TokenInfo:
                    float(data.get("created", 0)), str(data.get("note", "")))
 
 
+def _totp_aad(name: str) -> bytes:
+    return b"admin totp\0" + name.encode()
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -146,6 +150,9 @@ class AdminDirectory:
     def __init__(self, storage: Storage, clock: Clock, domains: Iterable[str]) -> None:
         self.accounts = storage.map(ACCOUNTS_STORE)
         self.tokens = storage.map(TOKENS_STORE)
+        # TOTP secrets are sealed at rest when encryption is on (storage/crypto.py): a copy of the
+        # database alone does not give away the second factor.
+        self._cipher = storage.cipher
         self.clock = clock
         self.domains = set(domains)
 
@@ -175,7 +182,10 @@ class AdminDirectory:
         digest = await asyncio.to_thread(_hasher.hash, password)
         secret = pyotp.random_base32() if with_totp else ""
         account = AdminAccount(name, role, tuple(hosts), digest, secret, self.clock.time())
-        await self.accounts.set(*_ALL, name, account.to_json())
+        record = account.to_json()
+        if self._cipher is not None and secret:
+            record["totp"] = self._cipher.seal_text(secret, _totp_aad(name))
+        await self.accounts.set(*_ALL, name, record)
         uri = pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=TOTP_ISSUER) if secret else None
         return account, uri
 
@@ -183,11 +193,19 @@ class AdminDirectory:
         if not NAME_RE.match(name):
             return None
         data = await self.accounts.get(*_ALL, name)
-        return AdminAccount.from_json(name, data) if isinstance(data, dict) else None
+        return await self._account(name, data) if isinstance(data, dict) else None
 
     async def list(self) -> list[AdminAccount]:
-        return sorted((AdminAccount.from_json(n, d) for n, d in (await self.accounts.get_all(*_ALL)).items()
-                       if isinstance(d, dict)), key=lambda a: a.name)
+        return sorted([await self._account(n, d) for n, d in (await self.accounts.get_all(*_ALL)).items()
+                       if isinstance(d, dict)], key=lambda a: a.name)
+
+    async def _account(self, name: str, data: dict[str, Any]) -> AdminAccount:
+        """The stored record as an account, its TOTP secret opened (records without the
+        encryption marker, stored while encryption was off, are read as they are)."""
+        totp = data.get("totp")
+        if self._cipher is not None and isinstance(totp, str) and totp:
+            data = {**data, "totp": await self._cipher.unseal_text(totp, _totp_aad(name))}
+        return AdminAccount.from_json(name, data)
 
     async def remove(self, name: str) -> None:
         if await self.get(name) is None:

@@ -27,10 +27,16 @@ AUDIT_VERIFY = "audit.verify"              # check the whole hash chain (server-
 PERMISSIONS_READ = "permissions.read"      # the feature permissions and approved-client policy of a host
 PERMISSIONS_WRITE = "permissions.write"    # replace or reset a feature's rule at runtime
 TOKENS = "tokens"                          # create, list and revoke one's own API tokens
+ARCHIVE_SEARCH = "archive.search"          # eDiscovery: search, read and export the compliance journal
+RETENTION = "retention"                    # legal holds (create, list, release), retention policy and purges
+POLICY_READ = "policy.read"                # a host's threat-protection policy (DLP, links, ...)
+POLICY_WRITE = "policy.write"              # replace or reset a host's policy at runtime
+QUARANTINE_REVIEW = "quarantine.review"    # read, release and reject messages a policy held for review
 
 ALL_PERMISSIONS = (USERS_READ, USERS_CREATE, USERS_DELETE, USERS_PASSWORD, USERS_UNLOCK, USERS_REVOKE,
                    SESSIONS_READ, SESSIONS_END, GROUPS_READ, GROUPS_WRITE, AUDIT_READ, AUDIT_VERIFY,
-                   PERMISSIONS_READ, PERMISSIONS_WRITE, TOKENS)
+                   PERMISSIONS_READ, PERMISSIONS_WRITE, TOKENS, ARCHIVE_SEARCH, RETENTION,
+                   POLICY_READ, POLICY_WRITE, QUARANTINE_REVIEW)
 
 # -- roles -----------------------------------------------------------------------------------------
 OPERATOR = "operator"
@@ -40,18 +46,23 @@ COMPLIANCE = "compliance"
 AUDITOR = "auditor"
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    # everything, on every host
-    OPERATOR: frozenset(ALL_PERMISSIONS),
+    # everything, on every host, except reading what people wrote (eDiscovery is the compliance
+    # officer's duty alone: running the server does not entitle anyone to read its messages)
+    # (held messages are read by the compliance officer alone, for the same reason)
+    OPERATOR: frozenset(ALL_PERMISSIONS) - {ARCHIVE_SEARCH, QUARANTINE_REVIEW},
     # everything within its hosts, except checking the server-wide audit chain
     TENANT_ADMIN: frozenset({USERS_READ, USERS_CREATE, USERS_DELETE, USERS_PASSWORD, USERS_UNLOCK, USERS_REVOKE,
                              SESSIONS_READ, SESSIONS_END, GROUPS_READ, GROUPS_WRITE, AUDIT_READ,
-                             PERMISSIONS_READ, PERMISSIONS_WRITE, TOKENS}),
+                             PERMISSIONS_READ, PERMISSIONS_WRITE, TOKENS, POLICY_READ, POLICY_WRITE}),
     # day-to-day support: passwords, lockouts, sessions. Not the feature permissions: their rules
     # name groups, which this role does not read either (a refusal's text already names the group).
     HELPDESK: frozenset({USERS_READ, USERS_PASSWORD, USERS_UNLOCK, USERS_REVOKE, SESSIONS_READ, SESSIONS_END,
                          TOKENS}),
-    # read-only: who has an account, and the audit trail
-    COMPLIANCE: frozenset({USERS_READ, AUDIT_READ, TOKENS}),
+    # read-only: who has an account, the audit trail, and eDiscovery of the compliance journal
+    # Legal holds and retention (RETENTION) too: the operator has them as well, nobody else.
+    # The policy in force (read-only) and the review of messages a policy held (quarantine).
+    COMPLIANCE: frozenset({USERS_READ, AUDIT_READ, TOKENS, ARCHIVE_SEARCH, RETENTION, POLICY_READ,
+                           QUARANTINE_REVIEW}),
     # read-only audit trail, and the chain check (permission changes are in the trail: no
     # permissions.read needed to follow them)
     AUDITOR: frozenset({AUDIT_READ, AUDIT_VERIFY, TOKENS}),

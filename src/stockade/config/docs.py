@@ -103,6 +103,29 @@ def render(module_options: dict[str, type]) -> str:
             "The same keys in both tables: a list of group names per feature. A member of a group in `deny` "
             "may not use the feature; with `allow_only` set for a feature, only members of those groups may.",
             "", *section_table(FeatureGroupsSection), ""]
+    # [hosts.policy.files] (policy/files.py); [malware] is a top-level section, listed above.
+    from .schema import FilesPolicySection
+    out += ["## [hosts.policy.files]", "", "Inside a `[[hosts]]` entry: what uploaded files may really be (judged "
+            "by their content) and how large; see docs/policy.md, \"Files and malware\".", "",
+            *section_table(FilesPolicySection), ""]
+    # [hosts.policy.dlp] and [hosts.policy.links] (policy/dlp.py, policy/links.py).
+    from .schema import DlpRuleSection, DlpSection, LinksSection
+    out += ["## [hosts.policy.dlp]", "", "Inside a `[[hosts]]` entry: data loss prevention; see docs/policy.md.", "",
+            *section_table(DlpSection), "",
+            "## [[hosts.policy.dlp.rules]]", "", "A list: repeat the table for each rule. A malformed rule (bad "
+            "regex, unknown kind or action) stops startup naming the rule.", "", *section_table(DlpRuleSection), "",
+            "## [hosts.policy.links]", "", "Inside a `[[hosts]]` entry: link policy; see docs/policy.md.", "",
+            *section_table(LinksSection), ""]
+    # [hosts.retention] and [hosts.compliance] (compliance/retention.py, modules/aup.py).
+    from .schema import ComplianceSection, RetentionGroupSection, RetentionSection
+    out += ["## [hosts.retention]", "", "Inside a `[[hosts]]` entry: how long records are kept; legal holds "
+            "override it. See docs/compliance.md, \"Retention and legal hold\".", "",
+            *section_table(RetentionSection), "",
+            "## [[hosts.retention.groups]]", "", "A list: one entry per group with a longer retention.", "",
+            *section_table(RetentionGroupSection), "",
+            "## [hosts.compliance]", "", "Inside a `[[hosts]]` entry: the archive notice and the acceptable-use "
+            "policy. See docs/compliance.md, \"Notice and acceptable use\".", "",
+            *section_table(ComplianceSection), ""]
     for name, cls in sorted(module_options.items()):
         doc = (cls.__module__ and __import__(cls.__module__, fromlist=["x"]).__doc__ or "").strip().splitlines()
         out += [f"## [modules.{name}]", "", doc[0] if doc else "", "", *section_table(cls), ""]

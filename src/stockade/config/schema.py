@@ -68,6 +68,20 @@ class StorageSection:
     url: str = option("", help="Database URL: sqlite:///path/to/file.db or postgresql://user:password@host:port/db. Empty: SQLite in data_dir/stockade.db.", check=_check_storage_url)
 
 
+def _check_env_name(value: str) -> str | None:
+    if value and not value.replace("_", "a").isalnum():
+        return f"{value!r} is not an environment variable name: use letters, digits and _"
+    return None
+
+
+@dataclass(frozen=True)
+class EncryptionSection:
+    """[encryption]: encryption at rest of message archives, offline messages and uploaded files (docs/encryption.md)."""
+    enabled: bool = option(True, help="Encrypt message bodies (MAM, group chat archives, offline messages, PEP items) and uploaded files with AES-256-GCM before they are stored. Turning it off later leaves stored data encrypted and unreadable by the server.")
+    master_key_path: str = option("", help="The master key file (mode 0600; one key per line, the last one current). Empty: data_dir/keys/master.key, generated on first start while the database holds no encrypted data. Back it up apart from the database.")
+    master_key_env: str = option("", help="Name of an environment variable that holds the master key (base64) instead of a key file; `stockade keys rotate` then refuses (see docs/encryption.md).", check=_check_env_name)
+
+
 @dataclass(frozen=True)
 class TlsSection:
     cert_path: str = option("", help="PEM certificate chain served to clients. Empty: a self-signed certificate for every host, generated in data_dir/certs on first start.")
@@ -89,6 +103,7 @@ class C2SSection:
     max_attributes: int = option(64, help="Most attributes accepted on one element.", min=8, max=1024)
     negotiation_timeout: float = option(30.0, help="Seconds a connection may take to authenticate and bind before it is closed (slow-loris protection).", min=1.0, max=600.0)
     max_connections_per_address: int = option(50, help="Open client connections allowed from one IP address.", min=1, max=100000)
+    new_connections_per_minute: int = option(300, help="New client connections accepted from one IP address per minute (loopback included); more are closed at once with <policy-violation/>. 0: no limit (benchmarks).", min=0, max=10_000_000)
     max_write_buffer: int = option(4 * 1024 * 1024, help="Bytes queued for a client that does not read before its connection is closed.", min=65536, max=1 << 30)
 
 
@@ -185,10 +200,223 @@ class PermissionsSection:
     allow_only: FeatureGroupsSection | None = option(None, help="Per feature, the only groups whose members may use it; everyone else may not (an empty list: nobody). Deny wins over allow_only.")
 
 
+# -- [hosts.policy.files] and [malware]: uploaded files (policy/files.py, policy/malware.py) -------
+DEFAULT_FILE_TYPES = [
+    "application/pdf", "text/plain", "image/png", "image/jpeg", "image/gif", "image/webp",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.spreadsheet",
+    "application/vnd.oasis.opendocument.presentation",
+]
+DEFAULT_BLOCKED_EXTENSIONS = [
+    "exe", "dll", "scr", "com", "pif", "cpl", "msi", "msp", "bat", "cmd", "ps1", "psm1", "vbs", "vbe", "js",
+    "jse", "wsf", "wsh", "hta", "lnk", "jar", "reg", "sh", "app", "elf", "bin", "so", "dylib", "iso", "img",
+]
+
+
+def _check_type_patterns(value: list[str]) -> str | None:
+    from ..modules.upload.checks import check_pattern
+    return next((p for p in map(check_pattern, value) if p), None)
+
+
+def _check_extensions(value: list[str]) -> str | None:
+    for ext in value:
+        if not ext or ext != ext.lower() or "." in ext or "/" in ext:
+            return f"{ext!r}: write each extension in lower case without the dot, e.g. \"exe\""
+    return None
+
+
+def _check_clamd(value: str) -> str | None:
+    if value.startswith("/"):
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{value!r}: give the path of clamd's unix socket (/run/clamav/clamd.ctl) or host:port (127.0.0.1:3310)"
+    return None
+
+
+@dataclass(frozen=True)
+class FilesPolicySection:
+    """[hosts.policy.files]: what uploaded files may really be (by their bytes) and how large."""
+    allowed_types: list[str] = option(help="Media types a file may be, judged by its content (magic bytes; text is UTF-8 without NUL bytes), like application/pdf or image/*. The type the uploader claimed and the type of the file name's extension must be allowed too.",
+                                      factory=lambda: list(DEFAULT_FILE_TYPES), check=_check_type_patterns)
+    blocked_extensions: list[str] = option(help="File name extensions refused whatever the content (programs and scripts a double-click would run).",
+                                           factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS), check=_check_extensions)
+    max_size: int = option(0, help="Largest file accepted on this host, in bytes; 0: only the upload module's max_file_size.", min=0, max=1 << 40)
+    exempt_groups: list[str] = option(help="Groups (by id) whose members may upload any type and extension; their files are still size-capped and scanned, and programs disguised as documents are still refused.",
+                                      factory=list, check=_check_groups)
+
+
+@dataclass(frozen=True)
+class MalwareSection:
+    """[malware]: scanning of every uploaded file by ClamAV's daemon (clamd) before anyone can download it."""
+    enabled: bool = option(False, help="Scan every uploaded file with clamd (INSTREAM) before it can be downloaded; an infected file is quarantined and administrators are alerted.")
+    clamd: str = option("/run/clamav/clamd.ctl", help="Where clamd listens: the path of its unix socket (Debian: /run/clamav/clamd.ctl) or host:port of its TCP socket.", check=_check_clamd)
+    timeout: float = option(60.0, help="Seconds one scan may take (connect, send, verdict) before the scanner counts as unavailable.", min=0.5, max=3600.0)
+    fail_closed: bool = option(True, help="Refuse an upload when clamd cannot be reached or does not answer in time (recommended). false: accept it unscanned and record that in the audit log.")
+
+
+# -- DLP and link policy ([hosts.policy.dlp], [hosts.policy.links]): policy/dlp.py, policy/links.py --
+def _check_dlp_rules(value: list[Any]) -> str | None:
+    from ..policy.dlp import rule_problem
+    names: set[str] = set()
+    for rule in value:
+        problem = rule_problem(rule)
+        if problem:
+            return problem
+        if rule.name in names:
+            return f"rule {rule.name!r}: two rules have this name; give each rule its own name"
+        names.add(rule.name)
+    return None
+
+
+def _check_link_domains(value: list[str]) -> str | None:
+    from ..policy.links import domain_problem
+    return next((p for p in map(domain_problem, value) if p), None)
+
+
+@dataclass(frozen=True)
+class DlpRuleSection:
+    """One DLP rule ([[hosts.policy.dlp.rules]]): what it looks for, where, and what it does."""
+    name: str = option(help="The rule's name, shown in refusals and the audit log (e.g. \"cards\").")
+    kind: str = option(help="What the rule looks for: \"keywords\" (the keywords list, whole words, any case), \"regex\" (pattern, RE2 syntax), or a built-in detector: \"card\" (payment card numbers, Luhn-checked), \"ssn\" (US social security numbers), \"iban\" (mod-97 checked), \"credentials\" (private keys, cloud and API tokens).")
+    keywords: list[str] = option(help="Words and phrases a keywords rule looks for.", factory=list)
+    pattern: str = option("", help="The regular expression of a regex rule (RE2 syntax: linear time, no back-references or look-around).")
+    direction: str = option("any", help="Which messages the rule scans: \"internal\" (to this server's domains), \"external\" (to other domains) or \"any\".")
+    action: str = option("block", help="What a match does: \"block\" (the sender gets an error), \"redact\" (the match is masked in the delivered copy), \"quarantine\" (held for a compliance officer) or \"flag\" (delivered and reported).")
+    groups: list[str] | None = option(None, help="Only senders in these groups (ids, as `stockade group list` shows) are checked. Unset: every sender.")
+    text: str = option("", help="What the sender is told when the rule blocks a message. Empty: a text naming what was found and the rule.")
+
+
+@dataclass(frozen=True)
+class DlpSection:
+    """Data loss prevention of one host ([hosts.policy.dlp]): see docs/policy.md."""
+    rules: list[DlpRuleSection] = option(help="The DLP rules ([[hosts.policy.dlp.rules]]), checked on every message body and subject.", factory=list, check=_check_dlp_rules)
+
+
+@dataclass(frozen=True)
+class LinksSection:
+    """Link policy of one host ([hosts.policy.links]): see docs/policy.md."""
+    mode: str = option("allow", help="Links to domains on neither list: \"allow\" them, \"warn\" (the recipient's copy carries a visible warning) or \"block\" them.", choices=("allow", "warn", "block"))
+    allow_domains: list[str] = option(help="Domains whose links always pass (subdomains included). The host's own domains always pass.", factory=list, check=_check_link_domains)
+    deny_domains: list[str] = option(help="Domains whose links are always refused (subdomains included).", factory=list, check=_check_link_domains)
+    suspicious: str = option("block", help="Links to look-alike domains (punycode or non-Latin letters, mixed scripts, confusables of an allowed or own domain such as examp1e.com): \"warn\" or \"block\".", choices=("warn", "block"))
+
+
+# -- floods, unsolicited contact, impostors ([hosts.policy.flood|contact|impostor]) ----------------
+# policy/flood.py, policy/contact.py, policy/impostor.py
+CONTACT_MODES = ("anyone", "same_tenant", "contacts")
+
+
+def _check_jids(value: list[str]) -> str | None:
+    from ..protocol.jid import try_jid
+    for address in value:
+        jid = try_jid(address)
+        if jid is None or jid.local is None or jid.resource is not None:
+            return f"{address!r} is not an account address: write user@domain"
+    return None
+
+
+@dataclass(frozen=True)
+class FloodSection:
+    """Floods and worms of one host ([hosts.policy.flood]): see docs/policy.md. The defaults are on
+    and generous: ordinary use never meets them."""
+    enabled: bool = option(True, help="Apply the stanza rate limits, the fan-out limit and the worm detection below to this host's users.")
+    session_rate: float = option(200.0, help="Stanzas per second one connection may send on average (token bucket); 0: no limit per connection.", min=0.0, max=1e6)
+    session_burst: int = option(2000, help="Stanzas one connection may send at once above session_rate (the bucket's size).", min=1, max=10_000_000)
+    user_rate: float = option(400.0, help="Stanzas per second one account may send on average, all its connections together; 0: no limit per account.", min=0.0, max=1e6)
+    user_burst: int = option(4000, help="Stanzas one account may send at once above user_rate.", min=1, max=10_000_000)
+    disconnect_after: int = option(500, help="Stanzas refused in a row for going too fast after which the stream ends with <policy-violation/>.", min=1, max=10_000_000)
+    fanout_per_minute: int = option(120, help="Distinct recipients one account may start messaging within a minute; beyond it the account counts as a worm. 0: no limit.", min=0, max=1_000_000)
+    identical_recipients: int = option(30, help="Distinct recipients of the same message body within identical_window that make a worm (the buddy-list worm pattern). 0: no detection.", min=0, max=1_000_000)
+    identical_window: float = option(60.0, help="Seconds over which identical bodies to distinct recipients are counted.", min=1.0, max=86400.0)
+    throttle_for: float = option(900.0, help="Seconds a worm-like account may not message new recipients (its existing conversations go on).", min=1.0, max=86400.0 * 7)
+    suspend_on_worm: bool = option(False, help="Also suspend a worm-like account: end its sessions and lock it for suspend_for seconds (an administrator can unlock it earlier: `stockade user unlock`).")
+    suspend_for: float = option(86400.0, help="Seconds a suspended account stays locked.", min=60.0, max=86400.0 * 30)
+    exempt_groups: list[str] = option(help="Groups (by id) whose members have no fan-out limit and no worm detection (announcement bots); their rate limits stay.", factory=list, check=_check_groups)
+
+
+@dataclass(frozen=True)
+class ContactRuleSection:
+    """Who may reach the members of some groups ([[hosts.policy.contact.rules]])."""
+    groups: list[str] = option(help="Groups (by id) whose members this rule protects.", check=_check_groups)
+    accepts: str = option(help="Who may start a conversation with them or ask for their presence: \"anyone\", \"same_tenant\" (accounts of this host) or \"contacts\" (only accounts in their roster with a subscription, or in a shared group).", choices=CONTACT_MODES)
+
+
+@dataclass(frozen=True)
+class ContactSection:
+    """Unsolicited contact rules of one host ([hosts.policy.contact]): see docs/policy.md."""
+    accepts: str = option("anyone", help="Who may start a conversation with this host's users or ask for their presence, unless a rule for one of their groups says otherwise: \"anyone\", \"same_tenant\" or \"contacts\".", choices=CONTACT_MODES)
+    rules: list[ContactRuleSection] = option(help="Stricter or looser settings per group ([[hosts.policy.contact.rules]]); a user in several groups gets the strictest.", factory=list)
+    refuse_external_subscriptions: bool = option(False, help="Answer subscription requests from other domains (other tenants, federated users) with \"unsubscribed\" at once; the user never sees them.")
+
+
+@dataclass(frozen=True)
+class ImpostorSection:
+    """Impostor protection of one host ([hosts.policy.impostor]): see docs/policy.md."""
+    label_external: bool = option(True, help="Mark messages from other domains (other tenants, federated users) with <external xmlns='urn:stockade:policy:0'/> for clients to show.")
+    external_prefix: str = option("", help="Text put before the body of messages from other domains, e.g. \"[External] \". Empty: none.")
+    lookalike_warning: bool = option(True, help="Warn the recipient when an external sender's address or nickname looks like a user of this host (examp1e.com, Cyrillic letters, c3o for ceo): a <lookalike/> element and lookalike_prefix.")
+    lookalike_prefix: str = option("[Warning: this sender looks like {user} but is not] ", help="Text put before the body of a look-alike sender's message; {user} is the address it imitates. Empty: the element only.")
+    first_contact: bool = option(False, help="Mark the first message from a sender the recipient has never exchanged messages with and does not have in the roster: a <first-contact/> element and first_contact_prefix.")
+    first_contact_prefix: str = option("[First message from this sender] ", help="Text put before the body of a first-contact message. Empty: the element only.")
+
+
 @dataclass(frozen=True)
 class PolicySection:
     """One host's threat-protection policy ([hosts.policy]): each control has its own sub-table
     ([hosts.policy.dlp], [hosts.policy.links], ...). See docs/policy.md."""
+    dlp: DlpSection | None = option(None, help="Data loss prevention rules ([hosts.policy.dlp], see below). None: no DLP.")
+    links: LinksSection | None = option(None, help="Link policy ([hosts.policy.links], see below). None: links are not checked.")
+    files: FilesPolicySection | None = option(None, help="Uploaded files: type allow-list by content, blocked extensions, size cap ([hosts.policy.files]). None: any type, but programs disguised as other files are still refused.")
+    flood: FloodSection | None = option(None, help="Stanza rate limits, fan-out limit and worm detection ([hosts.policy.flood], see below). None: the defaults (on).")
+    contact: ContactSection | None = option(None, help="Who may start conversations and ask for subscriptions ([hosts.policy.contact], see below). None: anyone.")
+    impostor: ImpostorSection | None = option(None, help="External-sender labels, look-alike warnings, first-contact notices ([hosts.policy.impostor], see below). None: the defaults (external label and look-alike warning on).")
+    alert_jids: list[str] = option(help="Accounts (user@domain) that receive administrator alerts of this host as headline messages (worms, infected files); alerts are also written to the audit log.", factory=list, check=_check_jids)
+
+
+# -- retention, legal hold, archive notice, acceptable use (compliance/retention.py, modules/aup.py) --
+def _check_retention_groups(value: list[Any]) -> str | None:
+    seen: set[str] = set()
+    for entry in value:
+        if not entry.group.strip():
+            return "a retention group needs the group's id (as `stockade group list` shows)"
+        if entry.group in seen:
+            return f"group {entry.group!r} is listed twice; give each group one retention"
+        seen.add(entry.group)
+    return None
+
+
+@dataclass(frozen=True)
+class RetentionGroupSection:
+    """One group's retention ([[hosts.retention.groups]] or groups = [{group = "trading", days = 2555}])."""
+    group: str = option(help="The group's id (as `stockade group list` shows).")
+    days: int = option(help="Days its members' records are kept, in every store; 0: forever. A group only lengthens retention: a member keeps the longest of the store's own value and all their groups' values.", min=0, max=36500)
+
+
+@dataclass(frozen=True)
+class RetentionSection:
+    """How long one host keeps records ([hosts.retention]): see docs/compliance.md. Legal holds
+    (`stockade hold`) override every value here."""
+    default_days: int = option(0, help="Days records (journal, message archives, offline messages, uploaded files) are kept; 0: forever.", min=0, max=36500)
+    journal_days: int | None = option(None, help="Days compliance journal records are kept; unset: default_days. Never shorter than mam_days unless journal_may_be_shorter is true (checked per user, groups included).", min=0, max=36500)
+    mam_days: int | None = option(None, help="Days users' message archives (XEP-0313) and room archives are kept; unset: default_days.", min=0, max=36500)
+    offline_days: int | None = option(None, help="Days undelivered offline messages are kept; unset: default_days.", min=0, max=36500)
+    files_days: int | None = option(None, help="Days uploaded files are kept; unset: default_days.", min=0, max=36500)
+    groups: list[RetentionGroupSection] = option(help="Longer retention for members of groups, e.g. [{group = \"trading\", days = 2555}]. A user in several groups keeps the longest.", factory=list, check=_check_retention_groups)
+    journal_may_be_shorter: bool = option(False, help="Let journal_days be shorter than a user's message archive retention (normally the journal keeps at least what users can still read).")
+    purge_interval: float = option(3600.0, help="Seconds between two purges run by the server (each is recorded in the audit log as retention.purge).", min=1.0, max=86400.0 * 7)
+
+
+@dataclass(frozen=True)
+class ComplianceSection:
+    """What one host tells its users ([hosts.compliance]): the archive notice and the acceptable-use
+    policy. See docs/compliance.md."""
+    notice: str = option("", help="Sent as a message from the domain to each user at every login, e.g. that their messages are archived. Empty: no notice.", check=lambda v: None if len(v) <= 4000 else "keep the notice under 4000 characters")
+    aup_text: str = option("", help="The acceptable-use policy users are shown and must accept (ad-hoc command accept-aup on the domain).", check=lambda v: None if len(v) <= 20000 else "keep the policy under 20000 characters")
+    aup_required: bool = option(False, help="Refuse users' messages (with <policy-violation/> and how to accept) until they accept aup_text in its current aup_version.")
+    aup_version: str = option("1", help="The version of the policy; a new version has to be accepted again.", check=lambda v: None if v.strip() and len(v) <= 64 else "give a version of 1 to 64 characters, e.g. \"2025-01\"")
 
 
 @dataclass(frozen=True)
@@ -202,6 +430,26 @@ class HostSection:
     directory: DirectorySection | None = option(None, help="The host's corporate directory ([hosts.directory], see below). None: accounts are managed locally only.")
     permissions: PermissionsSection | None = option(None, help="Which groups may use which features ([hosts.permissions], see below). None: every user may use every feature.")
     policy: PolicySection | None = option(None, help="Threat protection of this host: DLP, links, contacts, impostors, floods, files ([hosts.policy], see below). None: the built-in defaults of each control.")
+    retention: RetentionSection | None = option(None, help="How long records are kept ([hosts.retention], see below). None: everything is kept until removed by hand.")
+    compliance: ComplianceSection | None = option(None, help="Archive notice and acceptable-use policy shown to users ([hosts.compliance], see below). None: neither.")
+    journal_on_failure: str | None = option(None, help="This host's journal.on_failure (\"refuse\" or \"deliver\"); unset: journal.on_failure.", choices=("refuse", "deliver"))
+
+
+@dataclass(frozen=True)
+class JournalSection:
+    """[journal]: the compliance journal of every message, upload, subscription change and policy verdict (docs/compliance.md)."""
+    enabled: bool = option(True, help="Record every message, upload, subscription change and policy verdict in the tamper-evident compliance journal, before delivery.")
+    signing_key_path: str = option("", help="Ed25519 private key (PEM, PKCS#8) that signs the journal's checkpoints. Empty: data_dir/keys/journal-signing.pem, generated on first start (mode 0600) with its public key beside it.")
+    checkpoint_every: int = option(10000, help="Records between two signed checkpoints (one is also written at every shutdown).", min=1, max=10_000_000)
+    on_failure: str = option("refuse", help="When the journal cannot write (database error, disk full): \"refuse\" new messages with <resource-constraint/> so that nothing is delivered unrecorded, or \"deliver\" them anyway (recorded once the database is back; audited as journal.bypass).", choices=("refuse", "deliver"))
+
+
+@dataclass(frozen=True)
+class EDiscoverySection:
+    """[ediscovery]: the search index over the compliance journal (docs/compliance.md, "eDiscovery")."""
+    index_interval: float = option(5.0, help="Seconds between two passes of the background indexer that adds new journal records to the eDiscovery search index (a search also brings the index up to date first).", min=0.1, max=3600)
+    index_batch: int = option(500, help="Journal records read, decrypted and indexed per database transaction.", min=1, max=100_000)
+    purge_sweep_interval: float = option(3600.0, help="Seconds between two sweeps that drop from the index the journal records retention purged (searches never show purged records in any case).", min=1, max=7 * 86400)
 
 
 @dataclass(frozen=True)
@@ -229,6 +477,10 @@ class ServerConfig:
     hosts: list[HostSection] = field(default_factory=lambda: [HostSection("localhost")])
     components: list[ComponentSection] = field(default_factory=list)
     component_listener: ComponentListenerSection = field(default_factory=ComponentListenerSection)
+    malware: MalwareSection = field(default_factory=MalwareSection)
+    encryption: EncryptionSection = field(default_factory=EncryptionSection)
+    journal: JournalSection = field(default_factory=JournalSection)
+    ediscovery: EDiscoverySection = field(default_factory=EDiscoverySection)
     modules: dict[str, Any] = field(default_factory=dict)
     source: str = "(defaults)"            # the file this came from, for messages
     base_dir: str = "."                    # relative paths are relative to this folder
@@ -241,6 +493,10 @@ class ServerConfig:
 SECTIONS = {
     "server": ServerSection, "storage": StorageSection, "tls": TlsSection, "c2s": C2SSection, "http": HttpSection,
     "auth": AuthSection, "component_listener": ComponentListenerSection,
+    "malware": MalwareSection,
+    "encryption": EncryptionSection,
+    "journal": JournalSection,
+    "ediscovery": EDiscoverySection,
 }
 LIST_SECTIONS = {"hosts": HostSection, "components": ComponentSection}
 

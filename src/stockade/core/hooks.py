@@ -189,8 +189,14 @@ class SessionClosed:
 class UploadReceived:
     """A file sent by HTTP upload (XEP-0363) has been received completely and is not yet
     downloadable. Async. May veto: return a Verdict (Deny refuses the upload with its text and
-    the file is deleted; Quarantine keeps it stored but never downloadable). Content checks,
-    malware scanning and encryption at rest sit here. A handler that fails counts as Deny."""
+    the file is deleted; Quarantine keeps it stored but never downloadable). Content checks
+    and malware scanning sit here. A handler that fails counts as Deny.
+
+    Content checks must read the file with `read()`, never from `path`: with encryption at rest
+    (storage/crypto.py, on by default) the file at `path` holds ciphertext. `read()` returns a
+    new async iterator of the decrypted bytes each time it is called:
+    `async for chunk in event.read(): ...`; it raises storage.crypto.DecryptError if the
+    stored bytes were changed."""
     ASYNC: ClassVar[bool] = True
     VETO: ClassVar[bool] = True
     host: str
@@ -199,7 +205,8 @@ class UploadReceived:
     filename: str
     content_type: str
     size: int
-    path: Any                 # pathlib.Path of the stored bytes
+    path: Any                 # pathlib.Path of the stored (encrypted) bytes; not for content checks
+    read: Any = None          # () -> AsyncIterator[bytes]: the decrypted bytes (see above)
 
 
 @dataclass(slots=True)

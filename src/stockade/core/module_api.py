@@ -36,6 +36,9 @@ class DiscoRegistry:
     items: dict[str, list[tuple[str, str]]] = field(default_factory=dict)    # host -> [(jid, name)]
     # disco#info nodes answered with the same info as without a node (the XEP-0115 caps node)
     info_nodes: dict[str, set[str]] = field(default_factory=lambda: {"host": set(), "account": set()})
+    # Nodes of the host answered by the module that owns them (XEP-0050 commands):
+    # node -> fn(request, "info" | "items") -> the <query/> payload; see modules/adhoc.py.
+    host_nodes: dict[str, Callable[[Any, str], Element]] = field(default_factory=dict)
 
     def add_info_node(self, target: str, node: str) -> None:
         self.info_nodes[target].add(node)

@@ -6,8 +6,10 @@ from __future__ import annotations
 from types import ModuleType
 
 # feature modules (one import line each)
+from . import adhoc
 from . import approved_clients
 from . import blocking
+from . import aup
 from . import caps
 from . import carbons
 from . import csi
@@ -53,4 +55,6 @@ DEFAULT_MODULES: dict[str, ModuleType] = {
     "push": push,
     "approved_clients": approved_clients,
     "shared_roster": shared_roster,
+    "adhoc": adhoc,
+    "aup": aup,
 }

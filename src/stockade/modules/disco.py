@@ -34,13 +34,18 @@ def setup(module: ModuleAPI) -> None:
 
     async def host_info(request: IqRequest) -> Element:
         node = request.payload.get("node")
+        if node and node in disco.host_nodes:
+            return request.result(disco.host_nodes[node](request, "info"))
         if node and node not in disco.info_nodes[HOST]:
             raise StanzaError("item-not-found", "no such node")
         return request.result(info(HOST, node))
 
     async def host_items(request: IqRequest) -> Element:
+        node = request.payload.get("node")
+        if node and node in disco.host_nodes:
+            return request.result(disco.host_nodes[node](request, "items"))
         query = Element("query", ns.DISCO_ITEMS)
-        if not request.payload.get("node"):
+        if not node:
             for domain in components:
                 if domain.endswith("." + request.host):
                     query.add("item", attrs={"jid": domain})

@@ -34,6 +34,13 @@ What an append costs, and why it is cheap:
   land at its end. Every further index whose insertion point differs per owner (by partner, by
   time alone, random keys) would cost one more B-tree page write per append: 4 to 6 us.
 
+Encryption at rest. With a Cipher (storage/crypto.py), `value` is sealed when it is queued
+(`Cipher.seal_text`, a few microseconds, in the caller's turn, not in the writer's transaction)
+and opened on every read. The associated data is "archive", the store, the host and the user:
+a value moved to another archive or store does not open. Keys, times and partners stay plain
+(they are what the indexes sort and filter on); docs/encryption.md says so. Values stored while
+encryption was off have no marker and are read as they are.
+
 The trade-off: a `with_jid` filter (MAM "with", the PEP node) has no index of its own. It reads
 the owner's range of the (owner, ts, id, with_jid) index, in archive order, until the page is
 full, and a count reads all of the owner's entries in the time range; with_jid is carried in
@@ -50,12 +57,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import NamedTuple
 
 from sqlalchemy import (ColumnElement, Connection, Row, bindparam, delete, func, select, tuple_)
 
+from .crypto import Cipher, DecryptError, UnknownDataKey
 from .engine import Database
 from .errors import StorageError
 from .keys import new_key
@@ -285,11 +293,13 @@ class ArchiveStore:
     """Ordered, append-only items per (host, user) in the store named `store`."""
 
     def __init__(self, db: Database, writer: ArchiveWriter, store: str,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], cipher: Cipher | None = None) -> None:
         self._db = db
         self._writer = writer
         self.store = store
         self._clock = clock
+        self._cipher = cipher
+        self._aad_prefix = f"archive\0{store}\0".encode()
         self._owner_ids = writer.owner_ids(store)
         self._owners_complete = False        # see track_owners
 
@@ -310,7 +320,7 @@ class ArchiveStore:
         n = len(batch.rows) - 1
         await batch.commit
         row = batch.rows[n]
-        return _new_item((batch.ids[n], row[1], row[2], row[3], row[4]))
+        return _new_item((batch.ids[n], row[1], row[2], row[3], value))
 
     def append_nowait(self, host: str, user: str, value: str, *, with_jid: str | None = None,
                       when: float | None = None, key: str | None = None) -> Commit:
@@ -341,8 +351,32 @@ class ArchiveStore:
             if not isinstance(host, str) or not isinstance(user, str):
                 raise TypeError(f"an archive belongs to a host and a user (str), not {host!r}, {user!r}")
             owner = (self.store, host, user)
+        if self._cipher is not None:
+            value = self._cipher.seal_text(value, self._aad(host, user))
         return self._writer.submit((owner, key, float(self._clock() if when is None else when),
                                     with_jid, value))
+
+    def _aad(self, host: str, user: str) -> bytes:
+        return self._aad_prefix + f"{host}\0{user}".encode()
+
+    async def _items(self, host: str, user: str, rows: Sequence[Row]) -> list[ArchiveItem]:
+        """The rows as items, their values opened (loading data keys another process made, once)."""
+        cipher = self._cipher
+        if cipher is None:
+            return [_item(row) for row in rows]
+        aad = self._aad(host, user)
+        try:
+            try:
+                return [_new_item((row[0], row[1], row[2], row[3], cipher.open_text(row[4], aad)))
+                        for row in rows]
+            except UnknownDataKey:
+                await cipher.reload()
+                return [_new_item((row[0], row[1], row[2], row[3], cipher.open_text(row[4], aad)))
+                        for row in rows]
+        except DecryptError as exc:
+            raise StorageError(f"an item of the {self.store!r} archive of {user}@{host} cannot be "
+                               f"decrypted: {exc}; restore the database or the key file from a backup "
+                               "if this persists") from None
 
     def _who(self, host: str, user: str) -> dict[str, str]:
         return {"host": host, "username": user, "store": self.store}
@@ -381,8 +415,8 @@ class ArchiveStore:
                 .order_by(*(_DESCENDING if reverse else _ASCENDING)))
         if limit is not None:
             stmt = stmt.limit(limit)
-        items = [_item(row) for row in await self._db.fetch_all("archive.query", stmt,
-                                                                 self._who(host, user))]
+        items = await self._items(host, user, await self._db.fetch_all("archive.query", stmt,
+                                                                        self._who(host, user)))
         if reverse:
             items.reverse()
         return items
@@ -392,7 +426,7 @@ class ArchiveStore:
         a key)."""
         rows = await self._db.fetch_all("archive.get_by_key", _GET_BY_KEY,
                                         {**self._who(host, user), "key": key})
-        return min((_item(row) for row in rows), key=_position, default=None)
+        return min(await self._items(host, user, rows), key=_position, default=None)
 
     async def count(self, host: str, user: str, *, with_jid: str | None = None,
                     start: float | None = None, end: float | None = None,
@@ -423,7 +457,7 @@ class ArchiveStore:
         """Read and delete all of the user's items in one statement (offline delivery): two
         concurrent pops never both get the same item. Returned in archive order."""
         rows = await self._db.execute_returning("archive.pop_all", _POP_ALL, self._who(host, user))
-        return sorted((_item(row) for row in rows), key=_position)
+        return sorted(await self._items(host, user, rows), key=_position)
 
 
 def _position(item: ArchiveItem) -> tuple[float, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Column, Double, ForeignKeyConstraint, Index, Integer,
                         LargeBinary, MetaData, Table, Text)
+from sqlalchemy.dialects.postgresql import TSVECTOR
 
 metadata = MetaData()
 
@@ -123,6 +124,80 @@ audit = Table(
 Index("ix_audit_host", audit.c.host, audit.c.id)
 Index("ix_audit_action", audit.c.action, audit.c.id)
 
+# Data keys of encryption at rest (storage/crypto.py, storage/datakeys.py), each wrapped
+# (AES-256-GCM) by the master key `master_key_id` that lives outside the database. Ids are never
+# reused: a sealed value names its data key by id.
+data_keys = Table(
+    "data_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("wrapped", LargeBinary, nullable=False),     # nonce + encrypted key + tag
+    Column("master_key_id", Text, nullable=False),      # crypto.master_key_id of the wrapping key
+    Column("created", Double, nullable=False),          # unix time
+    sqlite_autoincrement=True,
+)
+
 # Tables holding a user's data, by (host, username), that AccountStore.remove() wipes; the
 # user's archive items go through archive_owners (credentials go by the account).
 USER_DATA_TABLES = (kv, map_)
+
+# -- the compliance journal (storage/journal.py, compliance/journal.py) -------------------------
+# Every message, upload, subscription change and policy verdict, chained by SHA-256 like the
+# audit log. Retention NULLs conversation, participants and payload and sets `purged`; `digest`
+# stays, so the chain still verifies. Users never change it (their MAM is separate).
+journal = Table(
+    "journal", metadata,
+    Column("id", ArchiveId, primary_key=True, autoincrement=True),   # chain order, never reused
+    Column("ts", Double, nullable=False),               # unix time it was routed
+    Column("host", Text, nullable=False),               # tenant domain
+    Column("kind", Text, nullable=False),               # chat normal groupchat headline upload subscription verdict purge
+    Column("conversation", Text, nullable=True),        # sorted bare pair, room, or uploader
+    Column("participants", Text, nullable=True),        # bare JIDs, sender first, space-separated
+    Column("payload", LargeBinary, nullable=True),      # sealed JSON (plain JSON without encryption)
+    Column("digest", Text, nullable=False),             # hex SHA-256 of conversation, participants, payload
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),               # hex SHA-256 of id, ts, host, kind, digest, prev_hash
+    Column("purged", Double, nullable=True),            # when retention emptied the row
+    sqlite_autoincrement=True,
+)
+Index("ix_journal_host_ts", journal.c.host, journal.c.ts)
+Index("ix_journal_conversation_ts", journal.c.conversation, journal.c.ts)
+Index("ix_journal_ts", journal.c.ts)
+
+# Signed checkpoints of the journal chain: (last id, last hash, time), Ed25519.
+journal_checkpoints = Table(
+    "journal_checkpoints", metadata,
+    Column("id", ArchiveId, primary_key=True, autoincrement=True),
+    Column("ts", Double, nullable=False),
+    Column("last_id", BigInteger, nullable=False),      # journal.id the checkpoint covers up to
+    Column("last_hash", Text, nullable=False),          # that row's hash
+    Column("public_key", Text, nullable=False),         # hex raw Ed25519 public key that signed
+    Column("signature", Text, nullable=False),          # hex Ed25519 signature (journal_verify.py)
+    sqlite_autoincrement=True,
+)
+
+# -- the eDiscovery search index (storage/search.py, compliance/search_index.py) ----------------
+# Blind tokens (keyed hashes of words, never the words) per journal record, and who took part.
+# On SQLite a contentless FTS5 table `search_fts` (made by the migration, not described here:
+# SQLAlchemy has no virtual tables) indexes `tokens`; on PostgreSQL the GIN index over `tsv` does.
+search_docs = Table(
+    "search_docs", metadata,
+    Column("id", ArchiveId, primary_key=True, autoincrement=False),   # journal.id
+    Column("host", Text, nullable=False),               # tenant, as in the journal
+    Column("tokens", Text, nullable=False),             # blind tokens, space-separated
+    Column("tsv", TSVECTOR().with_variant(Text(), "sqlite"), nullable=True),   # PostgreSQL only; NULL on SQLite
+)
+Index("ix_search_docs_tsv", search_docs.c.tsv, postgresql_using="gin")
+
+search_participants = Table(
+    "search_participants", metadata,
+    Column("jid", Text, primary_key=True),              # bare JID taking part in the record
+    Column("journal_id", BigInteger, primary_key=True),
+)
+Index("ix_search_participants_journal", search_participants.c.journal_id)
+
+# name -> value: "last_indexed" (journal id), "index_key" (the blind-token key, sealed)
+search_state = Table(
+    "search_state", metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -8,9 +8,13 @@ from collections.abc import Callable
 from .accounts import AccountStore
 from .archive import ArchiveStore, ArchiveWriter
 from .audit import AuditStore
+from .crypto import Cipher, Keyring, KeyFileError
+from .datakeys import DataKeyStore
 from .engine import Database
+from .journal import JournalStore
 from .migrate import upgrade
 from .stores import KeyValueStore, MapStore
+from .retention import RetentionStore
 
 
 class Storage:
@@ -20,14 +24,19 @@ class Storage:
     the queued archive appends. A Storage belongs to the event loop that opened it.
     """
 
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float], cipher: Cipher | None = None) -> None:
         """Use `Storage.open()`; this only wires already-built parts."""
         self._db = db
         self._clock = clock
+        # Encryption at rest (crypto.py); None: off. Archive values are sealed with it here,
+        # other users (uploads, the journal, admin secrets) take it from this attribute.
+        self.cipher = cipher
+        self.data_keys = DataKeyStore(db, clock)
         self._archive_writer = ArchiveWriter(db)
         self.dialect: str = db.dialect                 # "sqlite" | "postgresql"
         self.accounts = AccountStore(db, self._archive_writer, clock)
         self.audit = AuditStore(db)
+        self.journal = JournalStore(db)           # the compliance journal (storage/journal.py)
         # Store objects are cheap but each builds its dialect's upsert once: keep them.
         self._keyval: dict[str, KeyValueStore] = {}
         self._map: dict[str, MapStore] = {}
@@ -35,21 +44,25 @@ class Storage:
         self._is_closed = False
 
     @classmethod
-    async def open(cls, url: str, *, clock: Callable[[], float] = time.time) -> Storage:
-        """Connect to `url` and apply pending migrations.
+    async def open(cls, url: str, *, clock: Callable[[], float] = time.time,
+                   keyring: Keyring | None = None) -> Storage:
+        """Connect to `url`, apply pending migrations and, with a `keyring`, load the data keys
+        of encryption at rest (storage/crypto.py; None: encryption off).
 
         `url` is `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `sqlite:///:memory:`
         or `postgresql://user:password@host:port/database`. `clock` stamps account creation and
         archive items that come without a time. Raises StorageError (with what to do) if the
-        database cannot be opened or its schema is newer than this code.
+        database cannot be opened or its schema is newer than this code, KeyFileError if the
+        keyring cannot unwrap its data keys or is a new one while the database has data keys.
         """
         db = Database.from_url(url)
         try:
             await upgrade(db)
+            cipher = await _open_cipher(db, clock, keyring) if keyring is not None else None
         except BaseException:
             await db.dispose()
             raise
-        return cls(db, clock)
+        return cls(db, clock, cipher)
 
     async def close(self) -> None:
         """Commit the queued archive appends, then close every connection. Safe to call twice."""
@@ -82,12 +95,34 @@ class Storage:
             self._map[store] = MapStore(self._db, _store_name(store))
         return self._map[store]
 
+    def retention(self) -> RetentionStore:
+        """The purges of retention (storage/retention.py): archive items, journal records."""
+        return RetentionStore(self._db)
+
     def archive(self, store: str) -> ArchiveStore:
         """The archive store named `store` (ordered items per user, group-committed appends)."""
         if store not in self._archive:
             self._archive[store] = ArchiveStore(self._db, self._archive_writer, _store_name(store),
-                                                self._clock)
+                                                self._clock, self.cipher)
         return self._archive[store]
+
+
+async def _open_cipher(db: Database, clock: Callable[[], float], keyring: Keyring) -> Cipher:
+    store = DataKeyStore(db, clock)
+    if keyring.is_new:
+        # A key just generated because the key file is missing: fine for a new database, fatal
+        # for one with encrypted data (it would never open again, and new data would be
+        # sealed with a key that cannot open the old).
+        existing = await store.all()
+        if existing:
+            masters = sorted({master for _id, _wrapped, master, _created in existing})
+            raise KeyFileError(f"{keyring.source} is missing, but the database holds data encrypted "
+                               f"under master key {', '.join(masters)}; restore the key file from your "
+                               "backup (Stockade neither makes a new key for encrypted data nor goes on "
+                               "without encryption)")
+        from .keyfile import save_new_keyring
+        keyring = save_new_keyring(keyring)
+    return await Cipher.load(keyring, store)
 
 
 def _store_name(store: str) -> str:

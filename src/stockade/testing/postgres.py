@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .process import start_on_a_free_port
+from .process import start_on_a_free_port, terminate
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 DEBIAN_PACKAGE = "postgresql-15"
@@ -65,13 +65,7 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         """Fast shutdown (SIGINT to the postmaster), then remove the cluster's directory."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)         # fast: disconnect clients, shut down cleanly
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, signal.SIGINT, STOP_TIMEOUT_S)         # fast: disconnect clients, shut down cleanly
         directory, self._dir = self._dir, None
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)

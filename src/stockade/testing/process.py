@@ -67,6 +67,18 @@ def run_cli(*args: str, config: Path | None = None, timeout: float = 60.0,
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Stop a daemon a test started: `sig`, then SIGKILL if it has not exited within `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

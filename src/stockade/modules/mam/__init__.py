@@ -11,8 +11,8 @@ session in archive order, then the IQ result with <fin/>: all on the same sessio
 arrive in that order. Queries on another user's archive are <forbidden/>; queries to the server
 domain are not archives (<service-unavailable/>).
 
-Not here yet: expiry of old items (retention) belongs with the compliance archive's retention
-and legal hold, which must not be bypassed by a purge of the user archive.
+Expiry of old items is not here: retention ([hosts.retention], compliance/retention.py) purges
+user archives together with the journal, and honours legal holds.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def setup(module: ModuleAPI) -> None:
     if not ctx.config.http.enabled:
         log.info("HTTP file upload is off: it needs the HTTPS listener (http.enabled)")
         return
-    files = FileStore(ctx.data_dir / "uploads")
+    files = FileStore(ctx.data_dir / "uploads", ctx.storage.cipher)      # sealed at rest (storage/crypto.py)
     catalog = Catalog(module.open_store("uploads", "map"), files, set(ctx.domains))
     module.provide(catalog)
     for host in sorted(ctx.domains):
@@ -95,7 +95,15 @@ def setup(module: ModuleAPI) -> None:
             log.info("deleted %d uploaded files of %s@%s (account removed)", removed, event.username, event.host)
 
     async def purge_now() -> int:
-        return await catalog.purge(module.clock.time(), module.clock.monotonic(), options.file_expiry_days * 86400)
+        # Files of users under a legal hold are kept whatever their age (compliance/holds.py).
+        from ...compliance.holds import LegalHolds
+        holds = ctx.services.get(LegalHolds)
+        held: set[tuple[str, str]] = set()
+        if holds is not None and options.file_expiry_days:
+            for host in sorted(ctx.domains):
+                held.update((host, user) for user in await holds.held_users(host))
+        return await catalog.purge(module.clock.time(), module.clock.monotonic(), options.file_expiry_days * 86400,
+                                   held)
 
     async def purge_periodically() -> None:
         while True:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Collection
 
 from .files import FileStore
 
@@ -165,8 +165,10 @@ class Catalog:
             await self.remove(item)
         return len(mine)
 
-    async def purge(self, now_wall: float, now_mono: float, max_age: float) -> int:
-        """Forget expired slots; delete files stored `max_age` seconds ago or earlier (0: keep)."""
+    async def purge(self, now_wall: float, now_mono: float, max_age: float,
+                    held: Collection[tuple[str, str]] = ()) -> int:
+        """Forget expired slots; delete files stored `max_age` seconds ago or earlier (0: keep),
+        except those of the (host, username) in `held` (legal holds, compliance/holds.py)."""
         await self.load()
         for slot in [s for s in self.slots.values() if s.expires <= now_mono and not s.is_uploading]:
             self.drop_slot(slot)
@@ -174,7 +176,7 @@ class Catalog:
             del self.spent[slot_id]
         if max_age <= 0:
             return 0
-        old = [f for f in self.stored.values() if f.time + max_age <= now_wall]
+        old = [f for f in self.stored.values() if f.time + max_age <= now_wall and (f.host, f.username) not in held]
         for item in old:
             try:
                 await self.remove(item)

@@ -8,6 +8,11 @@ found at startup are removed.
 
 Disk I/O runs in worker threads, in chunks of at most CHUNK bytes, so a slow disk never stalls the
 event loop and no upload or download is ever held in memory whole.
+
+Encryption at rest: with a Cipher (storage/crypto.py) every byte is sealed before it reaches
+the disk, the partial file included (chunked AES-256-GCM, the file id as associated data, so a
+file renamed to another id does not open), and opened again on reading; nothing plain is ever
+written. Files stored while encryption was off (no sealed-file header) are read as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import AsyncIterator, BinaryIO
+
+from ...storage.crypto import (FILE_HEADER_BYTES, Cipher, FileOpener, FileSealer, UnknownDataKey,
+                               file_key_id, is_sealed_file)
 
 CHUNK = 1024 * 1024          # bytes written or read per trip to a worker thread
 PARTIAL = ".part"            # suffix of files still being received
@@ -25,10 +34,11 @@ class FileWriter:
     """One file being received. `write()` chunks, then `finish()` (all bytes on disk, not yet
     served), then `commit()` (served from now on) or `discard()` (gone)."""
 
-    def __init__(self, partial: Path, final: Path, handle: BinaryIO) -> None:
+    def __init__(self, partial: Path, final: Path, handle: BinaryIO, sealer: FileSealer | None = None) -> None:
         self.partial = partial
         self.final = final
         self._handle: BinaryIO | None = handle
+        self._sealer = sealer
         self._buffer = bytearray()
         self.size = 0
 
@@ -38,15 +48,22 @@ class FileWriter:
         if len(self._buffer) >= CHUNK:
             await self._flush()
 
-    async def _flush(self) -> None:
-        if self._buffer and self._handle is not None:
+    async def _flush(self, is_last: bool = False) -> None:
+        if (self._buffer or is_last) and self._handle is not None:
             data = bytes(self._buffer)
             self._buffer.clear()
-            await asyncio.to_thread(self._handle.write, data)
+            await asyncio.to_thread(self._write, self._handle, data, is_last)
+
+    def _write(self, handle: BinaryIO, data: bytes, is_last: bool) -> None:
+        sealer = self._sealer
+        if sealer is not None:                  # encrypted in the worker thread too
+            data = sealer.update(data) + (sealer.finish() if is_last else b"")
+        handle.write(data)
 
     async def finish(self) -> Path:
         """Write what is buffered, make it durable and close: the path holds every byte received."""
-        await self._flush()
+        if self._handle is not None:
+            await self._flush(is_last=True)
         handle, self._handle = self._handle, None
         if handle is not None:
             await asyncio.to_thread(_sync_close, handle)
@@ -75,8 +92,9 @@ def _sync_close(handle: BinaryIO) -> None:
 class FileStore:
     """Uploaded files by id, in `root`. Ids are the random, URL-safe slot ids (no separators)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cipher: Cipher | None = None) -> None:
         self.root = root
+        self.cipher = cipher            # None: encryption at rest is off
 
     def path(self, file_id: str) -> Path:
         if not file_id or "/" in file_id or "\\" in file_id or file_id.startswith("."):
@@ -104,16 +122,64 @@ class FileStore:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             # "x": never write through an existing file (or a link someone placed there).
             return open(partial, "xb")
-        return FileWriter(partial, final, await asyncio.to_thread(_open))
+        sealer = self.cipher.file_sealer(file_id.encode()) if self.cipher is not None else None
+        return FileWriter(partial, final, await asyncio.to_thread(_open), sealer)
 
     async def open_for_read(self, file_id: str) -> AsyncIterator[bytes]:
-        """The file's bytes, chunk by chunk. Raises FileNotFoundError before the first chunk when
-        the file is missing."""
-        handle = await asyncio.to_thread(open, self.path(file_id), "rb")
-        return _chunks(handle)
+        """The file's bytes (decrypted), chunk by chunk. Raises FileNotFoundError before the
+        first chunk when the file is missing, OSError when it cannot be decrypted."""
+        return await self.read_path(self.path(file_id), file_id)
+
+    def reader(self, path: Path, file_id: str) -> Callable[[], AsyncIterator[bytes]]:
+        """A factory of async iterators over the decrypted bytes at `path` (a received file not
+        committed yet): what the UploadReceived hook gives its handlers as `read`."""
+        async def read() -> AsyncIterator[bytes]:
+            async for chunk in await self.read_path(path, file_id):
+                yield chunk
+        return read
+
+    async def read_path(self, path: Path, file_id: str) -> AsyncIterator[bytes]:
+        handle = await asyncio.to_thread(open, path, "rb")
+        try:
+            start = await asyncio.to_thread(handle.read, FILE_HEADER_BYTES)
+            if not is_sealed_file(start):
+                await asyncio.to_thread(handle.seek, 0)
+                return _chunks(handle)              # stored while encryption was off
+            if self.cipher is None:
+                raise OSError(f"{path} is encrypted, but encryption at rest is off "
+                              "(encryption.enabled); turn it on again to read it")
+            key_id = file_key_id(start)
+            if key_id is not None and key_id not in self.cipher.data_keys:
+                await self.cipher.reload()          # made by another process
+                if key_id not in self.cipher.data_keys:
+                    raise OSError(f"{path} cannot be decrypted: {UnknownDataKey(key_id)}")
+            opener = self.cipher.file_opener(file_id.encode())
+            first = opener.update(start)
+            return _opened_chunks(handle, opener, first)
+        except BaseException:
+            handle.close()
+            raise
 
     async def delete(self, file_id: str) -> None:
         await asyncio.to_thread(self.path(file_id).unlink, True)
+
+
+async def _opened_chunks(handle: BinaryIO, opener: FileOpener, first: bytes) -> AsyncIterator[bytes]:
+    """Decrypted chunks; a chunk is given out only once its tag checked (DecryptError otherwise)."""
+    def step() -> tuple[bytes, bool]:
+        data = handle.read(CHUNK)
+        return (opener.update(data), False) if data else (opener.finish(), True)
+    try:
+        if first:
+            yield first
+        while True:
+            plain, is_end = await asyncio.to_thread(step)
+            if plain:
+                yield plain
+            if is_end:
+                return
+    finally:
+        handle.close()
 
 
 async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:

@@ -124,7 +124,8 @@ class UploadHttp:
                 return refusal
             path = await writer.finish()
             verdict = await self.module.ctx.bus.fire_async(UploadReceived(
-                slot.host, slot.username, slot.id, slot.filename, slot.content_type, slot.size, path))
+                slot.host, slot.username, slot.id, slot.filename, slot.content_type, slot.size, path,
+                read=self.files.reader(path, slot.id)))
             if isinstance(verdict, Deny):
                 self.catalog.spend(slot)
                 log.info("upload %s of %s@%s refused by %s: %s", slot.id, slot.username, slot.host,

@@ -1,0 +1,123 @@
+"""The SQL of retention purges (compliance/retention.py decides what, this file does it).
+
+Three kinds of rows are purged, each the way its table needs:
+
+- Archive items (MAM, offline, room archives): deleted per owner, older than that owner's
+  cutoff. Owners with the same cutoff are purged by one statement each chunk, through the
+  (owner, ts, id) index that serves every archive read: a purge reads only the rows it deletes.
+- Journal records (storage/schema.py `journal`, written by storage/journal.py): never deleted.
+  A purge NULLs `conversation`, `participants` and `payload` and sets `purged` to the time; the
+  digest, the hashes and the row stay, so `stockade archive verify` still checks the chain and
+  reports the purged rows. Which rows may go depends on their participants (retention per
+  group, legal holds), so candidates are read in id order, in pages, and the caller picks.
+- Uploaded files are not here: their records and bytes belong to the upload catalog
+  (modules/upload/catalog.py), which removes both together.
+
+Every statement works on SQLite and PostgreSQL (SQLAlchemy Core, no dialect-specific SQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from sqlalchemy import Connection, bindparam, delete, func, inspect, select, update
+
+from .engine import Database
+from .schema import archive, archive_owners, journal
+
+CHUNK = 500                 # owners or journal ids per statement (bounded parameter lists)
+
+_a = archive.c
+_o = archive_owners.c
+_j = journal.c
+
+_OWNERS = select(_o.id, _o.host, _o.username).where(_o.store == bindparam("store"))
+
+
+class ArchiveOwner(NamedTuple):
+    """One archive of a store: `host` and `username` as the store names them (for room
+    archives: the MUC service domain and the room name)."""
+    id: int
+    host: str
+    username: str
+
+
+class JournalCandidate(NamedTuple):
+    """A journal record old enough that a purge may empty it (`participants` as stored)."""
+    id: int
+    ts: float
+    participants: str | None
+
+
+class RetentionStore:
+    """Purges for retention. Counting (dry run) reads exactly what deleting would delete."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._has_journal: bool | None = None
+
+    # -- archives -------------------------------------------------------------------------------
+    async def archive_owners(self, store: str) -> list[ArchiveOwner]:
+        """Every archive of `store` (owners are never deleted, so some may be empty)."""
+        rows = await self._db.fetch_all("retention.owners", _OWNERS, {"store": store})
+        return [ArchiveOwner(*row) for row in rows]
+
+    async def purge_archive(self, cutoffs: dict[int, float], *, dry_run: bool = False) -> int:
+        """Delete (or, with `dry_run`, count) the items of each owner id strictly older than its
+        cutoff (unix time). Returns how many items that is."""
+        by_cutoff: dict[float, list[int]] = {}
+        for owner, cutoff in cutoffs.items():
+            by_cutoff.setdefault(cutoff, []).append(owner)
+        total = 0
+        for cutoff, owners in sorted(by_cutoff.items()):
+            for chunk in _chunks(sorted(owners)):
+                where = (_a.owner.in_(chunk), _a.ts < cutoff)
+                if dry_run:
+                    total += await self._db.scalar("retention.archive_count",
+                                                   select(func.count()).select_from(archive).where(*where))
+                else:
+                    total += await self._db.execute("retention.archive_purge", delete(archive).where(*where))
+        return total
+
+    # -- journal --------------------------------------------------------------------------------
+    async def has_journal(self) -> bool:
+        """Whether the database has the journal table (an older schema may not)."""
+        if not self._has_journal:
+            self._has_journal = await self._db.read("retention.has_journal", _has_journal_table)
+        return self._has_journal
+
+    async def journal_candidates(self, host: str, before: float, *, after_id: int = 0,
+                                 limit: int = CHUNK) -> list[JournalCandidate]:
+        """Journal records of `host` older than `before`, not purged yet, with ids above
+        `after_id`, in id order (page with the last id returned)."""
+        stmt = (select(_j.id, _j.ts, _j.participants)
+                .where(_j.host == host, _j.purged.is_(None), _j.ts < before, _j.id > after_id)
+                .order_by(_j.id).limit(limit))
+        return [JournalCandidate(*row) for row in await self._db.fetch_all("retention.journal_candidates", stmt)]
+
+    async def purge_journal(self, ids: Sequence[int], when: float) -> int:
+        """Empty these journal records (conversation, participants, payload) and mark them
+        purged at `when`; the digest and hashes stay. Returns how many were emptied (a record
+        purged already is left as it is)."""
+        total = 0
+        for chunk in _chunks(ids):
+            stmt = (update(journal).where(_j.id.in_(chunk), _j.purged.is_(None))
+                    .values(conversation=None, participants=None, payload=None, purged=when))
+            total += await self._db.execute("retention.journal_purge", stmt)
+        return total
+
+
+def _has_journal_table(conn: Connection) -> bool:
+    return inspect(conn).has_table(journal.name)
+
+
+def _chunks(values: Iterable[int]) -> Iterable[list[int]]:
+    chunk: list[int] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,115 @@
+"""The eDiscovery index (storage/search.py, compliance/search_index.py) on SQLite and PostgreSQL:
+journal records are indexed by blind tokens and participants, found by words, people, dates and
+kinds, and dropped from the index when retention purges them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from stockade.compliance.search_index import SearchIndex
+from stockade.storage import Storage
+from stockade.storage.crypto import Keyring
+from stockade.storage.journal import Prepared
+from stockade.storage.search import Criteria, blind, words
+
+A = "example.com"
+T0 = 1_700_000_000.0
+
+
+def _message(ts: float, sender: str, to: str, body: str, kind: str = "chat", host: str = A) -> Prepared:
+    stanza = f'<message xmlns="jabber:client" from="{sender}/pc" to="{to}" type="{kind}"><body>{body}</body></message>'
+    payload = json.dumps({"from": f"{sender}/pc", "to": to, "type": kind, "stanza": stanza}).encode()
+    pair = " ".join(sorted((sender, to)))
+    return Prepared(ts, host, kind, pair if kind != "groupchat" else to, f"{sender} {to}", payload)
+
+
+async def _append(storage: Storage, records: list[Prepared]) -> None:
+    seal = storage.cipher.seal if storage.cipher is not None else None
+    await storage.journal.append_batch(records, lambda p: p, seal, 1_000_000, None, T0)
+
+
+async def _ids(index: SearchIndex, **criteria) -> list[int]:
+    await index.catch_up()
+    text = criteria.pop("text", "")
+    tokens = await index.query_tokens(text) if text else ()
+    return await index.store.find(Criteria(criteria.pop("host", A), tokens=tokens, **criteria))
+
+
+def test_words_are_normalised_before_they_are_blinded() -> None:
+    assert words("Ｑｕａｒｔｅｒｌｙ FIGURES, straße!") == ["quarterly", "figures", "strasse"]
+    key = os.urandom(32)
+    assert blind(key, "figures") != blind(os.urandom(32), "figures")
+    assert len(blind(key, "figures")) == 17 and "figures" not in blind(key, "figures")
+
+
+async def test_records_are_found_by_words_people_dates_and_kinds(storage: Storage, run_sql) -> None:
+    await _append(storage, [
+        _message(T0, f"alice@{A}", f"bob@{A}", "the quarterly figures are ready"),
+        _message(T0 + 10, f"bob@{A}", f"alice@{A}", "thanks, sending the figures to carol"),
+        _message(T0 + 20, f"carol@{A}", f"room@muc.{A}", "Quarterly meeting at noon", "groupchat"),
+        _message(T0 + 30, "eve@other.org", "mallory@other.org", "quarterly figures", host="other.org"),
+    ])
+    index = SearchIndex(storage, batch=2)          # several batches
+    assert await _ids(index, text="quarterly figures") == [1]
+    assert await _ids(index, text="FIGURES") == [1, 2]
+    assert await _ids(index, text="quarterly") == [1, 3]
+    assert await _ids(index, text="quarterly", host="other.org") == [4]      # tenants apart
+    assert await _ids(index, with_any=(f"carol@{A}",)) == [3]
+    assert await _ids(index, with_any=(f"carol@{A}", f"bob@{A}")) == [1, 2, 3]
+    assert await _ids(index, with_all=(f"alice@{A}", f"bob@{A}")) == [1, 2]
+    assert await _ids(index, with_all=(f"alice@{A}", f"carol@{A}")) == []
+    assert await _ids(index, start=T0 + 5, end=T0 + 20) == [2]
+    assert await _ids(index, kinds=("groupchat",)) == [3]
+    assert await _ids(index, after_id=1, limit=1) == [2]
+    assert await _ids(index, text="nowhere") == []
+    # the database holds tokens, not words
+    dump = repr(await run_sql("SELECT tokens FROM search_docs", "SELECT value FROM search_state"))
+    assert "quarterly" not in dump.lower() and "figures" not in dump.lower()
+
+
+async def test_purged_records_leave_the_index_and_the_results(storage: Storage, run_sql) -> None:
+    await _append(storage, [_message(T0, f"alice@{A}", f"bob@{A}", "merger plans"),
+                            _message(T0 + 1, f"alice@{A}", f"bob@{A}", "merger is off")])
+    index = SearchIndex(storage)
+    assert await _ids(index, text="merger") == [1, 2]
+    await run_sql("UPDATE journal SET conversation = NULL, participants = NULL, payload = NULL, purged = 5 "
+                  "WHERE id = 1")
+    assert await _ids(index, text="merger") == [2]              # the search checks the journal row
+    assert await _ids(index, with_any=(f"alice@{A}",)) == [2]
+    assert await index.store.counts() == {"docs": 2, "participants": 4}
+    assert await index.sweep_purged() == 1
+    assert await index.store.counts() == {"docs": 1, "participants": 2}
+    assert await _ids(index, text="merger") == [2]
+    assert await index.sweep_purged() == 0
+
+
+async def test_two_indexers_never_index_a_record_twice(storage: Storage) -> None:
+    await _append(storage, [_message(T0 + i, f"alice@{A}", f"bob@{A}", f"note {i}") for i in range(30)])
+    first, second = SearchIndex(storage, batch=7), SearchIndex(storage, batch=5)
+    import asyncio
+    await asyncio.gather(first.catch_up(), second.catch_up())
+    assert (await first.store.counts())["docs"] == 30
+    assert await _ids(first, text="note") == list(range(1, 31))[:100]
+
+
+async def test_sealed_records_are_indexed_and_the_key_is_stored_sealed(tmp_path, run_sql) -> None:
+    url = f"sqlite:///{tmp_path / 'sealed.db'}"
+    storage = await Storage.open(url, keyring=Keyring([os.urandom(32)], "a test key"))
+    try:
+        assert storage.cipher is not None
+        await _append(storage, [_message(T0, f"alice@{A}", f"bob@{A}", "confidential acquisition")])
+        index = SearchIndex(storage)
+        assert await _ids(index, text="acquisition") == [1]
+        stored = await index.store.state("index_key")
+        assert stored.startswith("sealed:")
+    finally:
+        await storage.close()
+    # a second process (the CLI) with the same keys gets the same index key and finds the record
+    reopened = await Storage.open(url, keyring=Keyring(list(storage.cipher.keyring.keys.values()), "a test key"))
+    try:
+        assert await _ids(SearchIndex(reopened), text="Acquisition") == [1]
+    finally:
+        await reopened.close()
+    raw = (tmp_path / "sealed.db").read_bytes()
+    assert b"acquisition" not in raw and b"confidential" not in raw
