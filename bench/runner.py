@@ -56,22 +56,25 @@ class Scenario:
 
 
 # The Stockade configurations. Worker processes ("stockade-workers", target: 1.7x the single
-# process on all cores) and the compliance journal and policy engine ("stockade-journal", target:
-# 75% of "stockade" in the same run) get an entry here once Stockade has them; add them to the
-# `servers` of one_to_one below.
+# process on all cores) get an entry here once Stockade has them; add it to the `servers` of
+# one_to_one below.
 STOCKADE_VARIANTS: dict[str, str] = {
     "stockade": "default",             # every default module: SM, carbons, MAM, offline, MUC, ...
+    "stockade-journal": "journal",     # the same with journal, encryption at rest, default policy set
+    "stockade-dlp": "dlp",             # ... plus DLP rules and link warnings
     "stockade-routing": "routing",     # routing only: roster, presence, disco, offline
 }
-SERVER_LABELS = {"stockade": "Stockade", "stockade-routing": "Stockade routing-only",
-                 "prosody": "Prosody", "ejabberd": "ejabberd"}
+SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+policy",
+                 "stockade-dlp": "Stockade journal+policy+DLP",
+                 "stockade-routing": "Stockade routing-only", "prosody": "Prosody", "ejabberd": "ejabberd"}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("login", "login", {"clients": 3000, "concurrency": 100}, "logins_per_s", "logins/s",
              extra_metrics=(("login_time.p50_ms", "p50 ms"), ("login_time.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "logins per server CPU-s"))),
     Scenario("one_to_one", "one_to_one", {"pairs": 500, "window": 50, "duration": 20.0, "warmup": 2.0},
-             "msgs_per_s", "msgs/s", servers=("stockade", "stockade-routing", "prosody", "ejabberd"),
+             "msgs_per_s", "msgs/s", servers=("stockade", "stockade-journal", "stockade-dlp", "stockade-routing", "prosody",
+                                              "ejabberd"),
              extra_metrics=(("latency.p50_ms", "p50 ms"), ("latency.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "msgs per server CPU-s"))),
     # Held 25 s: long enough for Stockade's idle sweep (every 10 s, of connections silent for a
@@ -113,6 +116,8 @@ TARGETS = [
            lambda m: _goal(_ratio(m.get("stockade"), m.get("ejabberd")), 2.0)),
     Target("one_to_one", "Stockade routing-only >= 3.0x ejabberd msgs/s",
            lambda m: _goal(_ratio(m.get("stockade-routing"), m.get("ejabberd")), 3.0)),
+    Target("one_to_one", "Stockade journal+policy >= 75% of Stockade (default modules) msgs/s",
+           lambda m: _goal(_ratio(m.get("stockade-journal"), m.get("stockade")), 0.75)),
     Target("one_to_one:latency.p99_ms", "Stockade p99 latency <= 0.5x ejabberd's (50 in flight)",
            lambda m: _goal(_ratio(m.get("stockade"), m.get("ejabberd")), 0.5, higher=False)),
     Target("login", "Stockade logins/s >= 2.0x ejabberd (SCRAM-SHA-256)",
@@ -153,7 +158,7 @@ class Bench:
         t = time.perf_counter()
         self.data = dataset.build(self.args.accounts, dataset.DEFAULT_FANOUT_USERS, dataset.DEFAULT_CONTACTS)
         print(f"accounts: {len(self.data.accounts)} with SCRAM-SHA-256 keys ({time.perf_counter() - t:.1f} s)", flush=True)
-        if "stockade" in needed or "stockade-routing" in needed:
+        if any(key in needed for key in STOCKADE_VARIANTS):
             source, digest = self._snapshot()
             main = Stockade(self.data, "default", source=source)
             main.source_digest = digest
@@ -245,6 +250,8 @@ class Bench:
             alive = server.proc is not None and server.proc.poll() is None
             if not alive:
                 entry.setdefault("errors", []).append(f"{server.name} died during the run; log: {server.log_tail(10)}")
+            elif entry.get("errors"):
+                entry["errors"].append(f"{server.name}'s log ends: {server.log_tail(10)}")
         except subprocess.TimeoutExpired:
             entry["errors"] = [f"the load generator did not finish within {LOADGEN_TIMEOUT:.0f} s"]
         finally:

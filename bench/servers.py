@@ -211,10 +211,67 @@ def stockade_modules() -> list[str]:
     return list(DEFAULT_MODULES)
 
 
+# Journal, encryption and policy off: the "default" and "routing" variants measure the messaging
+# server itself.
+NO_POLICY = """
+[hosts.policy.flood]
+enabled = false
+
+[journal]
+enabled = false
+
+[encryption]
+enabled = false
+"""
+
+# The "journal" variant: the compliance journal and encryption at rest on, and the default policy
+# set (what Stockade does without policy configuration: flood limits, worm detection, external
+# sender labels), with rate limits no benchmark connection reaches (a few pairs each send
+# thousands of messages a second, far above the default limits; the fan-out and worm checks keep
+# their defaults: each user has one partner).
+JOURNAL_POLICY = """
+[hosts.policy.flood]
+session_rate = 1000000.0
+session_burst = 10000000
+user_rate = 1000000.0
+user_burst = 10000000
+"""
+
+# The "dlp" variant: the same plus content rules a regulated company typically adds: DLP rules
+# that scan every body (payment cards, credentials, a keyword list) and links in warn mode.
+DLP_POLICY = JOURNAL_POLICY + """
+[hosts.policy.links]
+mode = "warn"
+
+[[hosts.policy.dlp.rules]]
+name = "cards"
+kind = "card"
+action = "block"
+
+[[hosts.policy.dlp.rules]]
+name = "credentials"
+kind = "credentials"
+action = "block"
+
+[[hosts.policy.dlp.rules]]
+name = "project-names"
+kind = "keywords"
+keywords = ["bluebird", "nightjar"]
+action = "flag"
+"""
+
+POLICIES = {"journal": JOURNAL_POLICY, "dlp": DLP_POLICY}
+
+
 class Stockade(Server):
     """Stockade from this checkout, with the benchmark-only plaintext listener on loopback.
 
-    variant "default": every default module (stream management, carbons, MAM, offline, MUC, ...).
+    variant "default": every default module (stream management, carbons, MAM, offline, MUC, ...),
+                       with the compliance journal, encryption at rest and the policy controls off.
+    variant "journal": the same with the compliance journal, encryption at rest and the default
+                       policy set on (JOURNAL_POLICY).
+    variant "dlp":     "journal" plus DLP rules and link warnings (DLP_POLICY): what a regulated
+                       company runs.
     variant "routing": only roster, presence, disco and offline (the routing-only configuration).
     """
 
@@ -225,9 +282,13 @@ class Stockade(Server):
         self.source_digest = ""
         self.name = "Stockade" if variant == "default" else f"Stockade ({variant})"
         super().__init__(data)
-        disabled = [] if variant == "default" else [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
+        disabled = [] if variant in ("default", "journal", "dlp") else [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
         self.description = ("all default modules" if not disabled else
                             "modules: " + ", ".join(m for m in stockade_modules() if m not in disabled))
+        if variant == "journal":
+            self.description += ", compliance journal, encryption at rest, default policy set"
+        elif variant == "dlp":
+            self.description += ", compliance journal, encryption at rest, default policy set, DLP rules, link warnings"
         self.data_dir = share_dir or (self.dir / "data")
         self.config = self.dir / "stockade.toml"
         self.config.write_text(self._config(disabled))
@@ -243,15 +304,7 @@ disabled_modules = [{modules}]
 
 [[hosts]]
 domain = "{dataset.DOMAIN}"
-
-# The flood control stays on (its cost is measured) with rate limits no benchmark connection
-# reaches: a few pairs each send thousands of messages a second, far above the default limits.
-[hosts.policy.flood]
-session_rate = 1000000.0
-session_burst = 10000000
-user_rate = 1000000.0
-user_burst = 10000000
-
+{POLICIES.get(self.variant, NO_POLICY)}
 [tls]
 cert_path = "{self.cert}"
 key_path = "{self.key}"

@@ -72,6 +72,10 @@ def test_the_detectors_find_real_numbers_and_skip_look_alikes():
     assert find_cards(f"card {CARD} ok") and find_cards("5500-0000-0000-0004")
     assert not find_cards("4111 1111 1111 1112")           # fails Luhn
     assert not find_cards("order 2024-11-26 ref 1234 5678")
+    # Long ids and timestamps pass Luhn one time in ten: only card networks' prefixes count.
+    assert not find_cards("sent at 1764120000000000005")    # 19 digits, passes Luhn, no network
+    assert not find_cards("ticket 9000000000000001")        # 16 digits, passes Luhn, no network
+    assert find_cards("amex 3782 822463 10005") and find_cards("jcb 3530111333300000")
     assert find_ssns("ssn 123-45-6789")
     assert not any(find_ssns(s) for s in ("000-12-3456", "666-12-3456", "912-12-3456", "123-00-4567", "123-45-0000"))
     assert find_ibans("GB82 WEST 1234 5698 7654 32") and find_ibans("DE89370400440532013000")

@@ -49,6 +49,16 @@ def test_a_sealed_value_opens_with_its_aad_and_shows_no_plaintext():
     assert cipher.seal(b"same", b"") != cipher.seal(b"same", b"")          # a fresh nonce each time
 
 
+def test_nonces_never_repeat_and_each_process_draws_its_own_prefix():
+    nonces = [cipher_with(1).seal(b"x")[5:17] for _ in range(2)]           # two "processes"
+    assert nonces[0][:8] != nonces[1][:8]
+    cipher = cipher_with(1)
+    seen = [cipher.seal(b"x")[5:17] for _ in range(5000)]
+    assert len(set(seen)) == 5000
+    assert {n[:8] for n in seen} == {seen[0][:8]}                            # one prefix, counting
+    assert [int.from_bytes(n[8:], "big") for n in seen[:3]] == [0, 1, 2]
+
+
 @pytest.mark.parametrize("position", [0, 3, 6, 20, -1])
 def test_a_changed_byte_is_detected(position):
     cipher = cipher_with(1)

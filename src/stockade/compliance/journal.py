@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -358,11 +359,26 @@ async def open_payload(row: JournalRow, cipher: Any) -> dict | None:
 
 
 # -- in the database thread --------------------------------------------------------------------
+# One encoder for every payload (json.dumps with options builds a new one per call).
+_PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+_BARE_CACHE: dict[str, str] = {}
+_BARE_CACHE_SIZE = 50_000
+
+
 def _bare(address: str | None) -> str | None:
+    """The normalised bare JID of an address. Cached: the same few thousand addresses come back
+    with every record, and parsing one (stringprep, IDNA) costs more than the rest of a record."""
     if not address:
         return None
-    jid = try_jid(address)
-    return str(jid.bare) if jid is not None else address.partition("/")[0]
+    bare = _BARE_CACHE.get(address)
+    if bare is None:
+        jid = try_jid(address)
+        bare = str(jid.bare) if jid is not None else address.partition("/")[0]
+        if len(_BARE_CACHE) >= _BARE_CACHE_SIZE:
+            _BARE_CACHE.clear()
+        _BARE_CACHE[address] = bare
+    return bare
 
 
 def prepare(entry: tuple) -> Prepared:
@@ -382,12 +398,20 @@ def prepare(entry: tuple) -> Prepared:
         else:
             conversation = " ".join(sorted((sender, recipient)))
             participants = f"{sender} {recipient}" if recipient != sender else sender
-    payload: dict[str, Any] = {"from": sender_full, "to": to, "type": stanza_type,
-                               "stanza": stanza.decode("utf-8", "replace") if stanza else None}
+    text = stanza.decode("utf-8", "replace") if stanza else None
     if detail:
+        payload: dict[str, Any] = {"from": sender_full, "to": to, "type": stanza_type, "stanza": text}
         payload.update(detail)
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        body = _PAYLOAD_JSON.encode(payload).encode("utf-8")
+    else:
+        # The common case (a message), spelled out: the same JSON in a third of the time.
+        body = (f'{{"from":{_json_value(sender_full)},"to":{_json_value(to)},'
+                f'"type":{_json_value(stanza_type)},"stanza":{_json_value(text)}}}').encode("utf-8")
     return Prepared(ts, host, kind, conversation, participants, body)
+
+
+def _json_value(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
 
 
 __all__ = ["Journal", "JournalRecord", "REFUSAL_TEXT", "open_payload", "prepare", "read_records"]

@@ -8,6 +8,11 @@ investigator searches for (message body and subject, file names, links, the text
 message) and writes their blind tokens and the record's participants. A search calls
 `catch_up()` first, so that its results include every record committed before it started.
 
+The background task yields to traffic: after each batch it rests BACKGROUND_REST times as long
+as the batch took, so indexing takes at most a twenty-first of the process's time while messages pour
+in (the index then lags behind the journal, and a search catches it up first), and catches up at
+that pace in quieter moments.
+
 Records that retention purged (payload NULL, `purged` set) are never indexed, and the ones that
 were indexed before the purge are dropped from the index by the next sweep (every
 `ediscovery.purge_sweep_interval`); a search never shows a purged record in any case, because
@@ -37,6 +42,8 @@ from ..storage.search import INDEX_KEY, SearchStore, blind_tokens, decode_key, e
 log = logging.getLogger("stockade.ediscovery")
 
 INDEX_BATCH = 500                    # journal records read and indexed per transaction
+BACKGROUND_REST = 20.0               # the background task rests 20x as long as each batch took
+MAX_REST = 5.0                       # seconds, at most, between two background batches
 CLIENT_NS = "jabber:client"
 SKIPPED_KINDS = frozenset({"checkpoint", "purge"})
 
@@ -192,31 +199,43 @@ class SearchIndex:
         """The blind tokens of the words of a search (all must match)."""
         return tuple(blind_tokens(await self.key(), [text]))
 
-    async def catch_up(self) -> int:
-        """Index every journal record committed so far; how many records were looked at."""
-        async with self._lock:
-            key = await self.key()
-            indexed = 0
-            while True:
-                last = await self.store.last_indexed()
-                rows = await self.store.journal_after(last, self.batch)
-                if not rows:
-                    break
-                docs: list[tuple[int, str, str]] = []
-                people: list[tuple[str, int]] = []
-                for row in rows:
-                    if row.purged is not None or row.payload is None or row.kind in SKIPPED_KINDS:
-                        continue
-                    record = await open_record(self.cipher, row)
-                    if record.error:
-                        log.error("journal record %d cannot be indexed for eDiscovery: %s", row.id, record.error)
-                    tokens = blind_tokens(key, record_texts(record))
-                    if tokens:
-                        docs.append((row.id, row.host, " ".join(tokens)))
-                    people += [(jid, row.id) for jid in dict.fromkeys(record.participants)]
-                if await self.store.add(last, rows[-1].id, docs, people):
-                    indexed += len(rows)
-            return indexed
+    async def catch_up(self, *, rest: float = 0.0) -> int:
+        """Index every journal record committed so far; how many records were looked at.
+        `rest` > 0: after each batch, sleep `rest` times as long as the batch took (the
+        background task's way of leaving the process to the messages; a search meanwhile takes
+        the lock between two batches and catches up at full speed)."""
+        key = await self.key()
+        indexed = 0
+        while True:
+            started = time.monotonic()
+            async with self._lock:
+                looked_at = await self._index_batch(key)
+            if looked_at is None:
+                return indexed
+            indexed += looked_at
+            if rest:
+                await asyncio.sleep(min(rest * (time.monotonic() - started), MAX_REST))
+
+    async def _index_batch(self, key: bytes) -> int | None:
+        """Index the next batch of journal records; None when there is none, else how many
+        records this call indexed (0 when another process indexed them first)."""
+        last = await self.store.last_indexed()
+        rows = await self.store.journal_after(last, self.batch)
+        if not rows:
+            return None
+        docs: list[tuple[int, str, str]] = []
+        people: list[tuple[str, int]] = []
+        for row in rows:
+            if row.purged is not None or row.payload is None or row.kind in SKIPPED_KINDS:
+                continue
+            record = await open_record(self.cipher, row)
+            if record.error:
+                log.error("journal record %d cannot be indexed for eDiscovery: %s", row.id, record.error)
+            tokens = blind_tokens(key, record_texts(record))
+            if tokens:
+                docs.append((row.id, row.host, " ".join(tokens)))
+            people += [(jid, row.id) for jid in dict.fromkeys(record.participants)]
+        return len(rows) if await self.store.add(last, rows[-1].id, docs, people) else 0
 
     async def sweep_purged(self) -> int:
         """Drop from the index every record that retention purged since; how many."""
@@ -234,7 +253,7 @@ class SearchIndex:
         last_sweep = now()
         while True:
             try:
-                await self.catch_up()
+                await self.catch_up(rest=BACKGROUND_REST)
                 if now() - last_sweep >= sweep_interval:
                     last_sweep = now()
                     await self.sweep_purged()

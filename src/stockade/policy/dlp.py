@@ -82,6 +82,25 @@ def _finder(compiled: Any) -> Callable[[str], list[Span]]:
     return find
 
 
+def _keyword_finder(words: list[str]) -> Callable[[str], list[Span]]:
+    """Whole words, any case. A plain substring test of the lowercased text first: most messages
+    contain none of the words, and `in` is far cheaper than the regex that checks word edges."""
+    alternatives = "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+    compiled = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    lowered_words = tuple({w.lower() for w in words})
+    # Some characters change length when lowercased (U+0130): then the first look would not be
+    # a safe filter, and the regex alone decides.
+    is_filter_safe = all(len(w.lower()) == len(w) and w.lower() == w.casefold() for w in words)
+
+    def find(text: str) -> list[Span]:
+        if is_filter_safe:
+            lowered = text.lower()
+            if not any(w in lowered for w in lowered_words):
+                return []
+        return [m.span() for m in compiled.finditer(text) if m.end() > m.start()]
+    return find
+
+
 def compile_rule(rule: DlpRuleSection) -> DlpRule:
     """The runnable rule; raises ValueError with the reason (without the rule's name)."""
     if not rule.name.strip():
@@ -103,8 +122,7 @@ def compile_rule(rule: DlpRuleSection) -> DlpRule:
         if len(words) > MAX_KEYWORDS:
             raise ValueError(f"more than {MAX_KEYWORDS} keywords; split them into several rules")
         # Literal alternatives, whole words, any case: no pattern can backtrack here.
-        alternatives = "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
-        find = _finder(re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE))
+        find = _keyword_finder(words)
         what = "a confidential keyword"
     elif rule.kind == "regex":
         if not rule.pattern:

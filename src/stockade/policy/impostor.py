@@ -73,7 +73,7 @@ class ImpostorControl:
         self._hosts: dict[str, ImpostorSection] = {}
         self._domain_skeletons: dict[str, str] = {}
         self._directories: dict[str, _Directory] = {}
-        self._refreshing: set[str] = set()
+        self._refreshing: dict[str, asyncio.Future[None]] = {}
         self._seen: dict[str, dict[str, set[str]]] = {}        # host -> recipient -> senders (bare)
         self._labeled: dict[int, Element] = {}
         self._bus: HookBus | None = None
@@ -179,19 +179,25 @@ class ImpostorControl:
 
     def _directory(self, host: str) -> _Directory | None:
         directory = self._directories.get(host)
-        if (directory is None or directory.count != self.accounts.count(host)) and host not in self._refreshing:
-            self._refreshing.add(host)
-            self._spawn(self.refresh(host))          # accounts added or removed since: rebuild
+        if directory is None or directory.count != self.accounts.count(host):
+            self._refresh_soon(host)                 # accounts added or removed since: rebuild
         return directory
+
+    def _refresh_soon(self, host: str) -> asyncio.Future[None]:
+        """The rebuild of `host`'s skeletons: the one under way, or a new one. A login storm
+        right after start shares one listing of the accounts instead of one per login."""
+        pending = self._refreshing.get(host)
+        if pending is None or pending.done():
+            pending = self._refreshing[host] = asyncio.ensure_future(self.refresh(host))
+            self._tasks.add(pending)
+            pending.add_done_callback(self._done)
+        return pending
 
     async def refresh(self, host: str) -> None:
         """Rebuild the skeletons of `host`'s user names (an account was added or removed)."""
-        try:
-            count = self.accounts.count(host)
-            users = {skeleton(username): username for _h, username in await self.accounts.list(host)}
-            self._directories[host] = _Directory(count, users)
-        finally:
-            self._refreshing.discard(host)
+        count = self.accounts.count(host)
+        users = {skeleton(username): username for _h, username in await self.accounts.list(host)}
+        self._directories[host] = _Directory(count, users)
 
     async def _session_bound(self, event: SessionBound) -> None:
         # Accounts are created while the server runs: check the skeletons at each login so that
@@ -202,7 +208,7 @@ class ImpostorControl:
             return
         directory = self._directories.get(host)
         if directory is None or directory.count != self.accounts.count(host):
-            await self.refresh(host)
+            await asyncio.shield(self._refresh_soon(host))
 
     # -- first contact --------------------------------------------------------------------------
     def _is_first_contact(self, to: JID, sender: JID, stanza: Element) -> bool:

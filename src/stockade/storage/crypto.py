@@ -27,10 +27,13 @@ Formats (version 1):
   index and a last-chunk flag as authenticated data. The last chunk (possibly empty) carries the
   flag: reordered, duplicated, dropped or truncated chunks all fail to open.
 
-Nonces are random (96 bits per value, 64 bits per file plus the chunk index) and come from the
-buffered entropy of storage/keys.py: one system call per few hundred values. With random
-nonces one key may seal about 2**32 values before a nonce collision gets likely; Stockade
-starts a new data key after 2**30.
+Nonces. A value's nonce is a 64-bit random prefix, drawn when the process starts sealing and
+again every 2**32 values, followed by a 32-bit counter (the "fixed field + invocation counter"
+construction of NIST SP 800-38D 8.2.1, with a random fixed field): unique within a process
+without a system call per value (the message path seals three values per message), and two
+processes (or two runs) sealing with the same data key would need the same 64-bit prefix to
+collide. A file's nonces are its own random 64-bit prefix plus the chunk index. Stockade also
+starts a new data key after 2**30 values sealed by one process.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
 
 KEY_BYTES = 32                      # AES-256
 NONCE_BYTES = 12                    # 96 bits, as GCM wants them
+_NONCE_COUNTER_LIMIT = 2 ** 32       # values per random nonce prefix (a 4-byte counter)
 TAG_BYTES = 16
 VERSION = 1
 _HEADER = struct.Struct(">BI")      # version, data key id
@@ -182,6 +186,8 @@ class Cipher:
         self._header = b""
         self._seals = 0
         self._renewing: asyncio.Task[None] | None = None
+        self._nonce_prefix = b""                           # drawn at the first seal (see above)
+        self._nonce_counter = _NONCE_COUNTER_LIMIT
 
     @classmethod
     async def load(cls, keyring: Keyring, store: DataKeyStore) -> Cipher:
@@ -263,7 +269,11 @@ class Cipher:
         if aead is None:
             raise StorageError("encryption at rest has no data key; open the Storage with Storage.open")
         header = self._header
-        nonce = entropy.take(NONCE_BYTES)
+        counter = self._nonce_counter
+        if counter >= _NONCE_COUNTER_LIMIT:
+            self._nonce_prefix, counter = entropy.take(8), 0
+        self._nonce_counter = counter + 1
+        nonce = self._nonce_prefix + counter.to_bytes(4, "big")
         self._count_seal()
         return header + nonce + aead.encrypt(nonce, plaintext, header + aad)
 
@@ -296,7 +306,7 @@ class Cipher:
 
     def seal_text(self, text: str, aad: bytes = b"") -> str:
         """A sealed value for a Text column: MARKER and base64."""
-        return MARKER + base64.b64encode(self.seal(text.encode(), aad)).decode("ascii")
+        return MARKER + binascii.b2a_base64(self.seal(text.encode(), aad), newline=False).decode("ascii")
 
     def open_text(self, stored: str, aad: bytes = b"") -> str:
         """The text `seal_text` sealed; a value without the marker (stored while encryption was

@@ -27,8 +27,9 @@ PREFIX_LENGTH = 14          # hex digits: microseconds since 1970 fit until the 
 
 
 class _Entropy:
-    """Random bytes from the operating system, read 4 KiB at a time: one system call per a few
-    hundred keys instead of one per key (this is on the message path). Bytes are never handed
+    """Random bytes from the operating system, read 64 KiB at a time: one system call per a few
+    thousand keys instead of one per key (this is on the message path; a system call lets the
+    database thread take the interpreter lock, and getting it back can take milliseconds). Bytes are never handed
     out twice; a forked child starts with an empty buffer so that two processes never share bytes."""
 
     __slots__ = ("_buffer", "_position")
@@ -45,7 +46,7 @@ class _Entropy:
     def take(self, count: int) -> bytes:
         position = self._position
         if position + count > len(self._buffer):
-            self._buffer = os.urandom(4096)
+            self._buffer = os.urandom(65536)
             position = 0
         self._position = position + count
         return self._buffer[position:position + count]

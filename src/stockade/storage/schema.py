@@ -160,8 +160,6 @@ journal = Table(
     sqlite_autoincrement=True,
 )
 Index("ix_journal_host_ts", journal.c.host, journal.c.ts)
-Index("ix_journal_conversation_ts", journal.c.conversation, journal.c.ts)
-Index("ix_journal_ts", journal.c.ts)
 
 # Signed checkpoints of the journal chain: (last id, last hash, time), Ed25519.
 journal_checkpoints = Table(
