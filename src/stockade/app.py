@@ -136,7 +136,8 @@ class Server:
         self.policy_engine = ctx.services[PolicyEngine] = PolicyEngine(config, storage.keyval(POLICY_STORE), audit=audit)
         await self.policy_engine.load()
         VerdictReporter(audit, self.clock).subscribe(bus)
-        self.quarantine = ctx.services[QuarantineService] = QuarantineService(storage, router, self.clock, audit=audit)
+        self.quarantine = ctx.services[QuarantineService] = QuarantineService(storage, router, self.clock, audit=audit,
+                                                                                   journal=ctx.journal)
         self.quarantine.subscribe(bus)
         self.dlp = DlpControl(self.groups, lambda domain: served_here(router, domain))
         self.dlp.subscribe(bus)
@@ -201,7 +202,8 @@ class Server:
             self._background.append(asyncio.ensure_future(self.admin.stanza_rate.run()))
         self._background.append(asyncio.ensure_future(self.retention_scheduler.run()))
         self._background.append(asyncio.ensure_future(self.search_index.run(
-            config.ediscovery.index_interval, config.ediscovery.purge_sweep_interval, self.clock.monotonic)))
+            config.ediscovery.index_interval, config.ediscovery.purge_sweep_interval, self.clock.monotonic,
+            is_busy=self.journal.is_busy if getattr(self, "journal", None) is not None else None)))
         self.directory.start(refresh_interval=config.server.account_check_interval)
 
     async def _start_journal(self, storage: Storage, audit: AuditLog) -> Any:
@@ -231,10 +233,15 @@ class Server:
         assert storage is not None
         self.holds = ctx.services[LegalHolds] = LegalHolds(storage.map(HOLDS_STORE), self.groups, self.audit,
                                                            self.clock, ctx.domains)
+        self.accounts.removal_guards.append(self.holds.removal_refusal)     # no removal under hold
         self.retention = ctx.services[Retention] = Retention(self.config, storage.retention(), self.groups,
                                                              self.holds, self.audit, self.clock,
                                                              catalog=ctx.services.get(Catalog), journal=ctx.journal)
         self.retention_scheduler = RetentionScheduler(self.retention)
+        from .modules.offline import OfflineStore
+        offline = ctx.services.get(OfflineStore)
+        if offline is not None:
+            self.retention.on_purged.append(offline.forget_counts)
 
     def _setup_threat_controls(self) -> None:
         """Floods and worms, unsolicited contact, impostors (policy/flood.py, contact.py,

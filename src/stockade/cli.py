@@ -14,7 +14,9 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from .config import ConfigError, ServerConfig, load_config, resolve_path
 from .protocol.jid import InvalidJid, parse_jid
@@ -174,9 +176,24 @@ async def _open_accounts(config: ServerConfig):
     from .storage.keyfile import load_keyring
     storage = await Storage.open(config.storage.url or f"sqlite:///{data_dir / 'stockade.db'}",
                                  keyring=load_keyring(config, data_dir))
-    return storage, AccountService(storage, set(config.domains), iterations=config.auth.scram_iterations,
-                                   min_password_length=config.auth.min_password_length,
-                                   audit=_audit_log(storage), policy=_password_policy(config, storage))
+    accounts = AccountService(storage, set(config.domains), iterations=config.auth.scram_iterations,
+                              min_password_length=config.auth.min_password_length,
+                              audit=_audit_log(storage), policy=_password_policy(config, storage))
+    accounts.removal_guards.append(_hold_refusal(config, storage))
+    return storage, accounts
+
+
+def _hold_refusal(config: ServerConfig, storage: Any) -> Callable[[str, str], Awaitable[str | None]]:
+    """The legal-hold check of an account removal, as the server makes it (compliance/holds.py)."""
+    async def refusal(host: str, username: str) -> str | None:
+        from .compliance.holds import STORE, LegalHolds
+        from .core.clock import SystemClock
+        from .directory.groups import GroupService
+        groups = GroupService(storage, set(config.domains))
+        await groups.load()
+        holds = LegalHolds(storage.map(STORE), groups, None, SystemClock(), set(config.domains))
+        return await holds.removal_refusal(host, username)
+    return refusal
 
 
 def _storage_problem(config: ServerConfig, exc: Exception) -> str:

@@ -37,6 +37,12 @@ def add_parser(sub: Any) -> None:
     asub.add_parser("list", help="list administrators")
     p = asub.add_parser("remove", help="remove an administrator and its tokens")
     p.add_argument("name")
+    p = asub.add_parser("passwd", help="set a new console password for an administrator (a forgotten one)")
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p = asub.add_parser("reset-totp", help="give an administrator a new authenticator secret (a lost phone)")
+    p.add_argument("name")
+    p.add_argument("--no-totp", action="store_true", help="remove the second factor instead (not recommended)")
     p = asub.add_parser("token", help="create an API token for an administrator (printed once)")
     p.add_argument("name", help="the admin the token acts as")
     p.add_argument("--scope", action="append", default=[], choices=(*ALL_PERMISSIONS, "all"),
@@ -71,7 +77,7 @@ async def admin_command(config: ServerConfig, args: argparse.Namespace, fail: Ca
     from .core.clock import SystemClock
     from .compliance.audit import AuditLog
     from .storage import Storage, StorageError
-    if args.action == "create":
+    if args.action in ("create", "passwd"):
         password = _read_new_password(args.name, args.password_stdin)
         if password is None:
             return fail("no password given: type it when asked, or pipe it with --password-stdin")
@@ -104,6 +110,18 @@ async def admin_command(config: ServerConfig, args: argparse.Namespace, fail: Ca
                 hosts = "every host" if "*" in account.hosts else ", ".join(account.hosts)
                 mfa = "TOTP" if account.has_mfa else "no MFA"
                 print(f"{account.name:<20} {account.role:<13} {mfa:<7} {hosts}")
+        elif args.action == "passwd":
+            await directory.set_password(args.name, password)
+            await audit.record("", "cli", "admin.password", args.name)
+            print(f"password changed for admin {args.name}")
+        elif args.action == "reset-totp":
+            uri = await directory.reset_totp(args.name, with_totp=not args.no_totp)
+            await audit.record("", "cli", "admin.totp.reset", args.name, after={"mfa": uri is not None})
+            if uri:
+                print(f"new authenticator secret for admin {args.name}; the old codes no longer work. Scan this:")
+                print(uri)
+            else:
+                print(f"admin {args.name} has no second factor now: console logins need only the password")
         elif args.action == "remove":
             await directory.remove(args.name)
             await audit.record("", "cli", "admin.remove", args.name)

@@ -3,6 +3,7 @@ scoped within their creator's permissions; the `stockade admin` command on the s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from stockade.admin.identities import (ACCOUNTS_STORE, TOKENS_STORE, AdminDirectory, AdminError, TokenRejected,
                                        principal_of)
 from stockade.admin.roles import ROLE_PERMISSIONS
+from stockade.compliance import AuditLog
 from stockade.storage import Storage
 from stockade.testing.clock import FakeClock
 from stockade.testing.process import stockade_command, to_toml
@@ -113,3 +115,42 @@ def test_the_command_line_creates_admins_and_tokens_the_running_server_accepts(t
         api = AdminApi(srv, token.stdout.strip())
         assert api("GET", f"/hosts/{A}/users").status == 200
         assert api("GET", f"/hosts/{A}/sessions").status == 403
+
+
+def test_the_command_line_resets_a_forgotten_password_and_a_lost_authenticator(tmp_path):
+    """ops forgot the console password and lost the phone: the operator at the machine sets a
+    new password and a new TOTP secret; the old password and the old codes stop working."""
+    data = tmp_path / "data"
+    config = tmp_path / "stockade.toml"
+    config.write_text(to_toml({"server": {"data_dir": str(data)}, "hosts": [{"domain": A}]}))
+    made = admin_cli(config, "create", "ops", "--role", "operator", "--password-stdin", stdin=PASSWORD + "\n")
+    assert made.returncode == 0, made.stderr
+    old_secret = made.stdout.splitlines()[-1].split("secret=")[1].split("&")[0]
+    weak = admin_cli(config, "passwd", "ops", "--password-stdin", stdin="short\n")
+    assert weak.returncode == 1 and "password" in weak.stderr
+    changed = admin_cli(config, "passwd", "ops", "--password-stdin", stdin="another-long-admin-password\n")
+    assert changed.returncode == 0 and "password changed for admin ops" in changed.stdout, changed.stderr
+    reset = admin_cli(config, "reset-totp", "ops")
+    assert reset.returncode == 0, reset.stderr
+    new_secret = reset.stdout.splitlines()[-1].split("secret=")[1].split("&")[0]
+    assert new_secret != old_secret
+    assert admin_cli(config, "passwd", "nobody", "--password-stdin", stdin=PASSWORD + "\n").returncode == 1
+
+    async def check() -> None:
+        from stockade.config import config_from_dict
+        from stockade.storage.keyfile import load_keyring
+        storage = await Storage.open(f"sqlite:///{data / 'stockade.db'}",
+                                     keyring=load_keyring(config_from_dict({"hosts": [{"domain": A}]}, "(test)", tmp_path), data))
+        try:
+            directory = AdminDirectory(storage, FakeClock(), {A})
+            assert await directory.check_password("ops", PASSWORD) is None
+            account = await directory.check_password("ops", "another-long-admin-password")
+            assert account is not None
+            assert directory.check_totp(account, pyotp.TOTP(new_secret).now())
+            old_code, new_code = pyotp.TOTP(old_secret).now(), pyotp.TOTP(new_secret).now()
+            assert old_code == new_code or not directory.check_totp(account, old_code)
+            entries = await AuditLog(storage.audit, FakeClock()).entries(limit=10)
+            assert {"admin.password", "admin.totp.reset"} <= {e["action"] for e in entries}
+        finally:
+            await storage.close()
+    asyncio.run(check())

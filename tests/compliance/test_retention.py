@@ -264,3 +264,33 @@ def test_a_policy_naming_a_missing_group_purges_nothing():
         assert counts(srv, "mam")["alice"] == 2
         srv.call(srv.server.groups.create(DOMAIN, "tradng"))
         assert srv.call(srv.server.retention.purge(DOMAIN)).counts["mam"] == 6
+
+
+async def test_purged_offline_messages_no_longer_count_against_the_limit():
+    """carol's offline store is full (2 of max_messages 2); a purge empties it; new messages
+    for her are stored again, not refused as if the store were still full."""
+    clock = FakeClock()
+    with RunningServer(domains=[DOMAIN], clock=clock,
+                       config={"hosts": [{"domain": DOMAIN, "retention": {"default_days": 30}}],
+                               "modules": {"offline": {"max_messages": 2}}}) as srv:
+        for user in ("alice", "carol"):
+            srv.add_user(jid(user), USERS[user])
+        async with client(srv, jid("alice"), USERS["alice"]) as alice:
+            for text in ("old one", "old two"):
+                alice.send_message(mto=jid("carol"), mbody=text, mtype="chat")
+            alice.send_message(mto=jid("alice"), mbody="stored", mtype="chat")     # handled after both
+            assert (await alice.next_message())["body"] == "stored"
+            assert counts(srv, "offline")["carol"] == 2
+            alice.send_message(mto=jid("carol"), mbody="one too many", mtype="chat")
+            refused = await alice.next_message()
+            assert refused["type"] == "error"                       # the store is full
+            clock.advance(31 * DAY)
+            await asyncio.to_thread(scheduled_purge, srv)
+            assert counts(srv, "offline")["carol"] == 0
+            for text in ("new one", "new two"):
+                alice.send_message(mto=jid("carol"), mbody=text, mtype="chat")
+            alice.send_message(mto=jid("alice"), mbody="marker", mtype="chat")   # ordered after both
+            assert (await alice.next_message())["body"] == "marker"            # no error came first
+        async with client(srv, jid("carol"), USERS["carol"]) as carol:
+            got = {(await carol.next_message())["body"] for _ in range(2)}
+            assert got == {"new one", "new two"}

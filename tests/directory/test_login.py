@@ -143,3 +143,21 @@ async def test_the_periodic_sync_cuts_off_a_disabled_user_without_anyone_asking(
             ldap.set_attribute(ldap.user_dn("alice"), "employeeType", ["disabled"])
             error = await alice.next_of(alice.stream_errors)       # within about a second
             assert error["condition"] == "not-authorized"
+
+
+async def test_a_held_user_deleted_from_ldap_is_disabled_and_kept_until_the_hold_is_released(server, ldap):
+    holds = server.server.holds
+    await server.acall(holds.create(DOMAIN, "user", "dave", reason="matter 2026-04", actor="admin:comp"))
+    async with client(server, jid("dave"), PEOPLE["dave"], mechanism="PLAIN") as dave:
+        ldap.delete(ldap.user_dn("dave"))
+        report = await server.acall(server.server.directory.sync(DOMAIN))
+        assert report.removed == [] and any("dave@example.com" in w and "legal hold" in w for w in report.warnings)
+        error = await dave.next_of(dave.stream_errors)              # access ends at once
+        assert error["condition"] == "not-authorized"
+    assert await server.acall(server.server.accounts.exists(DOMAIN, "dave"))    # data kept
+    assert b"<not-authorized/>" in await _attempt(server, "dave", PEOPLE["dave"])
+    [hold] = await server.acall(holds.list(DOMAIN))
+    await server.acall(holds.release(DOMAIN, hold.id, actor="admin:comp"))
+    report = await server.acall(server.server.directory.sync(DOMAIN))
+    assert report.removed == ["dave"]
+    assert not await server.acall(server.server.accounts.exists(DOMAIN, "dave"))

@@ -94,6 +94,25 @@ async def test_the_account_limit_covers_all_its_connections_together(clock):
             assert "per account" in refused["error"]["text"]
 
 
+async def test_websocket_connections_count_against_the_same_limit(clock):
+    import websockets
+
+    from ..integration.test_websocket import open_stream, recv, tls, ws_url
+    config = {"hosts": [{"domain": DOMAIN}], "c2s": {"new_connections_per_minute": 2}}
+    with RunningServer(config=config, clock=clock) as server:
+        raw = await RawStream.open(server)                      # one over TCP ...
+        try:
+            await raw.send(header(DOMAIN))
+            await raw.read_until(b"</stream:features>")
+            async with websockets.connect(ws_url(server), subprotocols=["xmpp"], ssl=tls(server)) as ws:
+                await open_stream(ws)                           # ... one over WebSocket ...
+                async with websockets.connect(ws_url(server), subprotocols=["xmpp"], ssl=tls(server)) as third:
+                    frames = await recv(third, "too many new connections")    # ... and the third is refused
+                    assert "policy-violation" in "".join(frames)
+        finally:
+            raw.writer.close()
+
+
 async def test_new_connections_per_minute_from_one_address_are_limited(clock):
     config = {"hosts": [{"domain": DOMAIN}], "c2s": {"new_connections_per_minute": 3}}
     with RunningServer(config=config, clock=clock) as server:

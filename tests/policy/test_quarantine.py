@@ -63,6 +63,13 @@ async def test_release_delivers_the_held_message_with_a_delay_stamp(server, apis
     assert gone.status == 404 and "no held message" in gone.error
     entries = server.call(server.server.audit.entries(DOMAIN, action="quarantine.release", limit=5))
     assert entries and entries[0]["actor"] == "admin:comp" and entries[0]["detail"]["id"] == item
+    # The journal holds the held original (the quarantine verdict) and the released message.
+    records = server.call(server.server.journal.read(host=DOMAIN))
+    verdicts = [r for r in records if r.kind == "verdict" and "Project Falcon budget" in (r.payload or {}).get("stanza", "")]
+    released_records = [r for r in records if r.kind == "chat" and (r.payload or {}).get("quarantine_id") == item]
+    assert len(verdicts) == 1 and verdicts[0].payload["verdict"] == "quarantine"
+    assert len(released_records) == 1 and released_records[0].payload["released_by"] == "admin:comp"
+    assert "Project Falcon budget: 2M" in released_records[0].payload["stanza"]
 
 
 async def test_reject_drops_it_and_tells_the_sender(server, apis):

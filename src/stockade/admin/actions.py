@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.accounts import AccountError
+from ..core.accounts import AccountError, RemovalRefused
 from ..core.lockouts import account_key
 from ..directory.groups import GroupError
 from ..policy.permissions import FEATURES, PermissionsError, Rule
@@ -162,6 +162,8 @@ class AdminActions:
         username = await self._existing(host, user)
         try:
             await self.accounts.remove(host, username, actor=who.actor)
+        except RemovalRefused as exc:
+            raise ActionRefused(409, str(exc)) from None
         except AccountError as exc:
             raise ActionRefused(404, str(exc)) from None
 

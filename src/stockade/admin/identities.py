@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable
 
 import pyotp
@@ -206,6 +206,31 @@ class AdminDirectory:
         if self._cipher is not None and isinstance(totp, str) and totp:
             data = {**data, "totp": await self._cipher.unseal_text(totp, _totp_aad(name))}
         return AdminAccount.from_json(name, data)
+
+    async def set_password(self, name: str, password: str) -> None:
+        """A new console password for an admin (a forgotten one: the operator resets it)."""
+        account = await self.get(name)
+        if account is None:
+            raise AdminError(f"there is no admin {name}; list them with `stockade admin list`")
+        check_password_rules(password)
+        digest = await asyncio.to_thread(_hasher.hash, password)
+        await self._store(replace(account, password_hash=digest))
+
+    async def reset_totp(self, name: str, *, with_totp: bool = True) -> str | None:
+        """A new TOTP secret for an admin (a lost authenticator), or none with `with_totp` False;
+        returns the otpauth:// URI to scan. The old codes stop working at once."""
+        account = await self.get(name)
+        if account is None:
+            raise AdminError(f"there is no admin {name}; list them with `stockade admin list`")
+        secret = pyotp.random_base32() if with_totp else ""
+        await self._store(replace(account, totp_secret=secret))
+        return pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=TOTP_ISSUER) if secret else None
+
+    async def _store(self, account: AdminAccount) -> None:
+        record = account.to_json()
+        if self._cipher is not None and account.totp_secret:
+            record["totp"] = self._cipher.seal_text(account.totp_secret, _totp_aad(account.name))
+        await self.accounts.set(*_ALL, account.name, record)
 
     async def remove(self, name: str) -> None:
         if await self.get(name) is None:

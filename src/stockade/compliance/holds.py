@@ -137,6 +137,16 @@ class LegalHolds:
                                     reason=hold.reason, created=hold.created)
         return hold
 
+    async def removal_refusal(self, host: str, username: str) -> str | None:
+        """Why the account may not be removed now (a hold covers it), or None. Removing an
+        account deletes its message archive, offline messages and files: a hold forbids that."""
+        if host not in self.domains or username not in await self.held_users(host):
+            return None
+        return (f"{username}@{host} is under legal hold: removing the account would delete messages and "
+                f"files the hold keeps. Release the hold first (stockade hold list / release), or end the "
+                f"user's access without removing the account (stockade user revoke, or disable the user "
+                f"in the directory)")
+
     async def held_users(self, host: str) -> set[str]:
         """The user names of `host` that are held now (user holds, and group holds' members)."""
         held: set[str] = set()

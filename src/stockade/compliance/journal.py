@@ -203,6 +203,10 @@ class Journal:
         self._held += 1
         return batch.commit
 
+    def is_busy(self) -> bool:
+        """Whether records are queued and not yet committed: messages are coming in."""
+        return self._held > 0
+
     def record(self, host: str, kind: str, sender: str, to: str | None, *, stanza: bytes = b"",
                stanza_type: str | None = None, detail: dict | None = None) -> Commit | None:
         """Queue a record that is not a client stanza (uploads, verdicts, purges); its commit

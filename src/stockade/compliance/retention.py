@@ -16,7 +16,8 @@ What a purge does, per host, with `now` from the injected clock:
               with the host's journal value
     mam       each user's items older than their cutoff are deleted, unless they are held
     offline   the same, for messages never delivered
-    muc       room archives of the host's MUC service, older than the host's mam value
+    muc       room archives of the host's MUC service, older than the host's mam value; none while
+              any hold is in force on the host (rooms name speakers by nickname)
     files     uploaded files older than the uploader's cutoff, records and bytes, unless held
 Each purge is recorded in the audit log as `retention.purge` (counts per store, the host-wide
 cutoffs, how many users were held, whether it was a dry run) and, in the server, a purge that
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
@@ -130,6 +132,9 @@ class Retention:
         self.journal = journal                      # compliance.journal.Journal in the server: purges are recorded there too
         self.policies = {h.domain: HostRetention(h.retention) for h in config.hosts}
         self._lock = asyncio.Lock()                 # one purge at a time
+        # Called with (host, store) after a purge deleted items of that store ("mam", "offline"),
+        # for caches that count them (modules/offline.py).
+        self.on_purged: list[Callable[[str, str], None]] = []
 
     def policy(self, host: str) -> HostRetention:
         return self.policies[host]
@@ -161,7 +166,10 @@ class Retention:
                 report.counts["journal"] = await self._purge_journal(policy, host, now, held, report)
                 for store in ("mam", "offline"):
                     report.counts[store] = await self._purge_archive(policy, host, now, held, store, dry_run)
-                report.counts["muc"] = await self._purge_rooms(policy, host, now, dry_run)
+                    if report.counts[store] and not dry_run:
+                        for callback in self.on_purged:
+                            callback(host, store)
+                report.counts["muc"] = await self._purge_rooms(policy, host, now, held, dry_run)
                 report.counts["files"] = await self._purge_files(policy, host, now, held, dry_run)
         if self.audit is not None and policy.is_configured:
             await self.audit.record(host, actor, "retention.purge", host, counts=report.counts,
@@ -191,9 +199,15 @@ class Retention:
                 cutoffs[owner.id] = cutoff
         return await self.store.purge_archive(cutoffs, dry_run=dry_run) if cutoffs else 0
 
-    async def _purge_rooms(self, policy: HostRetention, host: str, now: float, dry_run: bool) -> int:
+    async def _purge_rooms(self, policy: HostRetention, host: str, now: float, held: set[str],
+                           dry_run: bool) -> int:
         cutoff = self._cutoff(now, policy.days("mam"))
         if cutoff is None:
+            return 0
+        if held:
+            # A room archive names speakers by their nickname in the room, not their account, so
+            # a held user's part of it cannot be told apart: while any hold is in force on the
+            # host, its room archives are kept whole.
             return 0
         # A room archive belongs to the host whose MUC service it is (conference.<host>): the
         # longest served domain its service domain ends with.

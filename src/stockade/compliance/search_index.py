@@ -8,10 +8,10 @@ investigator searches for (message body and subject, file names, links, the text
 message) and writes their blind tokens and the record's participants. A search calls
 `catch_up()` first, so that its results include every record committed before it started.
 
-The background task yields to traffic: after each batch it rests BACKGROUND_REST times as long
-as the batch took, so indexing takes at most a twenty-first of the process's time while messages pour
-in (the index then lags behind the journal, and a search catches it up first), and catches up at
-that pace in quieter moments.
+The background task yields to traffic: while the journal has records waiting to be committed
+(messages are pouring in), it rests BACKGROUND_REST times as long as each batch took, so that
+indexing takes about 2% of the process's time (the index then lags behind the journal, and a
+search catches it up first); when the journal is quiet it catches up at full speed.
 
 Records that retention purged (payload NULL, `purged` set) are never indexed, and the ones that
 were indexed before the purge are dropped from the index by the next sweep (every
@@ -28,6 +28,7 @@ index a record twice.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from ..storage.search import INDEX_KEY, SearchStore, blind_tokens, decode_key, e
 log = logging.getLogger("stockade.ediscovery")
 
 INDEX_BATCH = 500                    # journal records read and indexed per transaction
-BACKGROUND_REST = 20.0               # the background task rests 20x as long as each batch took
+BACKGROUND_REST = 50.0               # the background task rests 50x as long as each batch took
 MAX_REST = 5.0                       # seconds, at most, between two background batches
 CLIENT_NS = "jabber:client"
 SKIPPED_KINDS = frozenset({"checkpoint", "purge"})
@@ -199,11 +200,12 @@ class SearchIndex:
         """The blind tokens of the words of a search (all must match)."""
         return tuple(blind_tokens(await self.key(), [text]))
 
-    async def catch_up(self, *, rest: float = 0.0) -> int:
+    async def catch_up(self, *, rest: float = 0.0, is_busy: Callable[[], bool] | None = None) -> int:
         """Index every journal record committed so far; how many records were looked at.
-        `rest` > 0: after each batch, sleep `rest` times as long as the batch took (the
-        background task's way of leaving the process to the messages; a search meanwhile takes
-        the lock between two batches and catches up at full speed)."""
+        `rest` > 0: after each batch, while `is_busy()` says messages are pouring in, sleep
+        `rest` times as long as the batch took (the background task's way of leaving the process
+        to the messages; a search meanwhile takes the lock between two batches and catches up at
+        full speed)."""
         key = await self.key()
         indexed = 0
         while True:
@@ -213,8 +215,10 @@ class SearchIndex:
             if looked_at is None:
                 return indexed
             indexed += looked_at
-            if rest:
+            if rest and (is_busy is None or is_busy()):
                 await asyncio.sleep(min(rest * (time.monotonic() - started), MAX_REST))
+            else:
+                await asyncio.sleep(0)           # let the messages of this loop turn through
 
     async def _index_batch(self, key: bytes) -> int | None:
         """Index the next batch of journal records; None when there is none, else how many
@@ -246,14 +250,16 @@ class SearchIndex:
                 return dropped
             dropped += count
 
-    async def run(self, interval: float, sweep_interval: float, monotonic: Any = None) -> None:
+    async def run(self, interval: float, sweep_interval: float, monotonic: Any = None,
+                  is_busy: Callable[[], bool] | None = None) -> None:
         """Catch up every `interval` seconds, and drop purged records every `sweep_interval`,
-        until cancelled (the server's background task)."""
+        until cancelled (the server's background task). `is_busy`: whether messages are being
+        journaled right now (the indexer then rests between batches)."""
         now = monotonic or time.monotonic
         last_sweep = now()
         while True:
             try:
-                await self.catch_up(rest=BACKGROUND_REST)
+                await self.catch_up(rest=BACKGROUND_REST, is_busy=is_busy)
                 if now() - last_sweep >= sweep_interval:
                     last_sweep = now()
                     await self.sweep_purged()

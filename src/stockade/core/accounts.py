@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from ..protocol.jid import InvalidJid, normalise_local
 from ..protocol.sasl.scram import ScramCredential, derive
@@ -22,6 +22,10 @@ HASHES = ("sha1", "sha256")
 
 class AccountError(Exception):
     """A refused account operation; the text says why and what to do."""
+
+
+class RemovalRefused(AccountError):
+    """The account exists but may not be removed now (a legal hold keeps its data)."""
 
 
 class AuditRecorder(Protocol):
@@ -45,6 +49,8 @@ class AccountService:
         self._absent: dict[tuple[str, str], float] = {}
         # Called after an account is removed (the app ends its sessions and fires AccountRemoved).
         self.on_removed: list[Callable[[str, str], object]] = []
+        # Asked before an account is removed: a reason to refuse (a legal hold), or None.
+        self.removal_guards: list[Callable[[str, str], Awaitable[str | None]]] = []
 
     async def load(self) -> None:
         for host, username in await self.storage.accounts.list():
@@ -172,9 +178,20 @@ class AccountService:
         await self.policy.remember(host, username, creds)
         await self._record(host, username, "user.password", actor)
 
+    async def removal_refusal(self, host: str, username: str) -> str | None:
+        """Why the account may not be removed now (a legal hold: `removal_guards`), or None."""
+        for guard in self.removal_guards:
+            reason = await guard(host, username)
+            if reason:
+                return reason
+        return None
+
     async def remove(self, host: str, username: str, *, actor: str = "system") -> None:
         self.check_host(host)
         username = self.normalise_username(username)
+        refusal = await self.removal_refusal(host, username)
+        if refusal:
+            raise RemovalRefused(refusal)
         if not await self.storage.accounts.remove(host, username):
             raise AccountError(f"{username}@{host} does not exist")
         self._known.get(host, set()).discard(username)

@@ -214,6 +214,17 @@ class DirectoryService:
         for username in newly_disabled:
             self._end_sessions(host, username, "your account was disabled in the company directory")
         for username in gone:
+            refusal = await self.accounts.removal_refusal(host, username)
+            if refusal:
+                # Under legal hold: the account and its data stay, but nobody can use it.
+                record = dict(known.get(username) or {}, enabled=False, removed_from_directory=True)
+                if known.get(username) != record:
+                    await self.store.set(host, "", username, record)
+                    known[username] = record
+                    self._end_sessions(host, username, "your account was removed from the company directory")
+                report.warnings.append(f"{username}@{host} is no longer in the directory but is under legal "
+                                       f"hold: the account is disabled and its data kept until the hold is released")
+                continue
             # Forget the record first: the account removal below ends sessions and fires the
             # removal callbacks (groups, rosters) like `stockade user remove`.
             await self.store.set(host, "", username, None)

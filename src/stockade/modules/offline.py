@@ -118,6 +118,12 @@ class OfflineStore:
         for item in items:
             session.send(parse(item.value))
 
+    def forget_counts(self, host: str, store: str = "offline") -> None:
+        """Retention deleted offline messages of `host`: count them again when next needed."""
+        if store == "offline":
+            for bare in [b for b in self._counts if b.domain == host]:
+                del self._counts[bare]
+
     async def count_for(self, bare: JID) -> int:
         count = self._counts.get(bare)
         if count is None:

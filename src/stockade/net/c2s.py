@@ -6,7 +6,6 @@ import asyncio
 import logging
 import ssl
 
-from ..protocol.errors import StreamError
 from .connection import CLOSE_WAIT, C2SContext, ClientConnection, Flusher
 
 __all__ = ["C2SConnection", "C2SContext", "Flusher"]
@@ -28,14 +27,7 @@ class C2SConnection(ClientConnection, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) else str(peer)
-        if not self.opened(address):
-            return
-        # New connections per minute from one address ([c2s] new_connections_per_minute; set by app.py).
-        admit = getattr(self.ctx, "admit_connection", None)
-        if admit is not None and not admit(address):
-            log.warning("refusing connection from %s: too many new connections in the last minute", address)
-            self._end(StreamError("policy-violation", "too many new connections from your address in the last "
-                                                      "minute; wait a minute and connect again"))
+        self.opened(address)
 
     def data_received(self, data: bytes) -> None:
         self.receive(data)

@@ -155,6 +155,14 @@ class ClientConnection(ABC):
             log.warning("refusing connection from %s: %d connections already open", address, count - 1)
             self._end(StreamError("policy-violation", "too many connections from your address"))
             return False
+        # New connections per minute from one address, on every port and over WebSocket alike
+        # ([c2s] new_connections_per_minute; policy/flood.py ConnectionRate, set by app.py).
+        admit = getattr(ctx, "admit_connection", None)
+        if admit is not None and not admit(address):
+            log.warning("refusing connection from %s: too many new connections in the last minute", address)
+            self._end(StreamError("policy-violation", "too many new connections from your address in the last "
+                                                      "minute; wait a minute and connect again"))
+            return False
         self._timer = asyncio.get_running_loop().call_later(ctx.negotiation_timeout, self._negotiation_timeout)
         return True
 

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stockade.policy.flood")
 
-FLOOD_PRIORITY = POLICY + 30          # first of the policy controls: contact + 20, DLP + 10, links + 0
+FLOOD_PRIORITY = POLICY + 30          # first of the threat controls: then contact + 20, DLP - 20, links - 30
 FANOUT_WINDOW = 60.0                  # seconds: fan-out is "distinct recipients per minute"
 _STATE = "flood"                      # key of the per-session state in session.extra
 

@@ -63,7 +63,9 @@ def notice(host: str, to: str, text: str) -> Element:
 class QuarantineService:
     """Keeps held messages and carries out a reviewer's decision."""
 
-    def __init__(self, storage: Storage, router: Router, clock: Clock, *, audit: AuditLog | None = None) -> None:
+    def __init__(self, storage: Storage, router: Router, clock: Clock, *, audit: AuditLog | None = None,
+                 journal: Any = None) -> None:
+        self.journal = journal          # compliance.journal.Journal, or None when it is off
         self.store = storage.map(STORE)
         self.cipher = getattr(storage, "cipher", None)
         self.router = router
@@ -161,12 +163,30 @@ class QuarantineService:
         stanza.add("delay", ns.DELAY, {"from": host, "stamp": delay_stamp(item["ts"])},
                    "held for review, then released")
         to = try_jid(item["to"]) if item["to"] else try_jid(item["sender"])
+        await self._journal_release(host, item, stanza, actor)
         if to is not None:
             pending = self.router.route_message(stanza, to.bare if to.resource is None else to, None)
             if pending is not None:
                 await pending
         await self._record(host, actor, "quarantine.release", item, detail)
         return item
+
+    async def _journal_release(self, host: str, item: dict[str, Any], stanza: Element, actor: str) -> None:
+        """Record the released message in the compliance journal, like any message, before it
+        is delivered (the held original is there already, as the quarantine verdict)."""
+        journal = self.journal
+        if journal is None:
+            return
+        kind = stanza.attrs.get("type") or "normal"
+        commit = None if journal.is_failing else journal.record(
+            host, kind if kind in ("chat", "normal", "groupchat", "headline") else "normal", item["sender"],
+            item["to"], stanza=stanza.serialize(), stanza_type=stanza.attrs.get("type"),
+            detail={"released_by": actor, "quarantine_id": item["id"]})
+        if commit is None:
+            await self.store.set(host, "", item["id"], item)           # still held
+            raise QuarantineError(503, "the compliance journal cannot record messages right now, so the "
+                                       "message stays held; try again shortly")
+        await commit
 
     async def reject(self, host: str, item_id: str, *, actor: str, **detail: Any) -> dict[str, Any]:
         """Drop a held message; the sender is told it was not delivered."""
