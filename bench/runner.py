@@ -62,10 +62,11 @@ STOCKADE_VARIANTS: dict[str, str] = {
     "stockade": "default",             # every default module: SM, carbons, MAM, offline, MUC, ...
     "stockade-journal": "journal",     # the same with journal, encryption at rest, default policy set
     "stockade-dlp": "dlp",             # ... plus DLP rules and link warnings
+    "stockade-policy": "policy",       # the default policy set alone (no journal, no encryption)
     "stockade-routing": "routing",     # routing only: roster, presence, disco, offline
 }
 SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+policy",
-                 "stockade-dlp": "Stockade journal+policy+DLP",
+                 "stockade-dlp": "Stockade journal+policy+DLP", "stockade-policy": "Stockade policy only",
                  "stockade-routing": "Stockade routing-only", "prosody": "Prosody", "ejabberd": "ejabberd"}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -73,8 +74,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              extra_metrics=(("login_time.p50_ms", "p50 ms"), ("login_time.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "logins per server CPU-s"))),
     Scenario("one_to_one", "one_to_one", {"pairs": 500, "window": 50, "duration": 20.0, "warmup": 2.0},
-             "msgs_per_s", "msgs/s", servers=("stockade", "stockade-journal", "stockade-dlp", "stockade-routing", "prosody",
-                                              "ejabberd"),
+             "msgs_per_s", "msgs/s", servers=("stockade", "stockade-policy", "stockade-journal", "stockade-dlp",
+                                              "stockade-routing", "prosody", "ejabberd"),
              extra_metrics=(("latency.p50_ms", "p50 ms"), ("latency.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "msgs per server CPU-s"))),
     # Held 25 s: long enough for Stockade's idle sweep (every 10 s, of connections silent for a
@@ -266,8 +267,9 @@ class Bench:
             return None
         self.args.profile.mkdir(parents=True, exist_ok=True)
         out = self.args.profile / f"{scenario}-{key}-{round_no}.folded"
+        gil = ["--gil"] if self.args.profile_gil else []
         return subprocess.Popen([str(VENV_BIN / "py-spy"), "record", "--pid", str(server.pid), "--format", "raw",
-                                 "--rate", "250", "--nonblocking", "--output", str(out)],
+                                 "--rate", "250", "--nonblocking", *gil, "--output", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _overrides(self, scenario: Scenario) -> dict[str, Any]:
@@ -373,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write every result and the summary here")
     parser.add_argument("--profile", type=Path, default=None,
                         help="sample Stockade with py-spy during each measurement; folded stacks go to this directory")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: sample only the thread holding the interpreter lock (where CPU goes)")
     for name in sorted({p for s in SCENARIOS.values() for p in s.params}):
         parser.add_argument("--" + name.replace("_", "-"), dest=name,
                             type=float if name in ("duration", "warmup", "hold") else int, default=None,

@@ -260,7 +260,17 @@ keywords = ["bluebird", "nightjar"]
 action = "flag"
 """
 
-POLICIES = {"journal": JOURNAL_POLICY, "dlp": DLP_POLICY}
+# The "policy" variant: the default policy set alone (the journal and encryption off), to tell
+# the policy controls' cost from the journal's.
+POLICY_ONLY = JOURNAL_POLICY + """
+[journal]
+enabled = false
+
+[encryption]
+enabled = false
+"""
+
+POLICIES = {"journal": JOURNAL_POLICY, "dlp": DLP_POLICY, "policy": POLICY_ONLY}
 
 
 class Stockade(Server):
@@ -270,6 +280,7 @@ class Stockade(Server):
                        with the compliance journal, encryption at rest and the policy controls off.
     variant "journal": the same with the compliance journal, encryption at rest and the default
                        policy set on (JOURNAL_POLICY).
+    variant "policy":  "default" with the default policy set on, the journal off (POLICY_ONLY).
     variant "dlp":     "journal" plus DLP rules and link warnings (DLP_POLICY): what a regulated
                        company runs.
     variant "routing": only roster, presence, disco and offline (the routing-only configuration).
@@ -282,11 +293,13 @@ class Stockade(Server):
         self.source_digest = ""
         self.name = "Stockade" if variant == "default" else f"Stockade ({variant})"
         super().__init__(data)
-        disabled = [] if variant in ("default", "journal", "dlp") else [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
+        disabled = [] if variant in ("default", "journal", "dlp", "policy") else [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
         self.description = ("all default modules" if not disabled else
                             "modules: " + ", ".join(m for m in stockade_modules() if m not in disabled))
         if variant == "journal":
             self.description += ", compliance journal, encryption at rest, default policy set"
+        elif variant == "policy":
+            self.description += ", default policy set (no journal, no encryption at rest)"
         elif variant == "dlp":
             self.description += ", compliance journal, encryption at rest, default policy set, DLP rules, link warnings"
         self.data_dir = share_dir or (self.dir / "data")

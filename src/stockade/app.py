@@ -326,6 +326,8 @@ class Server:
             self.component_ctx = cctx = ComponentContext(
                 router=self.router, secrets={c.domain: c.secret for c in config.components},
                 negotiation_timeout=c2s.negotiation_timeout, max_stanza_size=c2s.max_stanza_size)
+            cctx.journal = self.ctx.journal
+            cctx.tenant_of = self._component_tenant
             servers, port = await listen(lambda: ComponentConnection(cctx), comp.interfaces, comp.port,
                                          name="components")
             self._servers += servers
@@ -347,6 +349,16 @@ class Server:
                                                    max_message_size=c2s.max_stanza_size)
         for name, port in self.ports.items():
             log.info("listening for %s on port %d", name, port)
+
+    def _component_tenant(self, component: str, to: str | None) -> str:
+        """The host a component's stanza is journaled under: the recipient's, when this server
+        serves it; else the host the component's domain is a subdomain of; else the component's."""
+        from .protocol.jid import try_jid
+        domains = self.ctx.domains
+        target = try_jid(to) if to else None
+        if target is not None and target.domain in domains:
+            return target.domain
+        return next((d for d in sorted(domains, key=len, reverse=True) if component.endswith("." + d)), component)
 
     def _stanzas_received(self) -> StanzasReceived:
         """The one received-stanza total, read by the metrics and the admin dashboard."""

@@ -122,6 +122,13 @@ async def test_a_user_and_the_component_exchange_messages(server):
         reply = await alice.next_message()
         assert reply["body"] == "pong: ping?"
         assert reply["from"] == f"echo@{BOT}" and reply["type"] == "chat"
+    # Both directions are in the compliance journal, under the user's host.
+    journal = server.server.journal
+    await server.acall(journal.flush())
+    records = await server.acall(journal.read(host=DOMAIN, kind="chat"))
+    conversation = " ".join(sorted((f"echo@{BOT}", jid("alice"))))
+    bodies = [r.payload["stanza"] for r in records if r.conversation == conversation]
+    assert any("ping?" in b for b in bodies) and any("pong: ping?" in b for b in bodies)
 
 
 async def test_a_user_queries_the_component_and_gets_its_answer(server):

@@ -145,27 +145,12 @@ class Journal:
     def record_stanza(self, session: ClientSession, stanza: Element) -> StanzaError | None:
         """Queue a stanza the hub accepted, if the journal keeps its kind; a StanzaError when it
         must be refused because the journal cannot write (see the module docstring)."""
-        attrs = stanza.attrs
-        name = stanza.name
-        if name == "message":
-            kind = MESSAGE_KINDS.get(attrs.get("type"))
-            if kind is None:
-                return None                              # error messages
-            for child in stanza.children:
-                if child.__class__ is Element:
-                    wanted = _KEPT_CHILDREN.get(child.name, 0)
-                    if wanted is None or wanted == child.xmlns:
-                        break
-            else:
-                return None
-        elif name == "presence":
-            kind = "subscription"
-            if attrs.get("type") not in SUBSCRIPTION_TYPES:
-                return None
-        else:
+        kind = _kept_kind(stanza)
+        if kind is None:
             return None
         if self.is_failing and self._refuses(session.host):
             return _refusal()
+        attrs = stanza.attrs
         commit = self._queue((self._time(), session.host, kind, attrs.get("from"), attrs.get("to"),
                               attrs.get("type"), stanza.serialize(), None))
         if commit is None:
@@ -174,6 +159,20 @@ class Journal:
             self._tracked = (commit, session)
             session.track_write(commit)
         return None
+
+    def record_from_service(self, host: str, stanza: Element) -> StanzaError | None:
+        """Queue a stanza an external component (XEP-0114: a gateway, a bot) sends into the
+        server, recorded under the tenant `host`, like `record_stanza`; a StanzaError when it
+        must be refused."""
+        kind = _kept_kind(stanza)
+        if kind is None:
+            return None
+        if self.is_failing and self._refuses(host):
+            return _refusal()
+        attrs = stanza.attrs
+        commit = self._queue((self._time(), host, kind, attrs.get("from"), attrs.get("to"),
+                              attrs.get("type"), stanza.serialize(), None))
+        return _refusal() if commit is None else None
 
     def _refuses(self, host: str) -> bool:
         """While failing: True to refuse; False to let it pass (audited once per period)."""
@@ -368,6 +367,26 @@ _PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 _BARE_CACHE: dict[str, str] = {}
 _BARE_CACHE_SIZE = 50_000
+
+
+def _kept_kind(stanza: Element) -> str | None:
+    """The record kind of a stanza the journal keeps, or None: messages with something a person
+    reads (a body, a subject, a link, a file, an encrypted payload) and subscription presence."""
+    attrs = stanza.attrs
+    name = stanza.name
+    if name == "message":
+        kind = MESSAGE_KINDS.get(attrs.get("type"))
+        if kind is None:
+            return None                              # error messages
+        for child in stanza.children:
+            if child.__class__ is Element:
+                wanted = _KEPT_CHILDREN.get(child.name, 0)
+                if wanted is None or wanted == child.xmlns:
+                    return kind
+        return None
+    if name == "presence" and attrs.get("type") in SUBSCRIPTION_TYPES:
+        return "subscription"
+    return None
 
 
 def _bare(address: str | None) -> str | None:

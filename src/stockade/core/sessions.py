@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
 import asyncio
 from typing import Any, Awaitable, Callable, Iterator, Protocol
 
+from ..protocol.entropy import token_hex
 from ..protocol.errors import StreamError
 from ..protocol.jid import JID
 from ..protocol.xml import Element
@@ -92,7 +92,7 @@ class SessionManager:
         self._count = 0
 
     def new_resource(self) -> str:
-        return "stockade-" + secrets.token_hex(6)
+        return "stockade-" + token_hex(6)
 
     def register(self, session: ClientSession) -> ClientSession | None:
         """Add a session; returns the session it replaces (same full JID), which the caller ends

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..protocol.component import ComponentAuthenticated, ComponentStream
 from ..protocol.errors import StreamError
@@ -25,6 +26,10 @@ class ComponentContext:
         self.negotiation_timeout = negotiation_timeout
         self.max_stanza_size = max_stanza_size
         self.connections: set[ComponentConnection] = set()
+        # The compliance journal (compliance/journal.py) when it is on, and the tenant a
+        # component's stanza belongs to: set by app.py.
+        self.journal: Any = None
+        self.tenant_of: Callable[[str, str | None], str] = lambda domain, to: domain
 
 
 class ComponentConnection(asyncio.Protocol):
@@ -48,6 +53,13 @@ class ComponentConnection(asyncio.Protocol):
             if isinstance(event, ComponentAuthenticated):
                 self._authenticated(event.domain)
             elif isinstance(event, StanzaReceived):
+                journal = self.ctx.journal
+                if journal is not None and self.domain is not None:
+                    refusal = journal.record_from_service(
+                        self.ctx.tenant_of(self.domain, event.stanza.attrs.get("to")), event.stanza)
+                    if refusal is not None:
+                        self.ctx.router.bounce(event.stanza, refusal)
+                        continue
                 pending = self.ctx.router.route(event.stanza)
                 if pending is not None:
                     asyncio.ensure_future(pending).add_done_callback(self._routed)

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Union
 
 from . import ns
+from .entropy import token_urlsafe
 from .errors import StanzaError, StreamError, error_reply
 from .jid import JID
 from .sasl import Challenge, Failure, Success
@@ -245,7 +245,7 @@ class ClientStream:
         self._write_features()
 
     def _send_header(self, host: str | None) -> None:
-        self.stream_id = secrets.token_urlsafe(12)
+        self.stream_id = token_urlsafe(12)
         frm = f' from="{escape_attr(host)}"' if host else ""
         if self.options.framed:
             head = (f'<open xmlns="{ns.FRAMING}" version="1.0" xml:lang="en" id="{self.stream_id}"{frm}/>')

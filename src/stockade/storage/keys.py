@@ -20,36 +20,11 @@ gives it to the client with every result (<delay/>).
 from __future__ import annotations
 
 import base64
-import os
 import time
 
+from ..protocol.entropy import entropy
+
 PREFIX_LENGTH = 14          # hex digits: microseconds since 1970 fit until the year 4253
-
-
-class _Entropy:
-    """Random bytes from the operating system, read 64 KiB at a time: one system call per a few
-    thousand keys instead of one per key (this is on the message path; a system call lets the
-    database thread take the interpreter lock, and getting it back can take milliseconds). Bytes are never handed
-    out twice; a forked child starts with an empty buffer so that two processes never share bytes."""
-
-    __slots__ = ("_buffer", "_position")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._position = 0
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        self._buffer = b""
-        self._position = 0
-
-    def take(self, count: int) -> bytes:
-        position = self._position
-        if position + count > len(self._buffer):
-            self._buffer = os.urandom(65536)
-            position = 0
-        self._position = position + count
-        return self._buffer[position:position + count]
 
 
 class _KeyClock:
@@ -68,7 +43,6 @@ class _KeyClock:
         return now
 
 
-entropy = _Entropy()
 _clock = _KeyClock()
 
 

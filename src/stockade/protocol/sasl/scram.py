@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import precis_i18n
 
+from ..entropy import token_urlsafe
 from . import Challenge, Failure, NeedCredential, Step, Success
 
 HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
@@ -104,7 +105,7 @@ class ScramServer:
         self.mechanism = mechanism
         self.hash_name = HASHES[mechanism]
         self._fake_secret = fake_secret
-        self._snonce = nonce or secrets.token_urlsafe(18)
+        self._snonce = nonce or token_urlsafe(18)
         self._state = "start"
         self.username: str | None = None
 
