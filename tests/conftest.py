@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from stockade.testing.clamav import ThrowawayClamd, clamd_missing
 from stockade.testing.postgres import ThrowawayPostgres
 
 _database_numbers = itertools.count(1)
@@ -40,3 +41,14 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         yield url
     finally:
         server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def clamd() -> Iterator[ThrowawayClamd]:
+    """A throwaway clamd with the EICAR test signatures, per test module (tests may stop and
+    restart it); skipped with the reason only where it cannot be installed (not root)."""
+    reason = clamd_missing()
+    if reason:
+        pytest.skip(reason)
+    with ThrowawayClamd() as daemon:
+        yield daemon

@@ -196,6 +196,9 @@ class Server:
         self._setup_threat_controls()
         await bus.fire_async(ServerStarted())
         await self._start_listeners()
+        if not config.malware.enabled and "upload" not in config.server.disabled_modules:
+            log.warning("uploaded files are not scanned for malware: install clamav-daemon and set [malware] "
+                        "enabled = true (docs/policy.md, \"Files and malware\")")
         self._background = [asyncio.ensure_future(self._check_accounts()),
                             asyncio.ensure_future(self._sweep_idle())]
         if hasattr(self, "admin") and self.admin.stanza_rate is not None:
@@ -377,8 +380,20 @@ class Server:
             sessions=lambda: len(self.sessions), stanzas_received=stanzas,
             auth_failures=lambda: self.auth.failures_total,
             archive_batches_committed=lambda: storage.archive_batches_committed,
-            audit_write_failures=lambda: self.audit.failed_writes)
+            audit_write_failures=lambda: self.audit.failed_writes, **self._security_metrics())
         self.metrics = setup_metrics(self.http, collector, token=self.config.http.metrics_token)
+
+    def _security_metrics(self) -> dict[str, Any]:
+        """The ServerCollector's sources of the malware scanner, alerts, verdicts and journal."""
+        from .net.metrics import VerdictCounts, subscribe_verdict_count
+        verdicts = VerdictCounts()
+        subscribe_verdict_count(self.bus, verdicts)
+        scanner = getattr(self, "malware", None)
+        journal = getattr(self, "journal", None)
+        return {"verdicts": verdicts, "alerts": lambda: dict(self.alerts.counts),
+                "malware": None if scanner is None else lambda: (scanner.scanned, scanner.infected,
+                                                                 scanner.unavailable),
+                "journal": None if journal is None else lambda: (journal.records_committed, journal.is_failing)}
 
     def _setup_admin(self) -> None:
         """The admin API at /api/v1 and the web console at /admin (admin/, docs/admin.md)."""
@@ -399,7 +414,16 @@ class Server:
         from .admin.retention import RetentionAdmin
         self.admin.retention = RetentionAdmin(self.admin, self.holds, self.retention)
         from .admin.policy import PolicyAdmin
-        self.admin.policy = PolicyAdmin(self.admin, self.policy_engine, self.quarantine)
+        # Review of quarantined uploads (policy/file_quarantine.py): needs the upload catalog.
+        from .modules.upload.catalog import Catalog
+        from .policy.file_quarantine import FileQuarantine
+        catalog = self.ctx.services.get(Catalog)
+        self.file_quarantine = None if catalog is None else FileQuarantine(
+            storage, catalog, audit=self.audit, scanner=getattr(self, "malware", None), journal=self.ctx.journal,
+            holds=getattr(self, "holds", None))
+        if self.file_quarantine is not None:
+            self.file_quarantine.subscribe(self.bus)
+        self.admin.policy = PolicyAdmin(self.admin, self.policy_engine, self.quarantine, self.file_quarantine)
         mount(self.http, "/api/v1", build_api(self.admin, __version__))
         mount(self.http, "/admin", build_console(self.admin))
 

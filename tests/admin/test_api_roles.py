@@ -44,6 +44,7 @@ ROUTES = [
     ("approved clients", "GET", "/hosts/{host}/clients", None, {"ops", "tadmin"}, None),
     ("read audit", "GET", "/hosts/{host}/audit?limit=5", None, {"ops", "tadmin", "comp", "aud"}, None),
     ("verify audit", "GET", "/audit/verify", None, {"ops", "aud"}, None),
+    ("quarantined files", "GET", "/hosts/{host}/quarantine/files", None, {"comp"}, None),
 ]
 USER_PASSWORD = "user-pw-31337"
 

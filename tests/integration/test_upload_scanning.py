@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from stockade.core.hooks import VerdictGiven
-from stockade.testing.clamav import EICAR, SIGNATURE, ThrowawayClamd, clamd_missing
+from stockade.testing.clamav import EICAR, SIGNATURE, ThrowawayClamd
 from stockade.testing.server import RunningServer
 from stockade.testing.xmpp import client
 
@@ -49,15 +49,6 @@ def tiny_pdf(text: str = "Quarterly report") -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return out
-
-
-@pytest.fixture(scope="module")
-def clamd() -> Iterator[ThrowawayClamd]:
-    reason = clamd_missing()
-    if reason:
-        pytest.skip(reason)
-    with ThrowawayClamd() as daemon:
-        yield daemon
 
 
 @contextlib.contextmanager

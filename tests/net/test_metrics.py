@@ -100,6 +100,35 @@ async def test_the_figures_follow_logins_failures_stanzas_and_archive_commits():
         assert value(after, "stockade_audit_write_failures_total") == 0
 
 
+async def test_policy_verdicts_alerts_and_the_journal_are_counted():
+    """A DLP block and a flag: counted by kind; alerts by kind; journal records committed. The
+    malware scanner is off here: its figures are left out, not reported as zero."""
+    rules = [{"name": "falcon", "kind": "keywords", "keywords": ["Project Falcon"], "action": "block"},
+             {"name": "heron", "kind": "keywords", "keywords": ["Project Heron"], "action": "flag"}]
+    config = {"hosts": [{"domain": DOMAIN, "policy": {"dlp": {"rules": rules}}}]}
+    with RunningServer(config=config) as srv:
+        srv.add_user("alice@example.com", "alice-pw-1")
+        srv.add_user("bob@example.com", "bob-pw-222")
+        before = await scrape(srv)
+        assert not any(name.startswith("stockade_files_") for name, _ in before)
+        assert value(before, "stockade_journal_failing") == 0
+        async with client(srv, "alice@example.com", "alice-pw-1") as alice:
+            alice.send_message(mto="bob@example.com", mbody="Project Falcon numbers", mtype="chat")
+            alice.send_message(mto="bob@example.com", mbody="Project Heron numbers", mtype="chat")
+            alice.send_message(mto="bob@example.com", mbody="lunch?", mtype="chat")
+            await alice.get_roster()              # answered after the messages were handled
+        await srv.acall(srv.server.journal.flush())
+        srv.run(lambda: srv.server.alerts.alert(DOMAIN, "worm", "a test alert"))
+        after = await scrape(srv)
+        for kind in ("deny", "flag"):
+            assert value(after, "stockade_policy_verdicts_total", kind=kind) == \
+                before.get(("stockade_policy_verdicts_total", (("kind", kind),)), 0) + 1
+        assert value(after, "stockade_admin_alerts_total", kind="worm") == 1
+        assert value(after, "stockade_journal_records_committed_total") >= \
+            value(before, "stockade_journal_records_committed_total") + 3
+        assert value(after, "stockade_journal_failing") == 0
+
+
 async def test_two_servers_in_one_process_keep_their_own_figures():
     with RunningServer([DOMAIN]) as one, RunningServer([DOMAIN]) as two:
         one.add_user("alice@example.com", "alice-pw-1")

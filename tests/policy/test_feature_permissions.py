@@ -104,6 +104,20 @@ async def test_a_contractor_cannot_read_a_room_archive(server):
         assert reply["type"] == "result"
 
 
+async def test_a_contractor_entering_a_room_gets_no_discussion_history(server):
+    room = f"standup@{ROOMS}"
+    async with login(server, "bob", plugins=MUC_PLUGINS) as bob:
+        await create(bob, room, "Bob")
+        bob.send_message(mto=room, mbody="yesterday's numbers", mtype="groupchat")
+        assert (await bob.next_message())["body"] == "yesterday's numbers"      # the room reflected it
+        async with login(server, "carol", plugins=MUC_PLUGINS) as carol:
+            _, _, _, history = await enter(carol, room, "Carol")
+            assert [m["body"] for m in history] == ["yesterday's numbers"]
+        async with login(server, "alice", plugins=MUC_PLUGINS) as alice:
+            _, subject, _, history = await enter(alice, room, "Alice")
+            assert history == [] and subject is not None                   # in the room, no history
+
+
 # -- federation -----------------------------------------------------------------------------------
 async def test_a_contractor_cannot_reach_other_servers(server):
     async with login(server, "alice") as alice, login(server, "bob") as bob:

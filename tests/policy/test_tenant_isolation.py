@@ -177,6 +177,12 @@ async def test_a_user_of_a_cannot_enter_a_members_only_room_of_b(server):
         assert condition(reply) == "forbidden"
 
 
+async def test_a_user_of_a_cannot_create_a_room_on_the_service_of_b(server):
+    async with login(server, f"alice@{A}", plugins=MUC_PLUGINS) as alice:
+        assert await enter_refused(alice, f"alices-room@conference.{B}", "Alice") == "not-allowed"
+        await create(alice, f"alices-room@conference.{A}", "Alice")        # on her own host's service
+
+
 async def test_a_user_of_a_cannot_use_the_upload_service_of_b(server):
     request = "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='5' content-type='text/plain'/>"
     async with login(server, f"alice@{A}") as alice, login(server, f"bob@{B}") as bob:

@@ -6,12 +6,17 @@
     GET    /hosts/{host}/quarantine                        messages a policy held for review
     POST   /hosts/{host}/quarantine/{item}/release         deliver one now (with a delay stamp)
     POST   /hosts/{host}/quarantine/{item}/reject          drop one; its sender is told
+    GET    /hosts/{host}/quarantine/files                  uploaded files a policy held
+    POST   /hosts/{host}/quarantine/files/{id}/release     make one downloadable (never a malware finding: 409)
+    POST   /hosts/{host}/quarantine/files/{id}/delete      remove its bytes and its record
 
 The policy routes need `policy.read` / `policy.write` (tenant admins of the host and the
 operator; compliance officers read); a PUT is checked like the configuration file and refused
 with 422 naming the bad key (`field`, e.g. policy.dlp.rules) and why. The quarantine routes need
 `quarantine.review`, which only the compliance role has: held messages are what people wrote.
-Changes are audited by the services (policy.change, quarantine.release, quarantine.reject).
+Changes are audited by the services (policy.change, quarantine.release, quarantine.reject,
+quarantine.file.release, quarantine.file.delete). The file routes need `quarantine.review` too:
+a held file is what someone sent (policy/file_quarantine.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from .actions import ActionRefused
 
 if TYPE_CHECKING:
     from ..policy.engine import PolicyEngine
+    from ..policy.file_quarantine import FileQuarantine
     from ..policy.quarantine import QuarantineService
     from .actions import AdminActions
     from .identities import Principal
@@ -61,13 +67,34 @@ class Reviewed(BaseModel):
     id: str
 
 
+class HeldFile(BaseModel):
+    id: str
+    uploader: str
+    filename: str
+    size: int
+    content_type: str = Field(description="the type the uploader sent it as")
+    rule: str = Field(description="the rule that held it: \"malware\" (never released) or a type/size rule")
+    signature: str = Field(description="what the malware scanner found, if it did")
+    reason: str
+    ts: float = Field(description="when it was uploaded (unix time)")
+
+
+class HeldFiles(BaseModel):
+    files: list[HeldFile]
+
+
+NO_UPLOADS = "HTTP file upload is off on this server ([modules.upload] needs http.enabled), so no file is held"
+
+
 class PolicyAdmin:
     """The checked, audited admin side of policy/engine.py and policy/quarantine.py."""
 
-    def __init__(self, actions: AdminActions, engine: PolicyEngine, quarantine: QuarantineService) -> None:
+    def __init__(self, actions: AdminActions, engine: PolicyEngine, quarantine: QuarantineService,
+                 files: FileQuarantine | None = None) -> None:
         self.actions = actions
         self.engine = engine
         self.quarantine = quarantine
+        self.files = files              # None: file upload is off
 
     def _answer(self, host: str) -> dict[str, Any]:
         return {"host": host, "source": self.engine.source(host), "policy": policy_to_json(self.engine.get(host)),
@@ -107,6 +134,26 @@ class PolicyAdmin:
         done = "released: delivered to its recipient" if decision == "release" else "rejected: its sender was told"
         return {"done": done, "id": item_id}
 
+    async def held_files(self, who: Principal, host: str) -> list[dict[str, Any]]:
+        self.actions.check(who, roles.QUARANTINE_REVIEW, host)
+        if self.files is None:
+            raise ActionRefused(404, NO_UPLOADS)
+        return await self.files.list(host)
+
+    async def review_file(self, who: Principal, host: str, file_id: str, decision: str) -> dict[str, Any]:
+        self.actions.check(who, roles.QUARANTINE_REVIEW, host)
+        if self.files is None:
+            raise ActionRefused(404, NO_UPLOADS)
+        detail = {"token": who.token_id} if who.token_id else {}
+        act = self.files.release if decision == "release" else self.files.delete
+        try:
+            await act(host, file_id, actor=who.actor, **detail)
+        except QuarantineError as exc:
+            raise ActionRefused(exc.status, str(exc)) from None
+        done = ("released: it can be downloaded from its address" if decision == "release"
+                else "deleted: its bytes and its record are gone")
+        return {"done": done, "id": file_id}
+
 
 def add_routes(app: Any, actions: AdminActions, who_dependency: Any) -> None:
     """Add the policy and quarantine routes to the API application (admin/api.py)."""
@@ -145,3 +192,26 @@ def add_routes(app: Any, actions: AdminActions, who_dependency: Any) -> None:
               summary="Drop a held message; its sender is told it was not delivered")
     async def reject(host: str = host_param, item: str = item_param, who: Principal = who_dependency) -> Any:
         return await admin.review(who, host, item, "reject")
+
+    from .api import ErrorBody
+    file_param = Path(min_length=1, max_length=128, description="a quarantined file's id (from the list)")
+
+    @app.get("/hosts/{host}/quarantine/files", response_model=HeldFiles, summary="Uploaded files held for review")
+    async def held_files(host: str = host_param, who: Principal = who_dependency) -> Any:
+        return {"files": await admin.held_files(who, host)}
+
+    @app.post("/hosts/{host}/quarantine/files/{file_id}/release", response_model=Reviewed,
+              responses={409: {"model": ErrorBody, "description": "the malware scanner found something in it: it "
+                                                                  "can only be deleted"},
+                         503: {"model": ErrorBody, "description": "the scanner or the compliance journal cannot "
+                                                                  "answer: it stays held"}},
+              summary="Make a file held by a type or size rule downloadable (scanned first); never malware")
+    async def release_file(host: str = host_param, file_id: str = file_param, who: Principal = who_dependency) -> Any:
+        return await admin.review_file(who, host, file_id, "release")
+
+    @app.post("/hosts/{host}/quarantine/files/{file_id}/delete", response_model=Reviewed,
+              responses={503: {"model": ErrorBody, "description": "the stored file could not be deleted; it is "
+                                                                  "never served"}},
+              summary="Delete a held file: its stored bytes and its record")
+    async def delete_file(host: str = host_param, file_id: str = file_param, who: Principal = who_dependency) -> Any:
+        return await admin.review_file(who, host, file_id, "delete")

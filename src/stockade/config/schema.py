@@ -189,7 +189,7 @@ class FeatureGroupsSection:
     muc_create: list[str] | None = option(None, help="Creating chat rooms (XEP-0045); entering existing rooms stays allowed.", check=_check_groups)
     federation: list[str] | None = option(None, help="Messages, presence and IQs to domains this server does not serve.", check=_check_groups)
     web_client: list[str] | None = option(None, help="Signing in over WebSocket (the web client, RFC 7395); refused with the stream error <policy-violation/>.", check=_check_groups)
-    history: list[str] | None = option(None, help="Reading message archives (XEP-0313 queries on one's own archive and on rooms'); messages are still archived.", check=_check_groups)
+    history: list[str] | None = option(None, help="Reading message archives (XEP-0313 queries on one's own archive and on rooms') and the discussion history a room sends on entering; messages are still archived.", check=_check_groups)
     presence_outside_group: list[str] | None = option(None, help="Showing one's presence to contacts who share no group with one: their availability is withheld.", check=_check_groups)
 
 

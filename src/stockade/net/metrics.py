@@ -2,7 +2,11 @@
 
 Nothing is counted for the metrics' sake on the message path: at scrape time a collector reads
 the figures the server keeps anyway (open connections, registered sessions, each session's
-XEP-0198 handled count, the authenticator's failure count, the archive writer's batch count).
+XEP-0198 handled count, the authenticator's failure count, the archive writer's batch count,
+the malware scanner's counters, the administrator alerts per kind, the compliance journal's
+committed records and whether it is failing). The one figure kept for the metrics is the number
+of policy verdicts per kind (`VerdictCounts`): an integer increment when a policy gives a verdict
+other than Allow, nothing on a message that passes.
 Each server has its own CollectorRegistry, so several servers in one process (the tests) never
 mix their figures.
 
@@ -25,7 +29,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from ..core.hooks import POLICY, SessionClosed
+from ..core.hooks import POLICY, SessionClosed, VerdictGiven
 from .websocket import WebSocketConnection
 
 if TYPE_CHECKING:
@@ -82,19 +86,43 @@ class StanzasReceived:
         return self._reported
 
 
+class VerdictCounts:
+    """Policy verdicts given since the server started, by kind (flag, deny, redact, quarantine)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def verdict_given(self, event: VerdictGiven) -> None:
+        kind = type(event.verdict).__name__.lower()
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def __call__(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
 class ServerCollector(Collector):
-    """Reads the live figures at each scrape; every source is a function returning a number."""
+    """Reads the live figures at each scrape; every source is a function returning a number
+    (or figures by label). The optional sources are None when their feature is off (no malware
+    scanner, no journal): their metrics are then left out rather than reported as zero."""
 
     def __init__(self, *, connections: Callable[[], dict[str, int]], sessions: Callable[[], int],
                  stanzas_received: Callable[[], int], auth_failures: Callable[[], int],
                  archive_batches_committed: Callable[[], int],
-                 audit_write_failures: Callable[[], int]) -> None:
+                 audit_write_failures: Callable[[], int],
+                 malware: Callable[[], tuple[int, int, int]] | None = None,
+                 alerts: Callable[[], dict[str, int]] | None = None,
+                 verdicts: Callable[[], dict[str, int]] | None = None,
+                 journal: Callable[[], tuple[int, bool]] | None = None) -> None:
         self._connections = connections
         self._sessions = sessions
         self._stanzas_received = stanzas_received
         self._auth_failures = auth_failures
         self._archive_batches = archive_batches_committed
         self._audit_failures = audit_write_failures
+        self._malware = malware          # (scanned, infected, unavailable)
+        self._alerts = alerts
+        self._verdicts = verdicts
+        self._journal = journal          # (records committed, is failing)
 
     def collect(self) -> Iterable[Metric]:
         connections = GaugeMetricFamily("stockade_connections", "Open connections, by kind.",
@@ -114,6 +142,31 @@ class ServerCollector(Collector):
         yield CounterMetricFamily("stockade_audit_write_failures",
                                   "Audit log entries that could not be written (see the error log).",
                                   value=self._audit_failures())
+        yield from self._security()
+
+    def _security(self) -> Iterable[Metric]:
+        if self._malware is not None:
+            scanned, infected, unavailable = self._malware()
+            yield CounterMetricFamily("stockade_files_scanned", "Uploaded files the malware scanner gave a "
+                                      "verdict on (clean or infected).", value=scanned)
+            yield CounterMetricFamily("stockade_files_infected", "Uploaded files in which the malware scanner "
+                                      "found something (quarantined).", value=infected)
+            yield CounterMetricFamily("stockade_scanner_unavailable", "Scans that got no verdict: clamd down, "
+                                      "too slow, or it answered with an error.", value=unavailable)
+        for source, name, text in ((self._alerts, "stockade_admin_alerts", "Administrator alerts raised, by kind."),
+                                   (self._verdicts, "stockade_policy_verdicts",
+                                    "Policy verdicts other than allow, by kind.")):
+            if source is not None:
+                family = CounterMetricFamily(name, text, labels=["kind"])
+                for kind, count in sorted(source().items()):
+                    family.add_metric([kind], count)
+                yield family
+        if self._journal is not None:
+            committed, is_failing = self._journal()
+            yield CounterMetricFamily("stockade_journal_records_committed",
+                                      "Compliance journal records committed.", value=committed)
+            yield GaugeMetricFamily("stockade_journal_failing", "1 while the compliance journal cannot write "
+                                    "(see the error log), else 0.", value=1 if is_failing else 0)
 
 
 def count_connections(client_connections: Iterable[Any], component_connections: Iterable[Any]) -> dict[str, int]:
@@ -149,5 +202,10 @@ def subscribe_stanza_count(bus: HookBus, counter: StanzasReceived) -> None:
     bus.on(SessionClosed, counter.session_closed, POLICY + 1)
 
 
-__all__ = ["METRICS_PATH", "ServerCollector", "StanzasReceived", "count_connections", "is_scrape_allowed",
-           "setup_metrics", "subscribe_stanza_count"]
+def subscribe_verdict_count(bus: HookBus, counter: VerdictCounts) -> None:
+    """Count every verdict, first in the chain (as above)."""
+    bus.on(VerdictGiven, counter.verdict_given, POLICY + 1)
+
+
+__all__ = ["METRICS_PATH", "ServerCollector", "StanzasReceived", "VerdictCounts", "count_connections",
+           "is_scrape_allowed", "setup_metrics", "subscribe_stanza_count", "subscribe_verdict_count"]

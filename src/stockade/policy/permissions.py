@@ -24,7 +24,8 @@ Where each feature is enforced, and how a refusal looks (docs/permissions.md has
 
     upload                  modules/upload/service.py, the slot request       <forbidden/>
     muc_create              modules/muc/service.py, creating a new room       <forbidden/>
-    history                 XEP-0313 queries: modules/mam, room archives      <forbidden/>
+    history                 XEP-0313 queries: modules/mam, room archives;     <forbidden/>
+                            room history on entering (modules/muc/room.py)    (none sent)
     federation              here (StanzaFromClient): a stanza to a domain     <policy-violation/>
                             this server does not serve
     web_client              here (SessionBound): a WebSocket login            stream error <policy-violation/>

@@ -253,8 +253,10 @@ class Room:
 
     async def _send_history(self, session: JID, limits: HistoryLimits) -> None:
         room = str(self.jid)
-        for entry in self.history.select(limits):
-            await self.service.deliver(delayed(entry, room, str(session)))
+        permissions = self.service.module.ctx.permissions     # policy/permissions.py: "history"
+        if permissions is None or session.local is None or permissions.may(session.domain, session.local, "history"):
+            for entry in self.history.select(limits):
+                await self.service.deliver(delayed(entry, room, str(session)))
         subject = Element("message", ns.CLIENT, {"type": "groupchat", "to": str(session),
                                                   "from": str(self.occupant_jid(self.subject.nick))
                                                   if self.subject.nick else room})

@@ -148,8 +148,10 @@ class MucService:
             self._loaded = True
 
     def _create(self, name: str, owner: JID, is_locked: bool) -> Room:
-        if owner.domain not in self.module.ctx.domains:
-            raise StanzaError("not-allowed", "only users of this server may create rooms here")
+        if owner.domain != self.host:
+            # Each tenant's rooms are its own: users of another host (or server) may enter the
+            # rooms they are let into, not create rooms here.
+            raise StanzaError("not-allowed", f"only users of {self.host} may create rooms on {self.domain}")
         permissions = self.module.ctx.permissions         # policy/permissions.py: "muc_create"
         denial = permissions.refuse(owner.domain, owner.local or "", "muc_create") if permissions is not None else None
         if denial is not None:

@@ -143,6 +143,14 @@ class Catalog:
             raise
         self._add(item)
 
+    async def set_status(self, item: StoredFile, status: str, rule: str) -> None:
+        """Change whether a stored file may be downloaded (quarantine review, policy/file_quarantine.py):
+        the record is written first; the file in memory changes only once that succeeded."""
+        record = item.to_record()
+        record["status"], record["rule"] = status, rule
+        await self.store.set(item.host, "", item.id, record)
+        item.status, item.rule = status, rule
+
     async def remove(self, item: StoredFile) -> None:
         """Delete a stored file: its record first, so a failure never leaves a record of nothing."""
         if self.stored.pop(item.id, None) is None:
