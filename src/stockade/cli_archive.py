@@ -25,7 +25,7 @@ from .config import ServerConfig, resolve_path
 
 def add_parser(sub: Any) -> None:
     """Add `archive` and all its subcommands to the `stockade` parser."""
-    archive = sub.add_parser("archive", help="the compliance journal: verify its integrity")
+    archive = sub.add_parser("archive", help="the compliance journal: verify its integrity, search and export it (eDiscovery)")
     asub = archive.add_subparsers(dest="action", required=True)
     p = asub.add_parser("verify", help="check the journal's whole hash chain and every signed checkpoint; "
                                        "exit 1 naming the first record changed, inserted or removed")
