@@ -52,3 +52,23 @@ async def test_a_failing_handler_of_a_veto_hook_refuses():
     bus.on(UploadReceived, crashed_scanner)
     verdict = await bus.fire_async(UploadReceived("example.com", "alice", "s", "f.txt", "text/plain", 1, None))
     assert isinstance(verdict, Deny) and verdict.condition == "internal-server-error"
+
+
+def test_a_control_switched_off_and_on_again_runs_once_per_stanza():
+    """Controls register their handlers (bound methods) only while a host uses them. Switching
+    one off must really remove it, and on again must not register it twice: a bound method read
+    twice is two objects, so identity (`is`) never matched and the handler piled up."""
+    class Control:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def check(self, event: StanzaFromClient) -> None:
+            self.calls += 1
+
+    bus, control = HookBus(), Control()
+    for wanted in (True, True, False, True, False, True):
+        bus.toggle(StanzaFromClient, control.check, POLICY, wanted)
+    bus.fire(StanzaFromClient(None, Element("message")))          # type: ignore[arg-type]
+    assert control.calls == 1
+    bus.off(StanzaFromClient, control.check)
+    assert not bus.has(StanzaFromClient)

@@ -32,9 +32,21 @@ class HookBus:
         self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
 
     def off(self, hook: type, handler: Callable[..., Any]) -> None:
-        entries = [e for e in self._entries.get(hook, []) if e[2] is not handler]
+        # `!=`, not `is not`: `obj.method` makes a new bound-method object each time it is read,
+        # and those compare equal when they are the same function of the same object.
+        entries = [e for e in self._entries.get(hook, []) if e[2] != handler]
         self._entries[hook] = entries
         self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
+
+    def toggle(self, hook: type, handler: Callable[..., Any], priority: int, wanted: bool) -> None:
+        """Register `handler` while `wanted`, unregister it otherwise; idempotent. For controls
+        whose hooks are registered only while some host uses them, so that they cost nothing on
+        the message path otherwise."""
+        present = any(e[2] == handler for e in self._entries.get(hook, ()))
+        if wanted and not present:
+            self.on(hook, handler, priority)
+        elif not wanted and present:
+            self.off(hook, handler)
 
     def has(self, hook: type) -> bool:
         return bool(self._chains.get(hook))

@@ -78,7 +78,6 @@ class ContactControl:
         self.roster = roster
         self._hosts: dict[str, _HostRules] = {}
         self._bus: HookBus | None = None
-        self._hooked = False
         self._approved: dict[int, Element] = {}       # held stanzas let through after the roster loaded
         self._tasks: set[asyncio.Task[None]] = set()
         self.refused_total = 0
@@ -100,14 +99,8 @@ class ContactControl:
         bus = self._bus
         if bus is None:
             return
-        wanted = bool(self._hosts)
-        if wanted and not self._hooked:
-            bus.on(StanzaFromClient, self.from_client, CONTACT_PRIORITY)
-            bus.on(StanzaToLocal, self.to_local, CONTACT_PRIORITY)
-        elif not wanted and self._hooked:
-            bus.off(StanzaFromClient, self.from_client)
-            bus.off(StanzaToLocal, self.to_local)
-        self._hooked = wanted
+        bus.toggle(StanzaFromClient, self.from_client, CONTACT_PRIORITY, bool(self._hosts))
+        bus.toggle(StanzaToLocal, self.to_local, CONTACT_PRIORITY, bool(self._hosts))
 
     # -- what is judged -------------------------------------------------------------------------
     def mode(self, host: str, username: str) -> str:

@@ -205,7 +205,6 @@ class DlpControl:
         self.is_internal = is_internal
         self._rules: dict[str, tuple[DlpRule, ...]] = {}
         self._bus: HookBus | None = None
-        self._hooked = False
         # The control asked after a Redact or Flag verdict (the link policy): see _and_then.
         self.then: Callable[[StanzaFromClient], Any] | None = None
 
@@ -230,12 +229,7 @@ class DlpControl:
         bus = self._bus
         if bus is None:
             return
-        if self._rules and not self._hooked:
-            bus.on(StanzaFromClient, self.check, PRIORITY)
-            self._hooked = True
-        elif not self._rules and self._hooked:
-            bus.off(StanzaFromClient, self.check)
-            self._hooked = False
+        bus.toggle(StanzaFromClient, self.check, PRIORITY, bool(self._rules))
 
     def check(self, event: StanzaFromClient) -> Deny | Redact | Quarantine | Flag | None:
         session = event.session

@@ -77,7 +77,6 @@ class ImpostorControl:
         self._seen: dict[str, dict[str, set[str]]] = {}        # host -> recipient -> senders (bare)
         self._labeled: dict[int, Element] = {}
         self._bus: HookBus | None = None
-        self._hooked: set[type] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def apply(self, host: str, policy: PolicySection | None) -> None:
@@ -101,17 +100,10 @@ class ImpostorControl:
         bus = self._bus
         if bus is None:
             return
-        wanted = {MessageToLocal: bool(self._hosts), SessionBound: any(s.lookalike_warning for s in self._hosts.values()),
-                  MessageFromLocal: any(s.first_contact for s in self._hosts.values())}
-        handlers = {MessageToLocal: (self.on_message, POLICY), SessionBound: (self._session_bound, POLICY),
-                    MessageFromLocal: (self._sent, POLICY)}
-        for hook, on in wanted.items():
-            if on and hook not in self._hooked:
-                bus.on(hook, *handlers[hook])
-                self._hooked.add(hook)
-            elif not on and hook in self._hooked:
-                bus.off(hook, handlers[hook][0])
-                self._hooked.discard(hook)
+        sections = self._hosts.values()
+        bus.toggle(MessageToLocal, self.on_message, POLICY, bool(self._hosts))
+        bus.toggle(SessionBound, self._session_bound, POLICY, any(s.lookalike_warning for s in sections))
+        bus.toggle(MessageFromLocal, self._sent, POLICY, any(s.first_contact for s in sections))
 
     # -- the message path -----------------------------------------------------------------------
     def on_message(self, event: MessageToLocal) -> None:

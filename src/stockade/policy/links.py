@@ -170,7 +170,6 @@ class LinkControl:
         self.own = tuple(domains)
         self._hosts: dict[str, HostLinks] = {}
         self._bus: HookBus | None = None
-        self._hooked = False
 
     def subscribe(self, bus: HookBus) -> None:
         self._bus = bus
@@ -188,12 +187,7 @@ class LinkControl:
         bus = self._bus
         if bus is None:
             return
-        if self._hosts and not self._hooked:
-            bus.on(StanzaFromClient, self.check, PRIORITY)
-            self._hooked = True
-        elif not self._hosts and self._hooked:
-            bus.off(StanzaFromClient, self.check)
-            self._hooked = False
+        bus.toggle(StanzaFromClient, self.check, PRIORITY, bool(self._hosts))
 
     def check(self, event: StanzaFromClient) -> Deny | Redact | None:
         rules = self._hosts.get(event.session.host)

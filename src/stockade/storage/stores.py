@@ -18,7 +18,7 @@ from .schema import kv, map_
 
 
 def _dump(value: Any) -> str:
-    # Compact and unescaped (UTF-8 in the database, not \uXXXX); NaN is not JSON, refuse it.
+    # Compact, and UTF-8 in the database rather than \u escapes; NaN is not JSON, refuse it.
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
