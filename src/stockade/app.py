@@ -313,6 +313,7 @@ class Server:
                                             max_per_address=c2s.max_connections_per_address,
                                             max_write_buffer=c2s.max_write_buffer)
         c2s_ctx.nonza_handlers = self.ctx.nonza_handlers
+        c2s_ctx.writes = self.storage.backlog      # pause client input while the writers catch up
         if c2s.new_connections_per_minute:     # new connections per minute from one address (net/c2s.py)
             from .policy.flood import ConnectionRate
             c2s_ctx.admit_connection = ConnectionRate(self.clock, c2s.new_connections_per_minute).admit

@@ -237,3 +237,17 @@ def test_a_half_read_tag_is_never_dropped():
     assert not reader.compact()
     reader.feed(b"><body>x</body></message>")
     assert reader.compact()
+
+
+def test_add_leaf_serialises_like_add_with_and_without_cached_content():
+    reader = StreamReader()
+    reader.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+    attrs = {"id": "01H<&\"x", "by": "alice@example.com"}
+    for data in (b"<message to='a@b'><body>hi &amp; bye</body></message>", b"<message to='a@b'/>"):
+        fast, slow = reader.feed(data)[0], reader.feed(data)[0]
+        fast.add_leaf("stanza-id", "urn:xmpp:sid:0", dict(attrs))
+        slow.add("stanza-id", "urn:xmpp:sid:0", dict(attrs))
+        assert fast.serialize() == slow.serialize()
+        assert b'id="01H&lt;&amp;&quot;x"' in fast.serialize()
+        fast.children[-1].set("by", "bob@example.com")        # a later change to the leaf is seen
+        assert b'by="bob@example.com"' in fast.serialize()

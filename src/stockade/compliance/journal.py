@@ -124,6 +124,10 @@ class Journal:
         self._task: asyncio.Task[None] | None = None
         self._tracked: tuple[Any, Any] = (None, None)    # (commit, session) tracked last
         self._held = 0                   # records queued and not yet committed
+        # Backpressure (storage/backlog.py): over two batches queued, client input pauses until
+        # one batch is left; not while failing (the refusal rules apply then).
+        self._backlog = getattr(storage, "backlog", None)
+        self._over = False
         self._is_closed = False
         self.is_failing = False          # the last attempt to write failed
         self.failure: str = ""           # why, while failing
@@ -200,7 +204,15 @@ class Journal:
                 self._task = loop.create_task(self._run(), name="stockade-journal-writer")
         batch.entries.append(entry)
         self._held += 1
+        if self._held > 2 * MAX_BATCH and not self._over and not self.is_failing and self._backlog is not None:
+            self._over = True
+            self._backlog.over("journal", True)
         return batch.commit
+
+    def _release_backlog(self) -> None:
+        if self._over:
+            self._over = False
+            self._backlog.over("journal", False)
 
     def is_busy(self) -> bool:
         """Whether records are queued and not yet committed: messages are coming in."""
@@ -267,6 +279,7 @@ class Journal:
             self._batches.clear()
             self._open = None
             self._task = None
+            self._release_backlog()
             for stopped in left:
                 if not stopped.commit.done():
                     stopped.commit.set_exception(RuntimeError(
@@ -288,6 +301,7 @@ class Journal:
                     log.error("the compliance journal cannot write: %s; new messages are refused "
                               "(or delivered where on_failure = deliver) until it can", reason)
                 self.is_failing, self.failure = True, reason
+                self._release_backlog()      # clients must be able to send to be refused
                 await asyncio.sleep(self._retry_delays[min(attempt, len(self._retry_delays) - 1)])
                 attempt += 1
         if self.is_failing:
@@ -296,6 +310,8 @@ class Journal:
             self.is_failing, self.failure = False, ""
             self._bypassed.clear()
         self._held -= len(batch.entries)
+        if self._over and self._held <= MAX_BATCH:
+            self._release_backlog()
         self.records_committed += len(batch.entries)
         if not batch.commit.done():
             batch.commit.set_result(None)

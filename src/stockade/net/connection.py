@@ -25,6 +25,7 @@ from ..protocol.errors import StanzaError, StreamError
 from ..protocol.stream import (BindRequest, ClientStream, NonzaReceived, SaslStep, StanzaReceived,
                                StartTls, StreamClosed, StreamOptions)
 from ..protocol.xml import Element
+from ..storage.backlog import WriteBacklog
 
 if TYPE_CHECKING:
     from ..core.auth import Authenticator
@@ -77,6 +78,8 @@ class C2SContext:
         self.per_address: dict[str, int] = {}
         self.connections: set[ClientConnection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Backpressure from the storage writers (storage/backlog.py); app.py sets the Storage's.
+        self.writes = WriteBacklog()
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run work for a connection in the background, tracked so that shutdown can wait for it."""
@@ -91,7 +94,7 @@ class ClientConnection(ABC):
 
     transport = "tcp"           # what the client connected over (policy asks: web_client permission)
 
-    __slots__ = ("_backlog", "_busy", "_closing", "_counted", "_dirty", "_input", "_paused", "_seen_input",
+    __slots__ = ("_backlog", "_busy", "_closing", "_counted", "_dirty", "_held_back", "_input", "_paused", "_seen_input",
                  "_swept_input", "_timer", "address", "ctx", "is_secure", "sasl", "session", "stream",
                  "__weakref__")
 
@@ -112,7 +115,8 @@ class ClientConnection(ABC):
         self._input: deque[bytes] | None = None  # input received while busy
         self._seen_input = 0                     # input count, for the idle sweep
         self._swept_input = -1
-        self._paused = False
+        self._paused = False          # input paused: events wait behind an async step
+        self._held_back = False       # input paused: the storage writers are behind (storage/backlog.py)
         self._dirty = False
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
@@ -180,6 +184,11 @@ class ClientConnection(ABC):
                 self._pause_input()
             return
         self._feed(data)
+
+    def _release_input(self) -> None:
+        self._held_back = False
+        if not self._paused and not self._closing:
+            self._resume_input()
 
     def lost(self) -> None:
         """The transport is gone."""
@@ -253,6 +262,13 @@ class ClientConnection(ABC):
                 self._backlog.extend(events)
             self._run_backlog()
         self._mark()
+        writes = self.ctx.writes
+        if writes.congested and not self._held_back and not self._closing:
+            # The database is behind with what the input queued (storage/backlog.py): read no
+            # more until it caught up; the client's TCP window holds the rest.
+            self._held_back = True
+            self._pause_input()
+            writes.when_clear(self._release_input)
 
     def _run_backlog(self) -> None:
         backlog = self._backlog
@@ -278,7 +294,8 @@ class ClientConnection(ABC):
             self._backlog = self._input = None
         if not self._busy and self._paused and not self._closing:
             self._paused = False
-            self._resume_input()
+            if not self._held_back:
+                self._resume_input()
         self._mark()
 
     def _handle(self, event: Any) -> Awaitable[Any] | None:

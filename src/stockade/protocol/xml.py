@@ -156,6 +156,30 @@ class Element:
         self._appended(child)
         return child
 
+    def add_leaf(self, name: str, xmlns: str, attrs: dict[str, str]) -> Element:
+        """Append and return a new empty child element (no text, no children): the cheap way
+        to stamp a stanza (<stanza-id/>, <delay/>). Its bytes go straight onto the cached raw
+        content without the general serialiser."""
+        child = Element(name, xmlns, attrs)
+        self.children.append(child)
+        inner = self._inner
+        if inner is None or self._owner is not None:
+            self._changed()
+            return child
+        parts = ["<", name]
+        if xmlns != self.xmlns:
+            parts.append(f' xmlns="{escape_attr(xmlns)}"')
+        for key, value in attrs.items():
+            if key[0] == "{":          # a namespaced attribute needs a prefix: the general way
+                self._inner = inner + child.serialize(self.xmlns)
+                child._owner = self
+                return child
+            parts.append(_attr(key, value))
+        parts.append("/>")
+        self._inner = inner + "".join(parts).encode()
+        child._owner = self
+        return child
+
     def _appended(self, child: Node) -> None:
         # A child appended to a stanza whose raw content is cached goes at the end of that
         # content: the cache stays (a stamped <stanza-id/> or <delay/> costs no re-serialising).
@@ -231,7 +255,10 @@ _ATTR_CACHE_MAX = 20_000
 
 
 def _attr(key: str, value: str) -> str:
-    """` key="value"`, escaped. Addresses, ids and types repeat across stanzas: cached."""
+    """` key="value"`, escaped. Addresses and types repeat across stanzas: cached; ids are new
+    each time (a stanza's, an archive id), so caching them would only churn the cache."""
+    if key == "id":
+        return f' id="{escape_attr(value)}"'
     fragment = _ATTR_CACHE.get((key, value))
     if fragment is None:
         fragment = f' {key}="{escape_attr(value)}"'

@@ -63,6 +63,7 @@ from typing import NamedTuple
 
 from sqlalchemy import (ColumnElement, Connection, Row, bindparam, delete, func, select, tuple_)
 
+from .backlog import WriteBacklog
 from .crypto import Cipher, DecryptError, UnknownDataKey
 from .engine import Database
 from .errors import StorageError
@@ -73,7 +74,7 @@ from .schema import archive, archive_owners
 # each item has to itself (an item's owner index page is written once per batch, however many
 # items of that owner it holds). It also bounds a failure's blast radius and a batch's commit
 # time (a few tens of milliseconds at this size).
-MAX_BATCH = 5000
+MAX_BATCH = 10_000
 
 _c = archive.c
 _o = archive_owners.c
@@ -149,9 +150,14 @@ class _Batch:
 class ArchiveWriter:
     """The group-commit queue shared by every archive store of one Storage."""
 
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH, backlog: WriteBacklog | None = None) -> None:
         self._db = db
         self._max_batch = max_batch
+        # Backpressure (backlog.py): over `_high` queued appends, client input pauses until the
+        # queue is back to one batch. Two batches: one committing, a full one waiting.
+        self.backlog = backlog if backlog is not None else WriteBacklog()
+        self._high = 2 * max_batch
+        self._over = False
         self._insert = db.insert_many_sql(archive, _INSERT_COLUMNS)
         self._insert_owner = db.insert_ignore(archive_owners, ("host", "username", "store"))
         self._batches: deque[_Batch] = deque()      # waiting to be written, oldest first
@@ -187,6 +193,9 @@ class ArchiveWriter:
         self._queued += 1
         if row[0].__class__ is tuple:
             self._unresolved += 1
+        if self._queued - self._finished > self._high and not self._over:
+            self._over = True
+            self.backlog.over("archive", True)
         return batch
 
     async def flush(self) -> None:
@@ -274,6 +283,9 @@ class ArchiveWriter:
 
     def _finish(self, count: int) -> None:
         self._finished += count
+        if self._over and self._queued - self._finished <= self._max_batch:
+            self._over = False
+            self.backlog.over("archive", False)
         still_waiting = []
         for target, waiter in self._flush_waiters:
             if self._finished >= target:

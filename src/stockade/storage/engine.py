@@ -62,11 +62,17 @@ SQLITE_MIN_VERSION = (3, 35, 0)    # DELETE ... RETURNING (pop_all) needs 3.35
 # page at the end of its owner's range; with thousands of active owners those pages must stay
 # cached, or every append reads one back from the file.
 SQLITE_WRITER_CACHE_KIB = 64 * 1024
-# Pages in the WAL before a checkpoint copies them into the database (SQLite's default is 1000,
-# 4 MiB). A checkpoint copies a page once however often it changed since the last one, and the
-# archive rewrites the same index pages in every batch: checkpointing less often copies far
-# less. The WAL file grows to about this size (40 MiB) before it is reused.
-SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
+# The page size of a new database file (SQLite's default is 4 KiB; an existing file keeps its
+# own). Every archive append lands in its owner's part of the archive index, a different page per
+# owner, and every page a batch changed is written to the WAL at commit: with bigger pages a batch
+# of appends touches and writes fewer of them, in fewer B-tree levels. Measured with 1,000 owners
+# and batches of 10,000 appends: 4.4 us of database CPU per append at 4 KiB, 3.7 at 16 KiB.
+SQLITE_PAGE_SIZE = 16 * 1024
+# Bytes in the WAL before a checkpoint copies its pages into the database (SQLite's default is
+# 1000 pages, 4 MiB at 4 KiB). A checkpoint copies a page once however often it changed since the
+# last one, and the archive rewrites the same index pages in every batch: checkpointing less
+# often copies far less. The WAL file grows to about this size before it is reused.
+SQLITE_WAL_AUTOCHECKPOINT_BYTES = 40 * 1024 * 1024
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 10
 POOL_TIMEOUT_S = 30                # a task waiting longer than this for a connection gets an error
@@ -528,6 +534,8 @@ def _install_sqlite_hooks(engine: Engine, *, is_writer: bool, is_memory: bool) -
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if is_writer and not is_memory:
+            # Only a new, empty file takes it (and only before WAL mode is set); others keep theirs.
+            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE:d}")
             # Persistent in the file. With WAL, readers never block the writer nor it them.
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")          # WAL + NORMAL: survives a process crash
@@ -535,7 +543,8 @@ def _install_sqlite_hooks(engine: Engine, *, is_writer: bool, is_memory: bool) -
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
         if is_writer:
             cursor.execute(f"PRAGMA cache_size=-{SQLITE_WRITER_CACHE_KIB:d}")
-            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES:d}")
+            page_size = cursor.execute("PRAGMA page_size").fetchone()[0]
+            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_BYTES // page_size:d}")
         else:
             cursor.execute("PRAGMA query_only=ON")           # a write on a read connection is a bug
         cursor.close()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from .accounts import AccountStore
 from .archive import ArchiveStore, ArchiveWriter
 from .audit import AuditStore
+from .backlog import WriteBacklog
 from .crypto import Cipher, Keyring, KeyFileError
 from .datakeys import DataKeyStore
 from .engine import Database
@@ -32,7 +33,9 @@ class Storage:
         # other users (uploads, the journal, admin secrets) take it from this attribute.
         self.cipher = cipher
         self.data_keys = DataKeyStore(db, clock)
-        self._archive_writer = ArchiveWriter(db)
+        # Backpressure from the group-commit writers (archive, journal) to client input.
+        self.backlog = WriteBacklog()
+        self._archive_writer = ArchiveWriter(db, backlog=self.backlog)
         self.dialect: str = db.dialect                 # "sqlite" | "postgresql"
         self.accounts = AccountStore(db, self._archive_writer, clock)
         self.audit = AuditStore(db)

@@ -233,7 +233,7 @@ class Archiver:
 
     @staticmethod
     def _stamp(stanza: Element, owner: JID, archive_id: str) -> None:
-        stanza.add("stanza-id", NS_SID, {"id": archive_id, "by": str(owner)})
+        stanza.add_leaf("stanza-id", NS_SID, {"id": archive_id, "by": str(owner)})
 
     # -- decisions ------------------------------------------------------------------------------
     def _decide_cached(self, owner: JID, peer: JID) -> bool | None:

@@ -1,0 +1,118 @@
+"""A message storm cannot make the server queue writes without bound: while the archive writer is
+behind, client connections stop reading, the rest waits in the network, and nothing is lost.
+
+    the database stalls (the archive writer's commits are held)
+    alice -> 20,000 chat messages to bob, written at once
+    server: the archive queue passes two batches -> client input pauses (storage/backlog.py)
+            the queue stops growing while the event loop goes on (carol's ping is answered)
+    the database resumes -> input resumes -> bob gets all 20,000, in order, and both archives
+            hold them all
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from stockade.testing.raw import RawStream
+from stockade.testing.server import RunningServer
+
+from .conftest import DOMAIN, USERS, jid
+
+COUNT = 20_000
+TIMEOUT = 120
+
+
+async def wait_for(server, condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.run(condition):
+        assert time.monotonic() < deadline, "timed out waiting for the server"
+        await asyncio.sleep(0.02)
+
+
+async def read_messages(bob: RawStream, count: int) -> list[int]:
+    """The numbers of the flood messages bob receives, until `count` of them arrived."""
+    numbers: list[int] = []
+    rest = b""
+    while len(numbers) < count:
+        chunk = await asyncio.wait_for(bob.reader.read(65536), TIMEOUT)
+        assert chunk, "bob's stream was closed"
+        rest += chunk
+        found = re.findall(rb"<body>flood (\d+)</body>", rest)
+        numbers.extend(int(n) for n in found)
+        rest = rest[rest.rfind(b"</body>") + 7:] if found else rest
+    return numbers
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    """Flood limits off: the storm is what a legitimate bulk sender (a gateway, a bot the admin
+    allowed) can send; the limits have tests of their own (tests/policy/test_flood.py)."""
+    with RunningServer(config={"hosts": [{"domain": DOMAIN, "policy": {"flood": {"enabled": False}}}]}) as srv:
+        for user in ("alice", "bob", "carol"):
+            srv.add_user(jid(user), USERS[user])
+        yield srv
+
+
+async def read_all(stream: RawStream) -> bytes:
+    """Everything the server sends on `stream` until it closes (a client that keeps reading)."""
+    received = b""
+    while chunk := await stream.reader.read(65536):
+        received += chunk
+    return received
+
+
+async def test_a_message_storm_waits_in_the_network_while_the_archive_writer_is_behind(server):
+    storage = server.server.storage
+    writer = storage._archive_writer
+    bob = await RawStream.open(server)
+    await bob.login("bob", USERS["bob"], "desk")
+    await bob.send("<presence/>")
+    await bob.read_until(b"<presence")
+    carol = await RawStream.open(server)
+    await carol.login("carol", USERS["carol"])
+    alice = await RawStream.open(server)
+    await alice.login("alice", USERS["alice"])
+
+    gate = server.run(asyncio.Event)
+
+    def stall_the_database() -> None:
+        writer._max_batch, writer._high = 50, 100
+        commit = writer._commit
+
+        async def held_commit(batch):
+            await gate.wait()
+            await commit(batch)
+        writer._commit = held_commit
+
+    server.run(stall_the_database)
+    receiving = asyncio.create_task(read_messages(bob, COUNT))
+    alice_hears = asyncio.create_task(read_all(alice))
+    alice.writer.write(b"".join(f"<message to='{jid('bob')}' type='chat' id='m{n}'><body>flood {n}</body>"
+                                f"</message>".encode() for n in range(COUNT)))
+
+    await wait_for(server, lambda: storage.backlog.congested)
+    queued = server.run(lambda: writer._queued)
+    await carol.send(f"<iq type='get' id='ping1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await carol.read_until(b"ping1")              # the event loop went on meanwhile
+    assert server.run(lambda: writer._queued) == queued, "input was read while the writer was behind"
+    assert queued < 2 * COUNT                     # part of the storm still waits in the network
+
+    server.run(gate.set)
+    numbers = await asyncio.wait_for(receiving, TIMEOUT)
+    assert numbers == list(range(COUNT))          # every message, in order
+    await alice.writer.drain()
+    await server.acall(storage.flush(), TIMEOUT)
+    mam = storage.archive("mam")
+    assert await server.acall(mam.count(DOMAIN, "bob")) == COUNT
+    assert await server.acall(mam.count(DOMAIN, "alice")) == COUNT
+    assert server.run(lambda: storage.backlog.congested) is False
+    assert server.run(lambda: storage.backlog.pauses) >= 1
+    await alice.send("</stream:stream>")
+    assert b"error" not in await asyncio.wait_for(alice_hears, TIMEOUT)    # nothing bounced
+    for stream in (alice, bob, carol):
+        await stream.close()

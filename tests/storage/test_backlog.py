@@ -1,0 +1,80 @@
+"""Backpressure: a group-commit writer that falls behind says so, and says when it caught up.
+
+    archive appends queued > 2 batches  -> storage.backlog.congested (client input pauses)
+    back to <= 1 batch                  -> not congested; every `when_clear` callback runs once
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from stockade.storage import Storage
+from stockade.storage.backlog import WriteBacklog
+
+HOST = "example.com"
+
+
+def test_the_backlog_clears_only_when_every_writer_is_back_under_its_mark() -> None:
+    backlog = WriteBacklog()
+    resumed: list[str] = []
+    backlog.when_clear(lambda: resumed.append("at once"))      # nothing over: runs now
+    assert resumed == ["at once"]
+
+    backlog.over("archive", True)
+    backlog.over("journal", True)
+    backlog.over("archive", True)                             # repeated: no second pause
+    backlog.when_clear(lambda: resumed.append("a"))
+    backlog.when_clear(lambda: resumed.append("b"))
+    assert backlog.congested and backlog.pauses == 1
+
+    backlog.over("archive", False)
+    assert backlog.congested and resumed == ["at once"]        # the journal is still behind
+    backlog.over("journal", False)
+    assert not backlog.congested and resumed == ["at once", "a", "b"]
+    backlog.over("journal", False)                            # repeated: nothing runs twice
+    assert resumed == ["at once", "a", "b"]
+
+
+async def test_archive_appends_past_two_batches_congest_until_the_writer_catches_up(storage: Storage) -> None:
+    writer = storage._archive_writer
+    writer._max_batch, writer._high = 10, 20
+    gate = asyncio.Event()
+    commit = writer._commit
+
+    async def held_commit(batch):       # the database is slow: nothing commits until the gate opens
+        await gate.wait()
+        await commit(batch)
+
+    writer._commit = held_commit
+    archive = storage.archive("mam")
+    resumed = asyncio.Event()
+    futures = [archive.append_nowait(HOST, "alice", f"<message id='{n}'/>") for n in range(20)]
+    assert not storage.backlog.congested                       # two batches queued: still fine
+    futures.append(archive.append_nowait(HOST, "alice", "<message id='20'/>"))
+    assert storage.backlog.congested                           # one more: over the mark
+    storage.backlog.when_clear(resumed.set)
+
+    gate.set()
+    await asyncio.wait_for(resumed.wait(), 30)
+    assert not storage.backlog.congested
+    await asyncio.gather(*futures)
+    assert await archive.count(HOST, "alice") == 21            # nothing was dropped
+
+
+async def test_a_failing_batch_still_clears_the_backlog(storage: Storage) -> None:
+    writer = storage._archive_writer
+    writer._max_batch, writer._high = 5, 10
+    gate = asyncio.Event()
+
+    async def failing_write(*_args, **_kwargs):
+        await gate.wait()
+        raise OSError("disk I/O error")
+
+    writer._db.write = failing_write
+    archive = storage.archive("mam")
+    futures = [archive.append_nowait(HOST, "alice", "<message/>") for _ in range(11)]
+    assert storage.backlog.congested
+    gate.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, Exception) for r in results)      # the callers are told
+    assert not storage.backlog.congested                       # and input is not paused forever
