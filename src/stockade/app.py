@@ -381,7 +381,9 @@ class Server:
             sessions=lambda: len(self.sessions), stanzas_received=stanzas,
             auth_failures=lambda: self.auth.failures_total,
             archive_batches_committed=lambda: storage.archive_batches_committed,
-            audit_write_failures=lambda: self.audit.failed_writes, **self._security_metrics())
+            audit_write_failures=lambda: self.audit.failed_writes,
+            input_paused=lambda: (storage.backlog.pauses, storage.backlog.paused_seconds),
+            **self._security_metrics())
         self.metrics = setup_metrics(self.http, collector, token=self.config.http.metrics_token)
 
     def _security_metrics(self) -> dict[str, Any]:

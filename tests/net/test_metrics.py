@@ -98,6 +98,8 @@ async def test_the_figures_follow_logins_failures_stanzas_and_archive_commits():
         after = await scrape(srv)
         assert value(after, "stockade_auth_failures_total") == value(before, "stockade_auth_failures_total") + 1
         assert value(after, "stockade_audit_write_failures_total") == 0
+        assert value(after, "stockade_input_pauses_total") == 0       # a light load never pauses input
+        assert value(after, "stockade_input_paused_seconds_total") == 0
 
 
 async def test_policy_verdicts_alerts_and_the_journal_are_counted():

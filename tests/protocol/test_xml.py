@@ -251,3 +251,18 @@ def test_add_leaf_serialises_like_add_with_and_without_cached_content():
         assert b'id="01H&lt;&amp;&quot;x"' in fast.serialize()
         fast.children[-1].set("by", "bob@example.com")        # a later change to the leaf is seen
         assert b'by="bob@example.com"' in fast.serialize()
+
+
+def test_serialize_stanza_is_reused_only_while_the_stanza_is_unchanged():
+    reader = StreamReader()
+    reader.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+    stanza = reader.feed(b"<message to='a@b'><body>one</body></message>")[0]
+    first = stanza.serialize_stanza()
+    assert first == stanza.serialize() and stanza.serialize_stanza() is first      # made once
+    stanza.attrs["from"] = "c@d/r"                                                # attribute set directly
+    assert stanza.serialize_stanza() == stanza.serialize() and b'from="c@d/r"' in stanza.serialize_stanza()
+    stanza.add_leaf("stanza-id", "urn:xmpp:sid:0", {"id": "x", "by": "a@b"})
+    assert b"<stanza-id" in stanza.serialize_stanza()
+    stanza.find("body").set_text("two")
+    assert b"<body>two</body>" in stanza.serialize_stanza()
+    assert stanza.serialize_stanza() == stanza.serialize()

@@ -156,7 +156,7 @@ class Journal:
             return _refusal()
         attrs = stanza.attrs
         commit = self._queue((self._time(), session.host, kind, attrs.get("from"), attrs.get("to"),
-                              attrs.get("type"), stanza.serialize(), None))
+                              attrs.get("type"), stanza.serialize_stanza(), None))
         if commit is None:
             return _refusal()
         if commit is not self._tracked[0] or session is not self._tracked[1]:

@@ -2,7 +2,8 @@
 
 Nothing is counted for the metrics' sake on the message path: at scrape time a collector reads
 the figures the server keeps anyway (open connections, registered sessions, each session's
-XEP-0198 handled count, the authenticator's failure count, the archive writer's batch count,
+XEP-0198 handled count, the authenticator's failure count, the archive writer's batch count, the
+storage writers' backpressure (how often and how long client input was paused),
 the malware scanner's counters, the administrator alerts per kind, the compliance journal's
 committed records and whether it is failing). The one figure kept for the metrics is the number
 of policy verdicts per kind (`VerdictCounts`): an integer increment when a policy gives a verdict
@@ -109,6 +110,7 @@ class ServerCollector(Collector):
                  stanzas_received: Callable[[], int], auth_failures: Callable[[], int],
                  archive_batches_committed: Callable[[], int],
                  audit_write_failures: Callable[[], int],
+                 input_paused: Callable[[], tuple[int, float]] | None = None,
                  malware: Callable[[], tuple[int, int, int]] | None = None,
                  alerts: Callable[[], dict[str, int]] | None = None,
                  verdicts: Callable[[], dict[str, int]] | None = None,
@@ -119,6 +121,7 @@ class ServerCollector(Collector):
         self._auth_failures = auth_failures
         self._archive_batches = archive_batches_committed
         self._audit_failures = audit_write_failures
+        self._input_paused = input_paused  # (pauses, seconds paused) from storage/backlog.py
         self._malware = malware          # (scanned, infected, unavailable)
         self._alerts = alerts
         self._verdicts = verdicts
@@ -142,6 +145,12 @@ class ServerCollector(Collector):
         yield CounterMetricFamily("stockade_audit_write_failures",
                                   "Audit log entries that could not be written (see the error log).",
                                   value=self._audit_failures())
+        if self._input_paused is not None:
+            pauses, seconds = self._input_paused()
+            yield CounterMetricFamily("stockade_input_pauses", "Times client input was paused because the "
+                                      "storage writers were two batches behind (storage/backlog.py).", value=pauses)
+            yield CounterMetricFamily("stockade_input_paused_seconds", "Seconds client input was paused "
+                                      "while the storage writers caught up.", value=seconds)
         yield from self._security()
 
     def _security(self) -> Iterable[Metric]:

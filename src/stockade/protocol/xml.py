@@ -73,7 +73,7 @@ class Element:
     Use the methods to change an element: they drop any cached serialisation.
     """
 
-    __slots__ = ("name", "xmlns", "attrs", "children", "_inner", "_owner")
+    __slots__ = ("name", "xmlns", "attrs", "children", "_inner", "_owner", "_memo")
 
     def __init__(self, name: str, xmlns: str = "", attrs: dict[str, str] | None = None,
                  children: list[Node] | None = None) -> None:
@@ -83,6 +83,7 @@ class Element:
         self.children = children if children is not None else []
         self._inner: bytes | None = None     # raw serialised content, see module docstring
         self._owner: Element | None = None   # the top-level element whose _inner includes us
+        self._memo: tuple[bytes, dict[str, str], bytes] | None = None     # see serialize_stanza
 
     # -- reading ------------------------------------------------------------------------------
     def get(self, key: str, default: str | None = None) -> str | None:
@@ -233,6 +234,20 @@ class Element:
         out: list[str] = []
         _write(self, default_ns, out)
         return "".join(out).encode()
+
+    def serialize_stanza(self) -> bytes:
+        """`serialize()` of a stanza that several parts of the message path keep (the compliance
+        journal, the sender's and the recipient's archive copies): made once and reused while
+        the stanza is unchanged, that is while its raw content is the same bytes object (every
+        change through the methods replaces or drops it) and its attributes are equal."""
+        inner = self._inner
+        memo = self._memo
+        if memo is not None and memo[0] is inner and memo[1] == self.attrs:
+            return memo[2]
+        data = self.serialize()
+        if inner is not None:
+            self._memo = (inner, dict(self.attrs), data)
+        return data
 
     def __str__(self) -> str:
         return self.serialize().decode()

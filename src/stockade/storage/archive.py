@@ -75,6 +75,9 @@ from .schema import archive, archive_owners
 # items of that owner it holds). It also bounds a failure's blast radius and a batch's commit
 # time (a few tens of milliseconds at this size).
 MAX_BATCH = 10_000
+# A batch this big means load: its WAL pages are checkpointed in the background at once
+# (Database.checkpoint_soon) instead of stalling a later commit.
+CHECKPOINT_AFTER = 1000
 
 _c = archive.c
 _o = archive_owners.c
@@ -256,6 +259,8 @@ class ArchiveWriter:
             self.owner_ids(store)[(host, user)] = owner_id       # committed: safe to remember
         self.batches_committed += 1
         self.items_committed += len(rows)
+        if len(rows) >= CHECKPOINT_AFTER:
+            self._db.checkpoint_soon()
         if not batch.commit.done():
             batch.commit.set_result(None)
 

@@ -272,6 +272,9 @@ class Database:
         self._sa_dialect = sa_dialect
         self._compiled: dict[int, tuple[Any, str, tuple[str, ...]]] = {}    # see point_rows
         self._insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
+        # SQLite files: WAL checkpoints after big batches run in a reader thread (see checkpoint_soon).
+        self._checkpoints = self.dialect == "sqlite" and reader is not writer
+        self._checkpointing: asyncio.Future[None] | None = None
 
     # -- engines ----------------------------------------------------------------------------
 
@@ -348,6 +351,23 @@ class Database:
             return await self._writer.run(fn, args)
         except (SQLAlchemyError, OSError) as exc:
             raise self._error(name, exc) from exc
+
+    def checkpoint_soon(self) -> None:
+        """After a big batch (archive appends, journal records): copy the WAL into the database
+        file now, in a reader thread beside the writer (a PASSIVE checkpoint never blocks it),
+        rather than in the writer's own automatic checkpoint, whose copy and fsync would stall
+        the writer and, through backpressure (backlog.py), client input. One at a time; the
+        automatic checkpoint still covers small writes. SQLite files only; otherwise nothing."""
+        if self._checkpoints and self._checkpointing is None:
+            self._checkpointing = asyncio.ensure_future(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._reader.run(_passive_checkpoint, ())
+        except Exception as exc:                 # the writer's automatic checkpoint still runs
+            _log.warning("a background WAL checkpoint failed: %s", exc)
+        finally:
+            self._checkpointing = None
 
     async def read(self, name: str, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(conn, *args)` for reading; each statement sees the latest committed data."""
@@ -510,6 +530,10 @@ def _fetch_all(conn: Connection, stmt: Executable, params: Params) -> Sequence[R
 
 def _fetch_first(conn: Connection, stmt: Executable, params: Params) -> Row | None:
     return conn.execute(stmt, params).first()
+
+
+def _passive_checkpoint(conn: Connection) -> None:
+    conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _raw_rows(conn: Connection, sql: str, args: tuple) -> list[tuple]:

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, insert, select
 
+from .archive import CHECKPOINT_AFTER
 from .engine import Database, id_high_water
 from .schema import journal, journal_checkpoints
 
@@ -150,8 +151,11 @@ class JournalStore:
         """Append every entry (turned into a record by `prepare`, in the database thread) in one
         transaction; a checkpoint is added when the chain crosses a multiple of
         `checkpoint_every`. Returns the new head. Raises StorageError, and nothing is written."""
-        return await self._db.write("journal.append", self._append, entries, prepare, seal,
+        head = await self._db.write("journal.append", self._append, entries, prepare, seal,
                                     checkpoint_every, sign, now)
+        if len(entries) >= CHECKPOINT_AFTER:
+            self._db.checkpoint_soon()       # under load: the WAL is copied beside the writer
+        return head
 
     def _append(self, conn: Connection, entries: Sequence[Any], prepare: Callable[[Any], Prepared],
                 seal: Sealer, checkpoint_every: int, sign: Signer | None,

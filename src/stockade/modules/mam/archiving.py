@@ -169,7 +169,7 @@ class Archiver:
         if peer is None or peer.bare == owner:
             return None           # to oneself: archived once, on delivery
         if self._decide_now(owner, peer):
-            self._append(owner, stanza.serialize("").decode(), peer.bare, new_archive_id(), event.session)
+            self._append(owner, stanza.serialize_stanza().decode(), peer.bare, new_archive_id(), event.session)
         return None
 
     # -- recipient side -------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class Archiver:
             # Stored durably before offline storage keeps the stamped copy (and before the
             # sender's next stanza: MessageUndeliverable is awaited).
             archive_id = self.ids.new(owner)
-            future = self._append(owner, stanza.serialize("").decode(), peer.bare, archive_id, None)
+            future = self._append(owner, stanza.serialize_stanza().decode(), peer.bare, archive_id, None)
             if future is None:
                 return None
             try:
@@ -228,7 +228,7 @@ class Archiver:
 
     def _archive_received(self, stanza: Element, owner: JID, peer: JID, origin: ClientSession | None) -> None:
         archive_id = self.ids.new(owner)
-        if self._append(owner, stanza.serialize("").decode(), peer.bare, archive_id, origin) is not None:
+        if self._append(owner, stanza.serialize_stanza().decode(), peer.bare, archive_id, origin) is not None:
             self._stamp(stanza, owner, archive_id)
 
     @staticmethod
