@@ -116,3 +116,57 @@ async def test_a_message_storm_waits_in_the_network_while_the_archive_writer_is_
     assert b"error" not in await asyncio.wait_for(alice_hears, TIMEOUT)    # nothing bounced
     for stream in (alice, bob, carol):
         await stream.close()
+
+
+async def test_a_websocket_client_is_held_back_the_same_way(server):
+    """RFC 7395: each message is one frame; while the writer is behind, the server reads no
+    further frame, and every one of them is delivered once it caught up."""
+    import websockets
+
+    from .test_websocket import login, tls, ws_url
+
+    count = 3000
+    storage = server.server.storage
+    writer = storage._archive_writer
+    bob = await RawStream.open(server)
+    await bob.login("bob", USERS["bob"], "desk")
+    await bob.send("<presence/>")
+    await bob.read_until(b"<presence")
+    carol = await RawStream.open(server)
+    await carol.login("carol", USERS["carol"])
+    gate = server.run(asyncio.Event)
+
+    def stall_the_database() -> None:
+        writer._max_batch, writer._high = 50, 100
+        commit = writer._commit
+
+        async def held_commit(batch):
+            await gate.wait()
+            await commit(batch)
+        writer._commit = held_commit
+
+    async with websockets.connect(ws_url(server), subprotocols=["xmpp"], ssl=tls(server)) as ws:
+        await login(ws, "alice")
+        server.run(stall_the_database)
+        receiving = asyncio.create_task(read_messages(bob, count))
+
+        async def storm() -> None:
+            for n in range(count):
+                await ws.send(f"<message xmlns='jabber:client' to='{jid('bob')}' type='chat'>"
+                              f"<body>flood {n}</body></message>")
+        sending = asyncio.create_task(storm())
+
+        await wait_for(server, lambda: storage.backlog.congested)
+        queued = server.run(lambda: writer._queued)
+        await carol.send(f"<iq type='get' id='ping1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await carol.read_until(b"ping1")
+        assert server.run(lambda: writer._queued) == queued, "frames were read while the writer was behind"
+        assert queued < 2 * count
+
+        server.run(gate.set)
+        assert await asyncio.wait_for(receiving, TIMEOUT) == list(range(count))
+        await asyncio.wait_for(sending, TIMEOUT)
+    await server.acall(storage.flush(), TIMEOUT)
+    assert await server.acall(storage.archive("mam").count(DOMAIN, "alice")) == count
+    for stream in (bob, carol):
+        await stream.close()
