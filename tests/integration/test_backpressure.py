@@ -66,21 +66,24 @@ async def read_all(stream: RawStream) -> bytes:
     return received
 
 
-async def test_a_message_storm_waits_in_the_network_while_the_archive_writer_is_behind(server):
-    storage = server.server.storage
-    writer = storage._archive_writer
+async def bob_and_carol(server) -> tuple[RawStream, RawStream]:
+    """bob, available, receives the storm; carol's ping shows that the event loop goes on."""
     bob = await RawStream.open(server)
     await bob.login("bob", USERS["bob"], "desk")
     await bob.send("<presence/>")
     await bob.read_until(b"<presence")
     carol = await RawStream.open(server)
     await carol.login("carol", USERS["carol"])
-    alice = await RawStream.open(server)
-    await alice.login("alice", USERS["alice"])
+    return bob, carol
 
+
+def stall_the_database(server) -> asyncio.Event:
+    """Hold every archive commit until the returned event is set, with batches of 50 (so that
+    the writer is behind after 100 queued appends)."""
+    writer = server.server.storage._archive_writer
     gate = server.run(asyncio.Event)
 
-    def stall_the_database() -> None:
+    def stall() -> None:
         writer._max_batch, writer._high = 50, 100
         commit = writer._commit
 
@@ -89,18 +92,33 @@ async def test_a_message_storm_waits_in_the_network_while_the_archive_writer_is_
             await commit(batch)
         writer._commit = held_commit
 
-    server.run(stall_the_database)
+    server.run(stall)
+    return gate
+
+
+async def assert_no_input_is_read_while_behind(server, carol: RawStream, total: int) -> None:
+    storage = server.server.storage
+    await wait_for(server, lambda: storage.backlog.congested)
+    queued = server.run(lambda: storage._archive_writer._queued)
+    await carol.send(f"<iq type='get' id='ping1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await carol.read_until(b"ping1")              # the event loop went on meanwhile
+    assert server.run(lambda: storage._archive_writer._queued) == queued, \
+        "input was read while the writer was behind"
+    assert queued < 2 * total                     # part of the storm still waits in the network
+
+
+async def test_a_message_storm_waits_in_the_network_while_the_archive_writer_is_behind(server):
+    storage = server.server.storage
+    bob, carol = await bob_and_carol(server)
+    alice = await RawStream.open(server)
+    await alice.login("alice", USERS["alice"])
+    gate = stall_the_database(server)
     receiving = asyncio.create_task(read_messages(bob, COUNT))
     alice_hears = asyncio.create_task(read_all(alice))
     alice.writer.write(b"".join(f"<message to='{jid('bob')}' type='chat' id='m{n}'><body>flood {n}</body>"
                                 f"</message>".encode() for n in range(COUNT)))
 
-    await wait_for(server, lambda: storage.backlog.congested)
-    queued = server.run(lambda: writer._queued)
-    await carol.send(f"<iq type='get' id='ping1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
-    await carol.read_until(b"ping1")              # the event loop went on meanwhile
-    assert server.run(lambda: writer._queued) == queued, "input was read while the writer was behind"
-    assert queued < 2 * COUNT                     # part of the storm still waits in the network
+    await assert_no_input_is_read_while_behind(server, carol, COUNT)
 
     server.run(gate.set)
     numbers = await asyncio.wait_for(receiving, TIMEOUT)
@@ -127,27 +145,10 @@ async def test_a_websocket_client_is_held_back_the_same_way(server):
 
     count = 3000
     storage = server.server.storage
-    writer = storage._archive_writer
-    bob = await RawStream.open(server)
-    await bob.login("bob", USERS["bob"], "desk")
-    await bob.send("<presence/>")
-    await bob.read_until(b"<presence")
-    carol = await RawStream.open(server)
-    await carol.login("carol", USERS["carol"])
-    gate = server.run(asyncio.Event)
-
-    def stall_the_database() -> None:
-        writer._max_batch, writer._high = 50, 100
-        commit = writer._commit
-
-        async def held_commit(batch):
-            await gate.wait()
-            await commit(batch)
-        writer._commit = held_commit
-
+    bob, carol = await bob_and_carol(server)
     async with websockets.connect(ws_url(server), subprotocols=["xmpp"], ssl=tls(server)) as ws:
         await login(ws, "alice")
-        server.run(stall_the_database)
+        gate = stall_the_database(server)
         receiving = asyncio.create_task(read_messages(bob, count))
 
         async def storm() -> None:
@@ -156,12 +157,7 @@ async def test_a_websocket_client_is_held_back_the_same_way(server):
                               f"<body>flood {n}</body></message>")
         sending = asyncio.create_task(storm())
 
-        await wait_for(server, lambda: storage.backlog.congested)
-        queued = server.run(lambda: writer._queued)
-        await carol.send(f"<iq type='get' id='ping1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
-        await carol.read_until(b"ping1")
-        assert server.run(lambda: writer._queued) == queued, "frames were read while the writer was behind"
-        assert queued < 2 * count
+        await assert_no_input_is_read_while_behind(server, carol, count)
 
         server.run(gate.set)
         assert await asyncio.wait_for(receiving, TIMEOUT) == list(range(count))
