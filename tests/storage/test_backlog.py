@@ -78,3 +78,26 @@ async def test_a_failing_batch_still_clears_the_backlog(storage: Storage) -> Non
     results = await asyncio.gather(*futures, return_exceptions=True)
     assert all(isinstance(r, Exception) for r in results)      # the callers are told
     assert not storage.backlog.congested                       # and input is not paused forever
+
+
+async def test_a_big_batch_is_checkpointed_beside_the_writer(tmp_path) -> None:
+    """After a batch of CHECKPOINT_AFTER appends or more, the WAL is copied into the database
+    file by a reader thread at once (the writer's own automatic checkpoint waits for 40 MiB)."""
+    import os
+
+    from stockade.storage.engine import CHECKPOINT_AFTER
+
+    storage = await Storage.open(f"sqlite:///{tmp_path}/a.db")
+    try:
+        archive = storage.archive("mam")
+        await archive.append(HOST, "alice", "<message/>")         # a small batch: left in the WAL
+        assert storage._db._checkpointing is None
+        before = os.path.getsize(tmp_path / "a.db")
+        await asyncio.gather(*[archive.append_nowait(HOST, "alice", "<message>%d</message>" % n)
+                               for n in range(CHECKPOINT_AFTER)])
+        checkpointing = storage._db._checkpointing
+        assert checkpointing is not None
+        await checkpointing
+        assert os.path.getsize(tmp_path / "a.db") > before       # the rows reached the database file
+    finally:
+        await storage.close()

@@ -106,7 +106,7 @@ class PolicyAdmin:
 
     async def set(self, who: Principal, host: str, document: Any) -> dict[str, Any]:
         self.actions.check(who, roles.POLICY_WRITE, host)
-        detail = {"token": who.token_id} if who.token_id else {}
+        detail = _token(who)
         try:
             await self.engine.set(host, document, actor=who.actor, **detail)
         except PolicyError as exc:
@@ -115,7 +115,7 @@ class PolicyAdmin:
 
     async def reset(self, who: Principal, host: str) -> dict[str, Any]:
         self.actions.check(who, roles.POLICY_WRITE, host)
-        detail = {"token": who.token_id} if who.token_id else {}
+        detail = _token(who)
         await self.engine.reset(host, actor=who.actor, **detail)
         return self._answer(host)
 
@@ -125,12 +125,8 @@ class PolicyAdmin:
 
     async def review(self, who: Principal, host: str, item_id: str, decision: str) -> dict[str, Any]:
         self.actions.check(who, roles.QUARANTINE_REVIEW, host)
-        detail = {"token": who.token_id} if who.token_id else {}
-        act = self.quarantine.release if decision == "release" else self.quarantine.reject
-        try:
-            await act(host, item_id, actor=who.actor, **detail)
-        except QuarantineError as exc:
-            raise ActionRefused(exc.status, str(exc)) from None
+        await _decide(self.quarantine.release if decision == "release" else self.quarantine.reject,
+                      who, host, item_id)
         done = "released: delivered to its recipient" if decision == "release" else "rejected: its sender was told"
         return {"done": done, "id": item_id}
 
@@ -144,15 +140,23 @@ class PolicyAdmin:
         self.actions.check(who, roles.QUARANTINE_REVIEW, host)
         if self.files is None:
             raise ActionRefused(404, NO_UPLOADS)
-        detail = {"token": who.token_id} if who.token_id else {}
-        act = self.files.release if decision == "release" else self.files.delete
-        try:
-            await act(host, file_id, actor=who.actor, **detail)
-        except QuarantineError as exc:
-            raise ActionRefused(exc.status, str(exc)) from None
+        await _decide(self.files.release if decision == "release" else self.files.delete, who, host, file_id)
         done = ("released: it can be downloaded from its address" if decision == "release"
                 else "deleted: its bytes and its record are gone")
         return {"done": done, "id": file_id}
+
+
+def _token(who: Principal) -> dict[str, str]:
+    """The audit detail naming the API token an action came through, if any."""
+    return {"token": who.token_id} if who.token_id else {}
+
+
+async def _decide(act: Any, who: Principal, host: str, item_id: str) -> None:
+    """Run a quarantine review decision (release, reject, delete) as `who`, audited under its token."""
+    try:
+        await act(host, item_id, actor=who.actor, **_token(who))
+    except QuarantineError as exc:
+        raise ActionRefused(exc.status, str(exc)) from None
 
 
 def add_routes(app: Any, actions: AdminActions, who_dependency: Any) -> None:

@@ -126,8 +126,7 @@ class Journal:
         self._held = 0                   # records queued and not yet committed
         # Backpressure (storage/backlog.py): over two batches queued, client input pauses until
         # one batch is left; not while failing (the refusal rules apply then).
-        self._backlog = getattr(storage, "backlog", None)
-        self._over = False
+        self._backlog = storage.backlog
         self._is_closed = False
         self.is_failing = False          # the last attempt to write failed
         self.failure: str = ""           # why, while failing
@@ -204,15 +203,12 @@ class Journal:
                 self._task = loop.create_task(self._run(), name="stockade-journal-writer")
         batch.entries.append(entry)
         self._held += 1
-        if self._held > 2 * MAX_BATCH and not self._over and not self.is_failing and self._backlog is not None:
-            self._over = True
-            self._backlog.over("journal", True)
+        if self._held > 2 * MAX_BATCH and not self.is_failing:
+            self._backlog.over("journal", True)          # idempotent: only the first call counts
         return batch.commit
 
     def _release_backlog(self) -> None:
-        if self._over:
-            self._over = False
-            self._backlog.over("journal", False)
+        self._backlog.over("journal", False)
 
     def is_busy(self) -> bool:
         """Whether records are queued and not yet committed: messages are coming in."""
@@ -310,7 +306,7 @@ class Journal:
             self.is_failing, self.failure = False, ""
             self._bypassed.clear()
         self._held -= len(batch.entries)
-        if self._over and self._held <= MAX_BATCH:
+        if self._held <= MAX_BATCH:
             self._release_backlog()
         self.records_committed += len(batch.entries)
         if not batch.commit.done():

@@ -159,25 +159,15 @@ class Element:
 
     def add_leaf(self, name: str, xmlns: str, attrs: dict[str, str]) -> Element:
         """Append and return a new empty child element (no text, no children): the cheap way
-        to stamp a stanza (<stanza-id/>, <delay/>). Its bytes go straight onto the cached raw
-        content without the general serialiser."""
+        to stamp a stanza (<stanza-id/>, <delay/>). Its start tag goes straight onto the cached
+        raw content: nothing else is serialised again."""
         child = Element(name, xmlns, attrs)
         self.children.append(child)
         inner = self._inner
         if inner is None or self._owner is not None:
             self._changed()
             return child
-        parts = ["<", name]
-        if xmlns != self.xmlns:
-            parts.append(f' xmlns="{escape_attr(xmlns)}"')
-        for key, value in attrs.items():
-            if key[0] == "{":          # a namespaced attribute needs a prefix: the general way
-                self._inner = inner + child.serialize(self.xmlns)
-                child._owner = self
-                return child
-            parts.append(_attr(key, value))
-        parts.append("/>")
-        self._inner = inner + "".join(parts).encode()
+        self._inner = inner + (_start_tag(child, self.xmlns) + "/>").encode()
         child._owner = self
         return child
 

@@ -75,9 +75,6 @@ from .schema import archive, archive_owners
 # items of that owner it holds). It also bounds a failure's blast radius and a batch's commit
 # time (a few tens of milliseconds at this size).
 MAX_BATCH = 10_000
-# A batch this big means load: its WAL pages are checkpointed in the background at once
-# (Database.checkpoint_soon) instead of stalling a later commit.
-CHECKPOINT_AFTER = 1000
 
 _c = archive.c
 _o = archive_owners.c
@@ -160,7 +157,6 @@ class ArchiveWriter:
         # queue is back to one batch. Two batches: one committing, a full one waiting.
         self.backlog = backlog if backlog is not None else WriteBacklog()
         self._high = 2 * max_batch
-        self._over = False
         self._insert = db.insert_many_sql(archive, _INSERT_COLUMNS)
         self._insert_owner = db.insert_ignore(archive_owners, ("host", "username", "store"))
         self._batches: deque[_Batch] = deque()      # waiting to be written, oldest first
@@ -196,9 +192,8 @@ class ArchiveWriter:
         self._queued += 1
         if row[0].__class__ is tuple:
             self._unresolved += 1
-        if self._queued - self._finished > self._high and not self._over:
-            self._over = True
-            self.backlog.over("archive", True)
+        if self._queued - self._finished > self._high:
+            self.backlog.over("archive", True)           # idempotent: only the first call counts
         return batch
 
     async def flush(self) -> None:
@@ -259,8 +254,7 @@ class ArchiveWriter:
             self.owner_ids(store)[(host, user)] = owner_id       # committed: safe to remember
         self.batches_committed += 1
         self.items_committed += len(rows)
-        if len(rows) >= CHECKPOINT_AFTER:
-            self._db.checkpoint_soon()
+        self._db.checkpoint_soon(len(rows))
         if not batch.commit.done():
             batch.commit.set_result(None)
 
@@ -288,8 +282,7 @@ class ArchiveWriter:
 
     def _finish(self, count: int) -> None:
         self._finished += count
-        if self._over and self._queued - self._finished <= self._max_batch:
-            self._over = False
+        if self._queued - self._finished <= self._max_batch:
             self.backlog.over("archive", False)
         still_waiting = []
         for target, waiter in self._flush_waiters:

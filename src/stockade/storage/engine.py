@@ -73,6 +73,9 @@ SQLITE_PAGE_SIZE = 16 * 1024
 # last one, and the archive rewrites the same index pages in every batch: checkpointing less
 # often copies far less. The WAL file grows to about this size before it is reused.
 SQLITE_WAL_AUTOCHECKPOINT_BYTES = 40 * 1024 * 1024
+# A group-commit batch at least this big means load: its WAL pages are checkpointed beside the
+# writer at once (Database.checkpoint_soon) instead of stalling one of its later commits.
+CHECKPOINT_AFTER = 1000
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 10
 POOL_TIMEOUT_S = 30                # a task waiting longer than this for a connection gets an error
@@ -352,13 +355,14 @@ class Database:
         except (SQLAlchemyError, OSError) as exc:
             raise self._error(name, exc) from exc
 
-    def checkpoint_soon(self) -> None:
-        """After a big batch (archive appends, journal records): copy the WAL into the database
-        file now, in a reader thread beside the writer (a PASSIVE checkpoint never blocks it),
-        rather than in the writer's own automatic checkpoint, whose copy and fsync would stall
-        the writer and, through backpressure (backlog.py), client input. One at a time; the
-        automatic checkpoint still covers small writes. SQLite files only; otherwise nothing."""
-        if self._checkpoints and self._checkpointing is None:
+    def checkpoint_soon(self, batch_size: int) -> None:
+        """After a group-commit batch (archive appends, journal records) of `batch_size`: if it
+        was big (CHECKPOINT_AFTER, a sign of load), copy the WAL into the database file now, in a
+        reader thread beside the writer (a PASSIVE checkpoint never blocks it), rather than in
+        the writer's own automatic checkpoint, whose copy and fsync would stall the writer and,
+        through backpressure (backlog.py), client input. One at a time; the automatic checkpoint
+        still covers small writes. SQLite files only; otherwise nothing."""
+        if batch_size >= CHECKPOINT_AFTER and self._checkpoints and self._checkpointing is None:
             self._checkpointing = asyncio.ensure_future(self._checkpoint())
 
     async def _checkpoint(self) -> None:

@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, insert, select
 
-from .archive import CHECKPOINT_AFTER
 from .engine import Database, id_high_water
 from .schema import journal, journal_checkpoints
 
@@ -153,8 +152,7 @@ class JournalStore:
         `checkpoint_every`. Returns the new head. Raises StorageError, and nothing is written."""
         head = await self._db.write("journal.append", self._append, entries, prepare, seal,
                                     checkpoint_every, sign, now)
-        if len(entries) >= CHECKPOINT_AFTER:
-            self._db.checkpoint_soon()       # under load: the WAL is copied beside the writer
+        self._db.checkpoint_soon(len(entries))
         return head
 
     def _append(self, conn: Connection, entries: Sequence[Any], prepare: Callable[[Any], Prepared],
