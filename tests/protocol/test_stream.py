@@ -170,3 +170,30 @@ def test_client_closing_the_stream_is_answered_in_kind():
     events = s.receive_data(b"</stream:stream>")
     assert isinstance(events[-1], StreamClosed) and events[-1].by_peer
     assert out(s).endswith(b"</stream:stream>")
+
+
+def test_streams_sharing_options_send_the_features_their_own_state_calls_for():
+    """<stream:features/> is serialised once per (authenticated, encrypted) and shared by the
+    streams of the same options: each stream still gets what its own state calls for."""
+    from stockade.protocol.xml import Element
+    options = StreamOptions(is_host_served=lambda d: d == "example.com", tls_required=False,
+                            extra_features=[Element("sm", "urn:xmpp:sm:3")])
+    plain, tls = ClientStream(options), ClientStream(options)
+    plain.receive_data(HEADER)
+    before_tls = out(plain)
+    assert b"<starttls" in before_tls and b"<mechanism>PLAIN</mechanism>" not in before_tls
+    tls.receive_data(HEADER)
+    assert out(tls).split(b">", 2)[2] == before_tls.split(b">", 2)[2]   # same features (ids differ)
+    tls.receive_data(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    out(tls)
+    tls.tls_established()
+    tls.receive_data(HEADER)
+    after_tls = out(tls)
+    assert b"<starttls" not in after_tls and b"<mechanism>PLAIN</mechanism>" in after_tls
+    tls.receive_data(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>")
+    tls.sasl_reply(Success("alice"))
+    out(tls)
+    tls.receive_data(HEADER)
+    bound = out(tls)
+    assert b"<bind" in bound and b'<sm xmlns="urn:xmpp:sm:3"/>' in bound and b"mechanism" not in bound
+    assert set(options.features_sent) == {(False, False), (False, True), (True, True)}

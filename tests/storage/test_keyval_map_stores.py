@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from stockade.storage import Storage
+from stockade.storage import Storage, get_together
 
 # Everything JSON can carry, and text that trips up encodings: accents, CJK, emoji outside the
 # BMP, right-to-left, a NUL and other control characters, quotes and backslashes.
@@ -169,3 +169,30 @@ async def test_keyval_tracking_holders_answers_the_same_as_reading(storage: Stor
     assert await store.get("example.com", "alice") is None
     await store.set("example.com", "alice", {"v": "again"})
     assert await store.get("example.com", "alice") == {"v": "again"}
+
+
+async def test_get_together_reads_several_stores_of_one_user_at_once(storage: Storage) -> None:
+    items, pending, version = storage.map("roster"), storage.map("roster_pending"), storage.keyval("roster_version")
+    await items.set("example.com", "alice", "bob@example.com", {"name": "Bob"})
+    await items.set("example.com", "alice", "carol@example.com", UNICODE_DOC)
+    await pending.set("example.com", "alice", "dave@example.com", "<presence/>")
+    await version.set("example.com", "alice", 7)
+    # Neighbours that must not leak in: another user, another host, another store of each kind.
+    await items.set("example.com", "bob", "alice@example.com", {"name": "Alice"})
+    await items.set("other.example", "alice", "eve@other.example", {})
+    await storage.map("bookmarks").set("example.com", "alice", "room@muc", {})
+    await storage.keyval("vcard").set("example.com", "alice", {"fn": "Alice"})
+
+    found = await get_together("example.com", "alice", items, pending, version)
+
+    assert found == [{"bob@example.com": {"name": "Bob"}, "carol@example.com": UNICODE_DOC},
+                     {"dave@example.com": "<presence/>"}, 7]
+    assert found == [await items.get_all("example.com", "alice"), await pending.get_all("example.com", "alice"),
+                     await version.get("example.com", "alice")]
+
+
+async def test_get_together_answers_empty_stores_like_their_own_reads(storage: Storage) -> None:
+    found = await get_together("example.com", "nobody", storage.map("roster"), storage.keyval("roster_version"),
+                               storage.map("roster_pending"))
+    assert found == [{}, None, {}]
+    assert await get_together("example.com", "nobody") == []

@@ -160,3 +160,90 @@ async def test_cancelling_a_call_at_any_point_leaves_the_storage_usable(storage:
         assert await vcard.get(HOST, "alice") == turns
         assert len(await roster.get_all(HOST, "alice")) in (0, 20)
         await roster.delete_all(HOST, "alice")
+
+
+async def test_a_point_read_on_a_sqlite_file_runs_in_the_event_loop_thread(tmp_path: Path) -> None:
+    """Login reads (credentials, roster, stored values) run right where they are awaited: the
+    awaitable finishes at its first step, without handing the work to a reader thread and
+    waiting for it to come back (which costs more than the read on a busy server)."""
+    storage = await Storage.open(f"sqlite:///{tmp_path / 'stockade.db'}")
+    try:
+        await storage.map("roster").set(HOST, "alice", "bob@example.com", {"name": "Bob"})
+        read = storage.map("roster").get_all(HOST, "alice")
+        with pytest.raises(StopIteration) as finished:
+            read.send(None)                      # no wait: done at the first step
+        assert finished.value.value == {"bob@example.com": {"name": "Bob"}}
+        # ... and it sees each write as soon as it committed, like a reader thread would.
+        await storage.map("roster").set(HOST, "alice", "carol@example.com", {})
+        assert set(await storage.map("roster").get_all(HOST, "alice")) == {"bob@example.com", "carol@example.com"}
+    finally:
+        await storage.close()
+
+
+class _FailingOnce:
+    """A DBAPI connection whose next statement fails with `error`, then works as `real` does."""
+
+    def __init__(self, real: object, error: sqlite3.Error) -> None:
+        self.real, self.error = real, error
+
+    @property
+    def driver_connection(self) -> "_FailingOnce":
+        return self
+
+    def execute(self, *args: object) -> object:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+        return self.real.driver_connection.execute(*args)
+
+    def invalidate(self) -> None:
+        self.real.invalidate()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def _sqlite_error(cls: type[sqlite3.Error], message: str, code: int) -> sqlite3.Error:
+    error = cls(message)
+    error.sqlite_errorcode = code
+    return error
+
+
+async def test_a_point_read_that_would_wait_for_a_lock_goes_to_a_reader_thread(tmp_path: Path) -> None:
+    """In WAL mode a reader waits for a lock only in rare moments (another process recovering
+    the WAL index after a crash): the in-place read then fails at once with SQLITE_BUSY, since
+    the event loop must not wait, and the read is done by a reader thread instead."""
+    storage = await Storage.open(f"sqlite:///{tmp_path / 'stockade.db'}")
+    try:
+        vcard = storage.keyval("vcard")
+        await vcard.set(HOST, "alice", {"fn": "Alice"})
+        assert await vcard.get(HOST, "alice") == {"fn": "Alice"}          # opens the loop's connection
+        db = storage._db
+        db._inline = _FailingOnce(db._inline, _sqlite_error(sqlite3.OperationalError, "database is locked", 5))
+        read = vcard.get(HOST, "alice")
+        step = read.send(None)                   # not done at once: it waits for a reader thread
+        assert isinstance(step, asyncio.Future)
+        read.close()
+        assert await vcard.get(HOST, "alice") == {"fn": "Alice"}
+        db._inline = _FailingOnce(db._inline.real, _sqlite_error(sqlite3.OperationalError, "database is locked", 261))
+        assert await vcard.get(HOST, "alice") == {"fn": "Alice"}          # SQLITE_BUSY_RECOVERY too
+    finally:
+        await storage.close()
+
+
+async def test_a_failing_point_read_names_the_operation_and_the_next_one_reconnects(tmp_path: Path) -> None:
+    storage = await Storage.open(f"sqlite:///{tmp_path / 'stockade.db'}")
+    try:
+        vcard = storage.keyval("vcard")
+        await vcard.set(HOST, "alice", {"fn": "Alice"})
+        assert await vcard.get(HOST, "alice") == {"fn": "Alice"}
+        db = storage._db
+        broken = db._inline
+        db._inline = _FailingOnce(broken, _sqlite_error(sqlite3.DatabaseError, "database disk image is malformed", 11))
+        with pytest.raises(StorageError, match="'keyval.get' failed .*malformed"):
+            await vcard.get(HOST, "alice")
+        assert db._inline is None                # dropped: the next read opens a new connection
+        assert await vcard.get(HOST, "alice") == {"fn": "Alice"}
+        assert db._inline is not None and db._inline is not broken
+    finally:
+        await storage.close()

@@ -22,6 +22,7 @@ from ..protocol.errors import StanzaError
 from ..protocol.jid import JID, try_jid
 from ..protocol.subscription import SubState, item_fields, state_from_item
 from ..protocol.xml import Element
+from ..storage import get_together
 
 MAX_GROUPS = 64
 MAX_NAME = 1024
@@ -92,9 +93,9 @@ class RosterService:
         fut: asyncio.Future[Roster] = asyncio.get_running_loop().create_future()
         self._loading[owner] = fut
         try:
-            items = await self.items.get_all(owner.domain, owner.local)
-            pending = await self.pending.get_all(owner.domain, owner.local)
-            version = await self.meta.get(owner.domain, owner.local) or 0
+            items, pending, version = await get_together(owner.domain, owner.local,
+                                                         self.items, self.pending, self.meta)
+            version = version or 0
             roster = Roster({}, set(), int(version))
             for key, data in items.items():
                 jid = try_jid(key)

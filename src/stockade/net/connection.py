@@ -18,7 +18,9 @@ import dataclasses
 import logging
 import ssl
 from collections import deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from types import CoroutineType
+from types import coroutine as types_coroutine
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator
 
 from ..core.sessions import ClientSession
 from ..protocol.errors import StanzaError, StreamError
@@ -36,6 +38,27 @@ log = logging.getLogger(__name__)
 CLOSE_WAIT = 2.0     # seconds to wait for the peer to close after we closed the stream
 
 NonzaHandler = Callable[["ClientConnection", Element], "Awaitable[bool] | bool"]
+
+
+@types_coroutine
+def _resume(coro: CoroutineType, step: Any) -> Generator[Any, Any, Any]:
+    """The rest of `coro`, which ClientConnection._start ran up to its first wait and which
+    yielded `step` there (a future, or None). A task running this waits on `step` just as if
+    `coro` had yielded it to the task itself, then sends the outcome into `coro`, and so on: a
+    `yield from` that starts at the second step."""
+    while True:
+        try:
+            value = yield step
+        except BaseException as exc:         # a failed future, or the task's cancellation
+            try:
+                step = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                step = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
 
 
 class Flusher:
@@ -68,6 +91,7 @@ class C2SContext:
         self.hub = hub
         self.auth = auth
         self.stream_options = stream_options
+        self._options: dict[tuple[bool, bool], StreamOptions] = {}
         self.tls_context = tls_context
         self.negotiation_timeout = negotiation_timeout
         self.max_per_address = max_per_address
@@ -88,6 +112,17 @@ class C2SContext:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def options_for(self, is_secure: bool, framed: bool) -> StreamOptions:
+        """The stream options of a kind of connection, one object per kind: the connections of
+        a kind share it (memory per connection, and the features it serialised once)."""
+        options = self._options.get((is_secure, framed))
+        if options is None:
+            options = self.stream_options(is_secure)
+            if framed:
+                options = dataclasses.replace(options, framed=True)
+            self._options[(is_secure, framed)] = options
+        return options
+
 
 class ClientConnection(ABC):
     """Transport-independent part of a client connection; also the session's channel."""
@@ -102,10 +137,7 @@ class ClientConnection(ABC):
         self.ctx = ctx
         self.address = "?"
         self.is_secure = is_secure
-        options = ctx.stream_options(is_secure)
-        if framed:
-            options = dataclasses.replace(options, framed=True)
-        self.stream = ClientStream(options)
+        self.stream = ClientStream(ctx.options_for(is_secure, framed))
         self.session: ClientSession | None = None
         self.sasl: Any = None
         self._busy = False
@@ -277,9 +309,32 @@ class ClientConnection(ABC):
         while backlog and not self._closing:
             pending = self._handle(backlog.popleft())
             if pending is not None:
-                self._busy = True
-                self.ctx.spawn(self._wait(pending))
-                return
+                pending = self._start(pending)
+                if pending is not None:
+                    self._busy = True
+                    self.ctx.spawn(self._wait(pending))
+                    return
+
+    def _start(self, pending: Awaitable[Any]) -> Awaitable[Any] | None:
+        """Run the processing of an event here and now, up to its first real wait: None if it
+        finished without one, else the rest of it, for a task.
+
+        Most steps of a login (a SASL step, a bind with its point reads, the initial presence)
+        and of stanza handling never wait, and a task each (created, scheduled, run a turn
+        later) costs more than the work itself. The first part runs outside any task, though:
+        `asyncio.current_task()` is None there and `asyncio.timeout()` refuses to run, so code
+        on this path waits with `asyncio.wait_for` instead.
+        """
+        if type(pending) is not CoroutineType:
+            return pending
+        try:
+            step = pending.send(None)
+        except StopIteration:
+            return None
+        except Exception:
+            log.exception("processing a stanza from %s failed", self.session or self.address)
+            return None
+        return _resume(pending, step)
 
     async def _wait(self, pending: Awaitable[Any]) -> None:
         try:

@@ -120,6 +120,10 @@ class StreamOptions:
     max_auth_attempts: int = 3              # failed SASL exchanges before the stream is closed
     # extra <stream:features/> children once authenticated (stream management, CSI, ...)
     extra_features: list[Element] = field(default_factory=list)
+    # <stream:features/> as sent, per (authenticated, secure): the same bytes for every stream
+    # that shares these options, serialised once (set extra_features before the first stream).
+    features_sent: dict[tuple[bool, bool], bytes] = field(default_factory=dict, init=False, repr=False,
+                                                          compare=False)
 
 
 class ClientStream:
@@ -256,6 +260,18 @@ class ClientStream:
         self._header_sent = True
 
     def _write_features(self) -> None:
+        o = self.options
+        if not self.is_authenticated:
+            self.state = State.TLS if (not self.is_secure and o.tls_required) else State.AUTH
+        else:
+            self.state = State.BIND
+        kind = (self.is_authenticated, self.is_secure)
+        data = o.features_sent.get(kind)
+        if data is None:
+            data = o.features_sent[kind] = self._top_bytes(self._features())
+        self._out.append(data)
+
+    def _features(self) -> Element:
         features = Element("features", ns.STREAMS)
         o = self.options
         if not self.is_authenticated:
@@ -265,17 +281,14 @@ class ClientStream:
                     tls.add("required")
             if self.is_secure or not o.tls_required:
                 mechs = features.add("mechanisms", ns.SASL)
-                for m in o.mechanisms:
-                    if m != "PLAIN" or self.is_secure:
-                        mechs.add("mechanism", text=m)
-            self.state = State.TLS if (not self.is_secure and o.tls_required) else State.AUTH
+                for m in self.offered_mechanisms():
+                    mechs.add("mechanism", text=m)
         else:
             features.add("bind", ns.BIND)
             features.add("session", ns.SESSION).add("optional")
             for extra in o.extra_features:
                 features.append(extra.copy())
-            self.state = State.BIND
-        self._write_top(features)
+        return features
 
     def _on_negotiation_element(self, el: Element, events: list[Event]) -> None:
         if self.state is State.BINDING and el.xmlns == self.content_ns:
@@ -456,18 +469,19 @@ class ClientStream:
             self._out.append(data)
 
     def _write_top(self, element: Element) -> None:
+        self._out.append(self._top_bytes(element))
+
+    def _top_bytes(self, element: Element) -> bytes:
         if self.options.framed and element.xmlns == ns.STREAMS:
             # A WebSocket message is a document of its own: declare the stream prefix in it.
             body = element.serialize(ns.STREAMS)
             body = b"<stream:" + body[1:].replace(b">", b' xmlns:stream="' + ns.STREAMS.encode() + b'">', 1)
-            body = _prefix_close(body, element.name)
-            self._out.append(body)
-        elif element.xmlns == ns.STREAMS:
-            self._out.append(_prefix_close(b"<stream:" + element.serialize(ns.STREAMS)[1:], element.name))
-        elif self.options.framed:
-            self._out.append(element.serialize(""))
-        else:
-            self._out.append(element.serialize(self.content_ns))
+            return _prefix_close(body, element.name)
+        if element.xmlns == ns.STREAMS:
+            return _prefix_close(b"<stream:" + element.serialize(ns.STREAMS)[1:], element.name)
+        if self.options.framed:
+            return element.serialize("")
+        return element.serialize(self.content_ns)
 
     def data_to_send(self) -> list[bytes]:
         out, self._out = self._out, []

@@ -21,9 +21,9 @@ from .archive import ArchiveItem, ArchiveStore
 from .errors import AccountExists, StorageError
 from .keys import new_key, time_prefix
 from .service import Storage
-from .stores import KeyValueStore, MapStore
+from .stores import KeyValueStore, MapStore, get_together
 
 __all__ = [
     "AccountExists", "AccountStore", "ArchiveItem", "ArchiveStore", "KeyValueStore", "MapStore",
-    "ScramCredential", "Storage", "StorageError", "new_key", "time_prefix",
+    "ScramCredential", "Storage", "StorageError", "get_together", "new_key", "time_prefix",
 ]

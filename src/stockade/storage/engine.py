@@ -12,6 +12,15 @@ here and nowhere else:
   transaction is one hand-over to a thread and one back, however many statements it has; an
   async driver (aiosqlite) would hop threads for every cursor, execute, fetch and close.
   PostgreSQL uses one ordinary async pool.
+- Point reads (`point_rows`: credentials, roster, stored values, a few per login). On a SQLite
+  file they run right in the event loop's thread, on a connection of their own, when they can
+  do so without waiting: a read of a few indexed rows from the page cache costs a few
+  microseconds there, against the two thread hand-overs (and the interpreter-lock hand-overs
+  between the threads) of a threaded read, which cost several times that on a busy server. A
+  read that would wait for a lock (busy_timeout 0 on that connection, so SQLITE_BUSY at once)
+  goes to a reader thread instead. What it cannot avoid is the rare read of a page that is in
+  neither SQLite's cache nor the system's: the event loop then waits for the disk, as a
+  single-threaded server does.
 - Transactions. SQLite write transactions start with BEGIN IMMEDIATE, which takes the write lock up
   front; a deferred BEGIN that reads first and writes later can fail with SQLITE_BUSY when another
   process (the `stockade user` CLI) wrote in between. Reads run in autocommit on both dialects:
@@ -265,7 +274,7 @@ class Database:
     """A connected database: named read and write transactions plus the dialect-specific SQL."""
 
     def __init__(self, url: URL, writer: _Runner, reader: _Runner, runners: Sequence[_Runner],
-                 sa_dialect: Any) -> None:
+                 sa_dialect: Any, inline: Engine | None = None) -> None:
         self.dialect: str = url.get_backend_name()          # "sqlite" | "postgresql"
         self.display_url = url.render_as_string(hide_password=True)
         self._writer = writer
@@ -278,6 +287,9 @@ class Database:
         # SQLite files: WAL checkpoints after big batches run in a reader thread (see checkpoint_soon).
         self._checkpoints = self.dialect == "sqlite" and reader is not writer
         self._checkpointing: asyncio.Future[None] | None = None
+        # SQLite files: the event loop thread's connection for point reads (see point_rows).
+        self._inline_engine = inline
+        self._inline: Any = None                             # the pooled connection, once opened
 
     # -- engines ----------------------------------------------------------------------------
 
@@ -317,12 +329,14 @@ class Database:
             return cls(url, write_runner, write_runner, [write_runner], writer.dialect)
         # Readers never open a transaction (autocommit, query_only), so there is never anything
         # to roll back.
-        reader = create_engine(url, poolclass=QueuePool, pool_size=SQLITE_READERS, max_overflow=0,
+        # One connection more than reader threads: the event loop's own, for point reads.
+        reader = create_engine(url, poolclass=QueuePool, pool_size=SQLITE_READERS + 1, max_overflow=0,
                                pool_timeout=POOL_TIMEOUT_S, skip_autocommit_rollback=True,
                                connect_args=args)
         _install_sqlite_hooks(reader, is_writer=False, is_memory=False)
         read_runner = _ThreadRunner(reader, SQLITE_READERS, "sqlite-reader", write=False)
-        return cls(url, write_runner, read_runner, [write_runner, read_runner], writer.dialect)
+        return cls(url, write_runner, read_runner, [write_runner, read_runner], writer.dialect,
+                   inline=reader)
 
     @classmethod
     def _connect_postgresql(cls, url: URL) -> Database:
@@ -337,6 +351,9 @@ class Database:
 
     async def dispose(self) -> None:
         """Wait for operations still running (their callers may be gone), close every connection."""
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         for runner in self._runners:
             await runner.close()
 
@@ -377,7 +394,7 @@ class Database:
         """Run `fn(conn, *args)` for reading; each statement sees the latest committed data."""
         try:
             return await self._reader.run(fn, args)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:     # sqlite3: from _raw_rows
             raise self._error(name, exc) from exc
 
     # Single-statement shorthands for the common cases.
@@ -393,8 +410,10 @@ class Database:
 
         For the reads of every login (credentials, roster, stored values): on SQLite the
         statement is compiled once and run on sqlite3 directly, which costs a tenth of
-        SQLAlchemy's execution path. Only for columns sqlite3 returns as they are (text,
-        numbers, bytes), and statements whose parameters are all named bind parameters.
+        SQLAlchemy's execution path, and on a file in the event loop's thread unless that would
+        wait for a lock (see the module's docstring). Only for columns sqlite3 returns as they
+        are (text, numbers, bytes), and statements whose parameters are all named bind
+        parameters.
         """
         if self.dialect != "sqlite":
             return [tuple(row) for row in await self.fetch_all(name, stmt, params)]
@@ -403,7 +422,34 @@ class Database:
             done = stmt.compile(dialect=self._sa_dialect)
             compiled = self._compiled[id(stmt)] = (stmt, done.string, tuple(done.positiontup or ()))
         _, sql, names = compiled
-        return await self.read(name, _raw_rows, sql, tuple(params[n] for n in names))
+        args = tuple(params[n] for n in names)
+        if self._inline_engine is not None:
+            rows = self._read_inline(name, sql, args)
+            if rows is not None:
+                return rows
+        return await self.read(name, _raw_rows, sql, args)
+
+    def _read_inline(self, name: str, sql: str, args: tuple) -> list[tuple] | None:
+        """`sql` on the event loop thread's connection; None if it would have to wait for a lock."""
+        try:
+            if self._inline is None:
+                conn = self._inline_engine.raw_connection()          # with the readers' pragmas
+                conn.driver_connection.execute("PRAGMA busy_timeout=0")
+                self._inline = conn
+            return self._inline.driver_connection.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):   # extended too
+                return None                                          # a reader thread waits instead
+            self._drop_inline()
+            raise self._error(name, exc) from exc
+        except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
+            self._drop_inline()
+            raise self._error(name, exc) from exc
+
+    def _drop_inline(self) -> None:
+        if self._inline is not None:
+            self._inline.invalidate()                        # a new one is opened next time
+            self._inline = None
 
     async def scalar(self, name: str, stmt: Executable, params: Params = None) -> Any:
         """The first column of the first row, or None when there is no row."""
