@@ -80,21 +80,24 @@ async def test_a_failing_batch_still_clears_the_backlog(storage: Storage) -> Non
     assert not storage.backlog.congested                       # and input is not paused forever
 
 
-async def test_a_big_batch_is_checkpointed_beside_the_writer(tmp_path) -> None:
-    """After a batch of CHECKPOINT_AFTER appends or more, the WAL is copied into the database
-    file by a reader thread at once (the writer's own automatic checkpoint waits for 40 MiB)."""
+async def test_the_wal_is_checkpointed_beside_the_writer_every_so_many_rows(tmp_path) -> None:
+    """Once the writers committed CHECKPOINT_AFTER_ROWS rows since the last time, the WAL is
+    copied into the database file by a reader thread (the writer's own automatic checkpoint
+    waits for 128 MiB); not after every batch, which would copy the same pages again and again."""
     import os
 
-    from stockade.storage.engine import CHECKPOINT_AFTER
+    from stockade.storage.engine import CHECKPOINT_AFTER_ROWS
 
     storage = await Storage.open(f"sqlite:///{tmp_path}/a.db")
     try:
         archive = storage.archive("mam")
-        await archive.append(HOST, "alice", "<message/>")         # a small batch: left in the WAL
-        assert storage._db._checkpointing is None
+        half = CHECKPOINT_AFTER_ROWS // 2
+        await asyncio.gather(*[archive.append_nowait(HOST, "alice", "<message>%d</message>" % n)
+                               for n in range(half)])
+        assert storage._db._checkpointing is None                  # not yet: left in the WAL
         before = os.path.getsize(tmp_path / "a.db")
         await asyncio.gather(*[archive.append_nowait(HOST, "alice", "<message>%d</message>" % n)
-                               for n in range(CHECKPOINT_AFTER)])
+                               for n in range(half, CHECKPOINT_AFTER_ROWS)])
         checkpointing = storage._db._checkpointing
         assert checkpointing is not None
         await checkpointing
