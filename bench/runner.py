@@ -61,12 +61,14 @@ class Scenario:
 STOCKADE_VARIANTS: dict[str, str] = {
     "stockade": "default",             # every default module: SM, carbons, MAM, offline, MUC, ...
     "stockade-journal": "journal",     # the same with journal, encryption at rest, default policy set
+    "stockade-journal-plain": "journal-plain",   # journal and default policy set, no encryption at rest
     "stockade-dlp": "dlp",             # ... plus DLP rules and link warnings
     "stockade-policy": "policy",       # the default policy set alone (no journal, no encryption)
     "stockade-routing": "routing",     # routing only: roster, presence, disco, offline
 }
-SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+policy",
-                 "stockade-dlp": "Stockade journal+policy+DLP", "stockade-policy": "Stockade policy only",
+SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+policy+encryption",
+                 "stockade-journal-plain": "Stockade journal+policy",
+                 "stockade-dlp": "Stockade journal+policy+encryption+DLP", "stockade-policy": "Stockade policy only",
                  "stockade-routing": "Stockade routing-only", "prosody": "Prosody", "ejabberd": "ejabberd"}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -74,7 +76,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              extra_metrics=(("login_time.p50_ms", "p50 ms"), ("login_time.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "logins per server CPU-s"))),
     Scenario("one_to_one", "one_to_one", {"pairs": 500, "window": 50, "duration": 20.0, "warmup": 2.0},
-             "msgs_per_s", "msgs/s", servers=("stockade", "stockade-policy", "stockade-journal", "stockade-dlp",
+             "msgs_per_s", "msgs/s", servers=("stockade", "stockade-policy", "stockade-journal-plain", "stockade-journal", "stockade-dlp",
                                               "stockade-routing", "prosody", "ejabberd"),
              extra_metrics=(("latency.p50_ms", "p50 ms"), ("latency.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "msgs per server CPU-s"))),
@@ -118,6 +120,8 @@ TARGETS = [
     Target("one_to_one", "Stockade routing-only >= 3.0x ejabberd msgs/s",
            lambda m: _goal(_ratio(m.get("stockade-routing"), m.get("ejabberd")), 3.0)),
     Target("one_to_one", "Stockade journal+policy >= 75% of Stockade (default modules) msgs/s",
+           lambda m: _goal(_ratio(m.get("stockade-journal-plain"), m.get("stockade")), 0.75)),
+    Target("one_to_one", "Stockade journal+policy+encryption >= 75% of Stockade (default modules) msgs/s",
            lambda m: _goal(_ratio(m.get("stockade-journal"), m.get("stockade")), 0.75)),
     Target("one_to_one:latency.p99_ms", "Stockade p99 latency <= 0.5x ejabberd's (50 in flight)",
            lambda m: _goal(_ratio(m.get("stockade"), m.get("ejabberd")), 0.5, higher=False)),

@@ -270,7 +270,14 @@ enabled = false
 enabled = false
 """
 
-POLICIES = {"journal": JOURNAL_POLICY, "dlp": DLP_POLICY, "policy": POLICY_ONLY}
+# The "journal-plain" variant: the compliance journal and the default policy set, encryption at
+# rest off: the configuration issue 4's journal target names (encryption is a feature of its own).
+JOURNAL_PLAIN = JOURNAL_POLICY + """
+[encryption]
+enabled = false
+"""
+
+POLICIES = {"journal": JOURNAL_POLICY, "journal-plain": JOURNAL_PLAIN, "dlp": DLP_POLICY, "policy": POLICY_ONLY}
 
 
 class Stockade(Server):
@@ -280,6 +287,7 @@ class Stockade(Server):
                        with the compliance journal, encryption at rest and the policy controls off.
     variant "journal": the same with the compliance journal, encryption at rest and the default
                        policy set on (JOURNAL_POLICY).
+    variant "journal-plain": "journal" without encryption at rest (JOURNAL_PLAIN).
     variant "policy":  "default" with the default policy set on, the journal off (POLICY_ONLY).
     variant "dlp":     "journal" plus DLP rules and link warnings (DLP_POLICY): what a regulated
                        company runs.
@@ -293,11 +301,13 @@ class Stockade(Server):
         self.source_digest = ""
         self.name = "Stockade" if variant == "default" else f"Stockade ({variant})"
         super().__init__(data)
-        disabled = [] if variant in ("default", "journal", "dlp", "policy") else [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
+        disabled = [] if variant in ("default", "journal", "journal-plain", "dlp", "policy") else [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
         self.description = ("all default modules" if not disabled else
                             "modules: " + ", ".join(m for m in stockade_modules() if m not in disabled))
         if variant == "journal":
             self.description += ", compliance journal, encryption at rest, default policy set"
+        elif variant == "journal-plain":
+            self.description += ", compliance journal, default policy set (no encryption at rest)"
         elif variant == "policy":
             self.description += ", default policy set (no journal, no encryption at rest)"
         elif variant == "dlp":
