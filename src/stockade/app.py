@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,12 @@ class Server:
         # Encryption at rest (storage/crypto.py): a damaged, missing or wrong master key stops
         # the start here (KeyFileError), before anything is written.
         from .storage.keyfile import load_keyring
-        self.storage = storage = await Storage.open(url, keyring=load_keyring(config, self.data_dir))
+        # The archive's writes in a process of their own (storage/writer_process.py) where there
+        # is a second core for it; with one, it would only add the hand-over.
+        archive_process = config.storage.archive_process == "on" or (
+            config.storage.archive_process == "auto" and len(os.sched_getaffinity(0)) > 1)
+        self.storage = storage = await Storage.open(url, keyring=load_keyring(config, self.data_dir),
+                                                    archive_process=archive_process)
         domains = set(config.domains)
         self.bus = bus = HookBus()
         self.sessions = sessions = SessionManager()
