@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +91,7 @@ class Server:
         # Encryption at rest (storage/crypto.py): a damaged, missing or wrong master key stops
         # the start here (KeyFileError), before anything is written.
         from .storage.keyfile import load_keyring
-        # The archive's writes in a process of their own (storage/writer_process.py) where there
-        # is a second core for it; with one, it would only add the hand-over.
-        archive_process = config.storage.archive_process == "on" or (
-            config.storage.archive_process == "auto" and len(os.sched_getaffinity(0)) > 1)
-        self.storage = storage = await Storage.open(url, keyring=load_keyring(config, self.data_dir),
-                                                    archive_process=archive_process)
+        self.storage = storage = await Storage.open(url, keyring=load_keyring(config, self.data_dir))
         domains = set(config.domains)
         self.bus = bus = HookBus()
         self.sessions = sessions = SessionManager()

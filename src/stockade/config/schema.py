@@ -66,7 +66,6 @@ def _check_storage_url(value: str) -> str | None:
 @dataclass(frozen=True)
 class StorageSection:
     url: str = option("", help="Database URL: sqlite:///path/to/file.db or postgresql://user:password@host:port/db. Empty: SQLite in data_dir/stockade.db.", check=_check_storage_url)
-    archive_process: str = option("auto", help="Write the message archives' appends in a process of their own, beside message routing on another core (SQLite files only; PostgreSQL does its writing in its own server processes anyway). \"auto\": when the server may run on more than one core.", choices=("auto", "on", "off"))
 
 
 def _check_env_name(value: str) -> str | None:

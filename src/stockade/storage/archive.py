@@ -69,7 +69,6 @@ from .engine import Database
 from .errors import StorageError
 from .keys import new_key
 from .schema import archive, archive_owners
-from .writer_process import ArchiveProcess
 
 # Items per transaction. Under load the batch is full: the bigger it is, the fewer index pages
 # each item has to itself (an item's owner index page is written once per batch, however many
@@ -151,17 +150,15 @@ class _Batch:
 class ArchiveWriter:
     """The group-commit queue shared by every archive store of one Storage."""
 
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH, backlog: WriteBacklog | None = None,
-                 process: ArchiveProcess | None = None) -> None:
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH, backlog: WriteBacklog | None = None) -> None:
         self._db = db
         self._max_batch = max_batch
         # Backpressure (backlog.py): over `_high` queued appends, client input pauses until the
         # queue is back to one batch. Two batches: one committing, a full one waiting.
         self.backlog = backlog if backlog is not None else WriteBacklog()
         self._high = 2 * max_batch
-        self._statements = ArchiveStatements(db)
-        # The writes in a process of their own (writer_process.py), or None: in the writer thread.
-        self._process = process
+        self._insert = db.insert_many_sql(archive, _INSERT_COLUMNS)
+        self._insert_owner = db.insert_ignore(archive_owners, ("host", "username", "store"))
         self._batches: deque[_Batch] = deque()      # waiting to be written, oldest first
         self._open: _Batch | None = None            # the last one, while it takes more appends
         self._unresolved = 0        # queued rows whose owner id is not known yet
@@ -246,13 +243,9 @@ class ArchiveWriter:
         if self._unresolved:
             unresolved = [n for n, row in enumerate(rows) if row[0].__class__ is tuple]
             self._unresolved -= len(unresolved)
-            unresolved = self._resolve_known(rows, unresolved)
         try:
-            if self._process is not None:
-                batch.ids, new_owners = await self._process.insert_batch(rows, unresolved)
-            else:
-                batch.ids = await self._db.write("archive.append", insert_batch, self._statements, rows,
-                                                 unresolved, new_owners)
+            batch.ids = await self._db.write("archive.append", self._insert_batch, rows,
+                                             unresolved, new_owners)
         except Exception as exc:       # any failure fails this batch; the writer goes on
             _fail(batch, exc if isinstance(exc, StorageError) else StorageError(
                 f"archive append failed: {type(exc).__name__}: {exc}"))
@@ -261,22 +254,31 @@ class ArchiveWriter:
             self.owner_ids(store)[(host, user)] = owner_id       # committed: safe to remember
         self.batches_committed += 1
         self.items_committed += len(rows)
-        if self._process is None:
-            self._db.checkpoint_soon(len(rows))   # (the process checkpoints its own writes)
+        self._db.checkpoint_soon(len(rows))
         if not batch.commit.done():
             batch.commit.set_result(None)
 
-    def _resolve_known(self, rows: list[QueuedRow], unresolved: list[int]) -> list[int]:
-        """Fill in the owner ids learnt since these rows were queued; the rows still without one."""
-        left = []
+    def _insert_batch(self, conn: Connection, rows: list[QueuedRow], unresolved: list[int],
+                      new_owners: dict[tuple[str, str, str], int]) -> list[int]:
+        """The transaction: owner ids for the rows without one, ids, one executemany."""
         for n in unresolved:
-            store, host, user = rows[n][0]
-            owner_id = self.owner_ids(store).get((host, user))
+            owner = rows[n][0]
+            owner_id = new_owners.get(owner)
             if owner_id is None:
-                left.append(n)
-            else:
-                rows[n] = (owner_id,) + rows[n][1:]
-        return left
+                store, host, user = owner
+                owner_id = self.owner_ids(store).get((host, user))
+                if owner_id is None:
+                    owner_id = new_owners[owner] = self._owner_id(conn, store, host, user)
+            rows[n] = (owner_id,) + rows[n][1:]
+        ids = self._db.allocate_ids(conn, archive, len(rows))
+        conn.exec_driver_sql(self._insert, [(item_id,) + row for item_id, row in zip(ids, rows)])
+        return ids
+
+    def _owner_id(self, conn: Connection, store: str, host: str, user: str) -> int:
+        """The id of the archive (host, user, store), created if it has none."""
+        params = {"host": host, "username": user, "store": store}
+        conn.execute(self._insert_owner, params)
+        return conn.execute(_OWNER_ID, params).scalar_one()
 
     def _finish(self, count: int) -> None:
         self._finished += count
@@ -290,33 +292,6 @@ class ArchiveWriter:
             else:
                 still_waiting.append((target, waiter))
         self._flush_waiters = still_waiting
-
-
-class ArchiveStatements:
-    """What a batch's transaction needs, built once per database (here, or in the writer process)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.insert = db.insert_many_sql(archive, _INSERT_COLUMNS)
-        self.insert_owner = db.insert_ignore(archive_owners, ("host", "username", "store"))
-
-
-def insert_batch(conn: Connection, statements: ArchiveStatements, rows: list[QueuedRow], unresolved: list[int],
-                 new_owners: dict[tuple[str, str, str], int]) -> list[int]:
-    """A batch's transaction: owner ids for the rows that name their owner (`unresolved`, created
-    if new and then also in `new_owners`), ids, one executemany. Returns the ids in row order."""
-    for n in unresolved:
-        owner = rows[n][0]
-        owner_id = new_owners.get(owner)
-        if owner_id is None:
-            store, host, user = owner
-            params = {"host": host, "username": user, "store": store}
-            conn.execute(statements.insert_owner, params)
-            owner_id = new_owners[owner] = conn.execute(_OWNER_ID, params).scalar_one()
-        rows[n] = (owner_id,) + rows[n][1:]
-    ids = statements.db.allocate_ids(conn, archive, len(rows))
-    conn.exec_driver_sql(statements.insert, [(item_id,) + row for item_id, row in zip(ids, rows)])
-    return ids
 
 
 def _fail(batch: _Batch, error: StorageError) -> None:

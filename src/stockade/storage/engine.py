@@ -157,7 +157,7 @@ class _ThreadRunner:
     """
 
     def __init__(self, engine: Engine, threads: int, name: str, *, write: bool) -> None:
-        self.engine = engine
+        self._engine = engine
         self._count = threads
         self._name = name
         self._write = write
@@ -181,7 +181,7 @@ class _ThreadRunner:
     def _work(self) -> None:
         # Each thread keeps its connection open: no pool checkout, reset and checkin per
         # transaction. A connection that an error left unusable is replaced.
-        engine, write = self.engine, self._write
+        engine, write = self._engine, self._write
         conn: Connection | None = None
         try:
             while True:
@@ -219,7 +219,7 @@ class _ThreadRunner:
             self._jobs.put(None)                 # after everything already queued
         if threads:
             await asyncio.to_thread(_join_all, threads)
-        self.engine.dispose()
+        self._engine.dispose()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -391,40 +391,6 @@ class Database:
         if self._uncheckpointed >= CHECKPOINT_AFTER_ROWS and self._checkpointing is None:
             self._uncheckpointed = 0
             self._checkpointing = asyncio.ensure_future(self._checkpoint())
-
-    # -- for a process without an event loop (storage/writer_process.py) ---------------------
-
-    def write_sync(self, name: str, fn: Callable[..., T], *args: object) -> T:
-        """`write`, run in the calling thread: for the archive writer process, which has no
-        event loop. SQLite files only; nothing else may use this Database's writer meanwhile."""
-        engine = self._sync_engine(self._writer)
-        try:
-            with engine.begin() as conn:
-                return fn(conn, *args)
-        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
-            raise self._error(name, exc) from exc
-
-    def checkpoint_sync(self) -> None:
-        """A PASSIVE WAL checkpoint on a read connection, in the calling thread (see write_sync)."""
-        engine = self._sync_engine(self._reader)
-        with engine.connect() as conn:
-            _passive_checkpoint(conn)
-
-    @property
-    def sync_capable(self) -> bool:
-        """Whether write_sync works: a SQLite file."""
-        return self._checkpoints
-
-    def dispose_sync(self) -> None:
-        """Close every connection (see write_sync)."""
-        for runner in self._runners:
-            if isinstance(runner, _ThreadRunner):
-                runner.engine.dispose()
-
-    def _sync_engine(self, runner: _Runner) -> Engine:
-        if not self._checkpoints or not isinstance(runner, _ThreadRunner):       # a SQLite file's
-            raise StorageError(f"{self.display_url}: synchronous transactions need a SQLite file")
-        return runner.engine
 
     async def _checkpoint(self) -> None:
         try:

@@ -15,7 +15,6 @@ from .engine import Database
 from .journal import JournalStore
 from .migrate import upgrade
 from .stores import KeyValueStore, MapStore
-from .writer_process import ArchiveProcess
 from .retention import RetentionStore
 
 
@@ -26,8 +25,7 @@ class Storage:
     the queued archive appends. A Storage belongs to the event loop that opened it.
     """
 
-    def __init__(self, db: Database, clock: Callable[[], float], cipher: Cipher | None = None,
-                 archive_process: ArchiveProcess | None = None) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float], cipher: Cipher | None = None) -> None:
         """Use `Storage.open()`; this only wires already-built parts."""
         self._db = db
         self._clock = clock
@@ -37,8 +35,7 @@ class Storage:
         self.data_keys = DataKeyStore(db, clock)
         # Backpressure from the group-commit writers (archive, journal) to client input.
         self.backlog = WriteBacklog()
-        self._archive_process = archive_process
-        self._archive_writer = ArchiveWriter(db, backlog=self.backlog, process=archive_process)
+        self._archive_writer = ArchiveWriter(db, backlog=self.backlog)
         self.dialect: str = db.dialect                 # "sqlite" | "postgresql"
         self.accounts = AccountStore(db, self._archive_writer, clock)
         self.audit = AuditStore(db)
@@ -51,7 +48,7 @@ class Storage:
 
     @classmethod
     async def open(cls, url: str, *, clock: Callable[[], float] = time.time,
-                   keyring: Keyring | None = None, archive_process: bool = False) -> Storage:
+                   keyring: Keyring | None = None) -> Storage:
         """Connect to `url`, apply pending migrations and, with a `keyring`, load the data keys
         of encryption at rest (storage/crypto.py; None: encryption off).
 
@@ -60,8 +57,6 @@ class Storage:
         archive items that come without a time. Raises StorageError (with what to do) if the
         database cannot be opened or its schema is newer than this code, KeyFileError if the
         keyring cannot unwrap its data keys or is a new one while the database has data keys.
-        `archive_process`: write the archive's appends in a process of their own
-        (writer_process.py); SQLite files only, ignored otherwise.
         """
         db = Database.from_url(url)
         try:
@@ -70,8 +65,7 @@ class Storage:
         except BaseException:
             await db.dispose()
             raise
-        process = ArchiveProcess(url) if archive_process and db.sync_capable else None
-        return cls(db, clock, cipher, process)
+        return cls(db, clock, cipher)
 
     async def close(self) -> None:
         """Commit the queued archive appends, then close every connection. Safe to call twice."""
@@ -81,11 +75,7 @@ class Storage:
         try:
             await self._archive_writer.close()
         finally:
-            try:
-                if self._archive_process is not None:
-                    await self._archive_process.close()
-            finally:
-                await self._db.dispose()
+            await self._db.dispose()
 
     async def flush(self) -> None:
         """Wait until every archive append queued so far is committed (or has failed)."""

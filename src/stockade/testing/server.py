@@ -33,12 +33,8 @@ class RunningServer:
             "http": {"interfaces": ["127.0.0.1"], "port": 0},
             "hosts": [{"domain": d} for d in (domains or ["localhost"])],
         }
-        # The archive writer process is tested on its own (tests/storage/test_writer_process.py,
-        # tests/integration/test_archive_process.py); elsewhere the writes stay in the server's
-        # thread, where tests can stall them.
-        doc["storage"] = {"archive_process": "off"}
         if storage_url:
-            doc["storage"]["url"] = storage_url
+            doc["storage"] = {"url": storage_url}
         for section, values in (config or {}).items():
             if isinstance(values, dict) and isinstance(doc.get(section), dict):
                 doc[section] = {**doc[section], **values}
