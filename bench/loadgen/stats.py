@@ -30,14 +30,29 @@ def summary_ms(values_ns: list[int]) -> dict[str, float | None]:
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads), from /proc/PID/stat; None if it is gone."""
+    """utime + stime of a process (all its threads) and of its live child processes (Stockade's
+    archive writer process), from /proc/PID/stat; None if it is gone."""
+    own = _stat(pid)
+    if own is None:
+        return None
+    total = own[1]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != str(pid):
+            child = _stat(int(entry))
+            if child is not None and child[0] == pid:
+                total += child[1]
+    return total
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of a process, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
     except OSError:
         return None
-    # fields[0] is field 3 (state) of proc(5); utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    # fields[0] is field 3 (state) of proc(5); ppid is field 4, utime and stime are fields 14 and 15
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def rss_bytes(pid: int) -> int | None:
