@@ -314,6 +314,8 @@ class ClientConnection(ABC):
                     self._busy = True
                     self.ctx.spawn(self._wait(pending))
                     return
+        if not backlog:
+            self._backlog = None     # an idle connection keeps no empty deque (memory per connection)
 
     def _start(self, pending: Awaitable[Any]) -> Awaitable[Any] | None:
         """Run the processing of an event here and now, up to its first real wait: None if it
