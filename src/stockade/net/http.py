@@ -3,11 +3,13 @@ event loop, so that WebSocket clients, file upload, the web client and the admin
 process, the sessions and the storage with XMPP.
 
 Features add routes (`add_route`, `add_websocket_route`, `mount`) before the listener starts.
-Every HTTP response gets conservative security headers unless the route sets its own.
+Every HTTP response gets conservative security headers unless the route sets its own, and an answer
+that closes the connection first reads what is left of the request body (`DrainRequestBody`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
@@ -51,6 +53,88 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# Bounds of reading a body nobody wants before closing: a client that uploads more, or more slowly,
+# gets the connection closed under it (and likely a reset instead of the answer), as before.
+DRAIN_MAX_BYTES = 4 * 1024 * 1024
+DRAIN_MAX_SECONDS = 10.0
+
+
+class DrainRequestBody:
+    """ASGI middleware: before the last part of an answer that closes the connection goes out, read
+    and drop what is left of the request body, up to `max_bytes` and `max_seconds` (RFC 9112
+    section 9.6: a server should not close while the client may still be sending).
+
+    Why: an answer given before the body was read (the admin API's 413 for an announced body over
+    its limit, ...) made uvicorn close at once. Over TLS the close sends close_notify, OpenSSL then
+    refuses the client's next record (APPLICATION_DATA_AFTER_CLOSE_NOTIFY) and asyncio resets the
+    connection, so a client still sending its body got "EOF occurred in violation of protocol" or a
+    reset instead of the answer. The response headers still go out at once; only the end of the
+    answer waits for the body.
+
+    Left alone: answers that keep the connection open (uvicorn reads and drops the rest of the body
+    before the next request), requests without a body, and a client that sent `Expect:
+    100-continue` and was never asked for its body (it may not send it at all).
+    """
+
+    def __init__(self, app: Any, *, max_bytes: int = DRAIN_MAX_BYTES,
+                 max_seconds: float = DRAIN_MAX_SECONDS) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        headers = scope["headers"] if scope["type"] == "http" else []
+        if not any(name in (b"content-length", b"transfer-encoding") and value != b"0"
+                   for name, value in headers):
+            await self.app(scope, receive, send)
+            return
+        is_body_read = is_answering = was_asked_for_body = False
+        will_close = scope.get("http_version") == "1.0" or _says_close(headers)
+        is_waiting_for_continue = any(name == b"expect" and value.lower() == b"100-continue"
+                                      for name, value in headers)
+
+        async def tracking_receive() -> dict:
+            nonlocal is_body_read, was_asked_for_body
+            was_asked_for_body = was_asked_for_body or not is_answering
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                is_body_read = True
+            return message
+
+        async def draining_send(message: dict) -> None:
+            nonlocal is_answering, will_close
+            if message["type"] == "http.response.start":
+                is_answering = True
+                will_close = will_close or _says_close(message.get("headers", []))
+            elif (message["type"] == "http.response.body" and not message.get("more_body", False)
+                  and will_close and not is_body_read
+                  and (was_asked_for_body or not is_waiting_for_continue)):
+                await self._drain(receive)
+            await send(message)
+        await self.app(scope, tracking_receive, draining_send)
+
+    async def _drain(self, receive: Callable) -> None:
+        drained = 0
+        try:
+            async with asyncio.timeout(self.max_seconds):
+                while drained <= self.max_bytes:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return
+                    drained += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
+        except TimeoutError:
+            pass
+        log.debug("closing with the request body unread after %d bytes (bounds: %d bytes, %.0f s)",
+                  drained, self.max_bytes, self.max_seconds)
+
+
+def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"connection" and b"close" in [t.strip().lower() for t in value.split(b",")]
+               for name, value in headers)
+
+
 class HttpService:
     def __init__(self) -> None:
         self.routes: list[BaseRoute] = []
@@ -80,7 +164,7 @@ class HttpService:
         self.routes.append(Mount(path, app=app, name=name))
 
     def build_app(self) -> Any:
-        return SecurityHeaders(Starlette(routes=self.routes))
+        return DrainRequestBody(SecurityHeaders(Starlette(routes=self.routes)))
 
     async def start(self, interfaces: list[str], port: int, tls: ssl.SSLContext, *,
                     max_message_size: int) -> int:
