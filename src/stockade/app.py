@@ -331,6 +331,7 @@ class Server:
                 router=self.router, secrets={c.domain: c.secret for c in config.components},
                 negotiation_timeout=c2s.negotiation_timeout, max_stanza_size=c2s.max_stanza_size)
             cctx.journal = self.ctx.journal
+            cctx.writes = self.storage.backlog     # pause component input while the writers catch up
             cctx.tenant_of = self._component_tenant
             servers, port = await listen(lambda: ComponentConnection(cctx), comp.interfaces, comp.port,
                                          name="components")

@@ -96,7 +96,8 @@ def stall_the_database(server) -> asyncio.Event:
     return gate
 
 
-async def assert_no_input_is_read_while_behind(server, carol: RawStream, total: int) -> None:
+async def assert_no_input_is_read_while_behind(server, carol: RawStream, rows: int) -> None:
+    """`rows`: the archive rows the whole storm makes (two per chat message between users)."""
     storage = server.server.storage
     await wait_for(server, lambda: storage.backlog.congested)
     queued = server.run(lambda: storage._archive_writer._queued)
@@ -104,7 +105,7 @@ async def assert_no_input_is_read_while_behind(server, carol: RawStream, total: 
     await carol.read_until(b"ping1")              # the event loop went on meanwhile
     assert server.run(lambda: storage._archive_writer._queued) == queued, \
         "input was read while the writer was behind"
-    assert queued < 2 * total                     # part of the storm still waits in the network
+    assert queued < rows                          # part of the storm still waits in the network
 
 
 async def test_a_message_storm_waits_in_the_network_while_the_archive_writer_is_behind(server):
@@ -118,7 +119,7 @@ async def test_a_message_storm_waits_in_the_network_while_the_archive_writer_is_
     alice.writer.write(b"".join(f"<message to='{jid('bob')}' type='chat' id='m{n}'><body>flood {n}</body>"
                                 f"</message>".encode() for n in range(COUNT)))
 
-    await assert_no_input_is_read_while_behind(server, carol, COUNT)
+    await assert_no_input_is_read_while_behind(server, carol, 2 * COUNT)
 
     server.run(gate.set)
     numbers = await asyncio.wait_for(receiving, TIMEOUT)
@@ -157,7 +158,7 @@ async def test_a_websocket_client_is_held_back_the_same_way(server):
                               f"<body>flood {n}</body></message>")
         sending = asyncio.create_task(storm())
 
-        await assert_no_input_is_read_while_behind(server, carol, count)
+        await assert_no_input_is_read_while_behind(server, carol, 2 * count)
 
         server.run(gate.set)
         assert await asyncio.wait_for(receiving, TIMEOUT) == list(range(count))
@@ -166,3 +167,42 @@ async def test_a_websocket_client_is_held_back_the_same_way(server):
     assert await server.acall(storage.archive("mam").count(DOMAIN, "alice")) == count
     for stream in (bob, carol):
         await stream.close()
+
+
+async def test_a_component_is_held_back_the_same_way():
+    """An external component (XEP-0114) writing a storm to a user: its input is not read while
+    the archive writer is behind, and every message arrives once the writer catches up."""
+    import hashlib
+
+    bot, secret, total = "bot.example.com", "bot-shared-secret-1", 3000
+    config = {"hosts": [{"domain": DOMAIN, "policy": {"flood": {"enabled": False}}}],
+              "components": [{"domain": bot, "secret": secret}],
+              "component_listener": {"enabled": True, "port": 0}}
+    with RunningServer(config=config) as srv:
+        for user in ("bob", "carol"):
+            srv.add_user(jid(user), USERS[user])
+        bob, carol = await bob_and_carol(srv)
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.server.ports["component"])
+        writer.write(f"<stream:stream xmlns='jabber:component:accept' "
+                     f"xmlns:stream='http://etherx.jabber.org/streams' to='{bot}'>".encode())
+        opened = b""
+        while b" id=" not in opened or b">" not in opened.split(b" id=", 1)[1]:
+            opened += await asyncio.wait_for(reader.read(4096), TIMEOUT)
+        stream_id = re.search(rb" id=['\"]([^'\"]+)['\"]", opened).group(1).decode()
+        writer.write(f"<handshake>{hashlib.sha1((stream_id + secret).encode()).hexdigest()}</handshake>".encode())
+        answer = b""
+        while b"<handshake/>" not in answer:
+            chunk = await asyncio.wait_for(reader.read(4096), TIMEOUT)
+            assert chunk, f"the component was refused: {answer!r}"
+            answer += chunk
+        gate = stall_the_database(srv)
+        receiving = asyncio.create_task(read_messages(bob, total))
+        writer.write(b"".join(f"<message from='news@{bot}' to='{jid('bob')}' type='chat' id='c{n}'>"
+                              f"<body>flood {n}</body></message>".encode() for n in range(total)))
+
+        await assert_no_input_is_read_while_behind(srv, carol, total)     # one archive row each (bob's)
+
+        srv.run(gate.set)
+        numbers = await asyncio.wait_for(receiving, TIMEOUT)
+        assert numbers == list(range(total))
+        writer.close()

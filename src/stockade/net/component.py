@@ -11,6 +11,7 @@ from ..protocol.component import ComponentAuthenticated, ComponentStream
 from ..protocol.errors import StreamError
 from ..protocol.stream import StanzaReceived, StreamClosed
 from ..protocol.xml import Element
+from ..storage.backlog import WriteBacklog
 
 if TYPE_CHECKING:
     from ..core.router import Router
@@ -30,6 +31,9 @@ class ComponentContext:
         # component's stanza belongs to: set by app.py.
         self.journal: Any = None
         self.tenant_of: Callable[[str, str | None], str] = lambda domain, to: domain
+        # Backpressure from the storage writers (storage/backlog.py), as for client connections:
+        # app.py sets the Storage's.
+        self.writes = WriteBacklog()
 
 
 class ComponentConnection(asyncio.Protocol):
@@ -42,6 +46,7 @@ class ComponentConnection(asyncio.Protocol):
         self.domain: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._held_back = False         # reading paused while the storage writers catch up
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -69,6 +74,18 @@ class ComponentConnection(asyncio.Protocol):
                 self._finish()
                 return
         self._flush()
+        writes = self.ctx.writes
+        if writes.congested and not self._held_back and self.transport is not None:
+            # The archive or the journal is behind with what was queued (storage/backlog.py):
+            # read no more until it caught up; the component's TCP window holds the rest.
+            self._held_back = True
+            self.transport.pause_reading()
+            writes.when_clear(self._release_input)
+
+    def _release_input(self) -> None:
+        self._held_back = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _routed(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:
