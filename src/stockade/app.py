@@ -296,17 +296,12 @@ class Server:
         # Stream features offered after authentication (RFC 6121 2.6 and 3.4).
         extra = [Element("ver", ns.ROSTER_VERSIONING), Element("sub", ns.PRE_APPROVAL), *self.ctx.stream_features]
 
-        # One options object per kind of port, shared by its connections (memory per connection).
-        shared: dict[bool, StreamOptions] = {}
-
+        # Called once per kind of connection: C2SContext.options_for shares the result.
         def stream_options(direct: bool) -> StreamOptions:
-            if direct in shared:
-                return shared[direct]
-            shared[direct] = options = StreamOptions(is_host_served=domains.__contains__, tls_available=True,
+            return StreamOptions(is_host_served=domains.__contains__, tls_available=True,
                                  tls_required=c2s.require_tls, is_secure=direct,
                                  mechanisms=tuple(config.auth.mechanisms), max_stanza_size=c2s.max_stanza_size,
                                  max_depth=c2s.max_depth, max_attrs=c2s.max_attributes, extra_features=extra)
-            return options
 
         self.c2s_ctx = c2s_ctx = C2SContext(hub=self.hub, auth=self.auth, stream_options=stream_options,
                                             tls_context=starttls_ctx, negotiation_timeout=c2s.negotiation_timeout,

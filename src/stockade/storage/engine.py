@@ -447,19 +447,14 @@ class Database:
                 conn.driver_connection.execute("PRAGMA busy_timeout=0")
                 self._inline = conn
             return self._inline.driver_connection.execute(sql, args).fetchall()
-        except sqlite3.OperationalError as exc:
-            if (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):   # extended too
-                return None                                          # a reader thread waits instead
-            self._drop_inline()
-            raise self._error(name, exc) from exc
         except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
-            self._drop_inline()
+            if (isinstance(exc, sqlite3.OperationalError)            # extended codes too
+                    and (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)):
+                return None                                          # a reader thread waits instead
+            if self._inline is not None:
+                self._inline.invalidate()                            # a new one is opened next time
+                self._inline = None
             raise self._error(name, exc) from exc
-
-    def _drop_inline(self) -> None:
-        if self._inline is not None:
-            self._inline.invalidate()                        # a new one is opened next time
-            self._inline = None
 
     async def scalar(self, name: str, stmt: Executable, params: Params = None) -> Any:
         """The first column of the first row, or None when there is no row."""
