@@ -193,3 +193,25 @@ async def test_appends_after_close_are_refused(storage_url: str) -> None:
     await storage.close()
     with pytest.raises(StorageError, match="closed"):
         storage.archive("mam").append_nowait(HOST, "alice", "<message/>")
+
+
+async def test_a_batch_split_into_several_insert_statements_keeps_every_row_in_order(
+        storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite writes a batch as INSERTs of many rows each (engine.BulkInsert); 7 rows per
+    # statement makes a batch of 100 span 14 full statements and a remainder of 2.
+    monkeypatch.setattr("stockade.storage.engine.SQLITE_ROWS_PER_INSERT", 7)
+    opened = await Storage.open(storage_url)
+    try:
+        archive = opened.archive("mam")
+        calls = [(USERS[n % len(USERS)], f"<message id='{n}'/>") for n in range(100)]
+        futures = [archive.append_nowait(HOST, user, value) for user, value in calls]
+        await asyncio.gather(*futures)
+
+        assert opened.archive_batches_committed == 1
+        for user in USERS:
+            items = await archive.query(HOST, user)
+            assert [i.value for i in items] == [v for who, v in calls if who == user]
+            assert [i.id for i in items] == sorted(i.id for i in items)
+        assert sum([await archive.count(HOST, user) for user in USERS]) == 100
+    finally:
+        await opened.close()

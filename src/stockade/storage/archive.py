@@ -26,8 +26,8 @@ What an append costs, and why it is cheap:
   and the id is remembered once that transaction committed. Owner rows are never deleted, so a
   remembered id never goes stale, whatever another process does.
 - A queued append is one tuple in its batch; the batch has one future for all its appends. A
-  batch is one executemany of one prepared INSERT (plain SQL, `Database.insert_many_sql`), with
-  ids allocated up front so that `append` can tell each caller its item.
+  batch is one bulk insert (plain SQL, `Database.bulk_insert`: on SQLite a statement per
+  thousand rows), with ids allocated up front so that `append` can tell each caller its item.
 - Two indexes, each written where it is cheapest. (owner, ts, id, with_jid) serves paging in
   archive order, MAM start/end and retention; an append writes at the end of its owner's range.
   (key, owner) serves look-ups by stanza id; keys grow with time (storage/keys.py), so appends
@@ -80,6 +80,7 @@ _c = archive.c
 _o = archive_owners.c
 _ITEM_COLUMNS = (_c.id, _c.key, _c.ts, _c.with_jid, _c.value)
 _INSERT_COLUMNS = ("id", "owner", "key", "ts", "with_jid", "value")    # the id, then a queued row
+_ROW_COLUMNS = _INSERT_COLUMNS[1:]                                      # a queued row alone
 _ASCENDING = (_c.ts, _c.id)
 _DESCENDING = (_c.ts.desc(), _c.id.desc())
 # The owner of the archive a read is about, by name: one statement, no cache to trust.
@@ -157,7 +158,11 @@ class ArchiveWriter:
         # queue is back to one batch. Two batches: one committing, a full one waiting.
         self.backlog = backlog if backlog is not None else WriteBacklog()
         self._high = 2 * max_batch
-        self._insert = db.insert_many_sql(archive, _INSERT_COLUMNS)
+        # On SQLite the rows go in without their ids: AUTOINCREMENT gives them exactly the ids
+        # allocate_ids computed (the next after the larger of the table's largest and its
+        # sequence's, one after another), which saves a new tuple per row (see _insert_batch).
+        self._ids_by_database = db.dialect == "sqlite"
+        self._insert = db.bulk_insert(archive, _ROW_COLUMNS if self._ids_by_database else _INSERT_COLUMNS)
         self._insert_owner = db.insert_ignore(archive_owners, ("host", "username", "store"))
         self._batches: deque[_Batch] = deque()      # waiting to be written, oldest first
         self._open: _Batch | None = None            # the last one, while it takes more appends
@@ -260,7 +265,7 @@ class ArchiveWriter:
 
     def _insert_batch(self, conn: Connection, rows: list[QueuedRow], unresolved: list[int],
                       new_owners: dict[tuple[str, str, str], int]) -> list[int]:
-        """The transaction: owner ids for the rows without one, ids, one executemany."""
+        """The transaction: owner ids for the rows without one, ids, one bulk insert."""
         for n in unresolved:
             owner = rows[n][0]
             owner_id = new_owners.get(owner)
@@ -271,7 +276,13 @@ class ArchiveWriter:
                     owner_id = new_owners[owner] = self._owner_id(conn, store, host, user)
             rows[n] = (owner_id,) + rows[n][1:]
         ids = self._db.allocate_ids(conn, archive, len(rows))
-        conn.exec_driver_sql(self._insert, [(item_id,) + row for item_id, row in zip(ids, rows)])
+        if self._ids_by_database:
+            self._insert(conn, rows)
+            last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar()
+            if last != ids[-1]:
+                raise StorageError(f"archive ids out of step: the database gave {last}, not {ids[-1]}")
+        else:
+            self._insert(conn, [(item_id,) + row for item_id, row in zip(ids, rows)])
         return ids
 
     def _owner_id(self, conn: Connection, store: str, host: str, user: str) -> int:

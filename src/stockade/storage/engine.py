@@ -28,8 +28,13 @@ here and nowhere else:
 - Pragmas (SQLite): WAL, synchronous=NORMAL, foreign keys, busy timeout, query_only for readers;
   for the writer a larger page cache and fewer, larger checkpoints (see `_install_sqlite_hooks`).
 - Upsert and insert-or-ignore (ON CONFLICT, spelled by each dialect's `insert`).
-- Plain SQL for the archive's bulk insert (`insert_many_sql`): the DBAPI's executemany with
-  tuples skips SQLAlchemy's per-row work; only the parameter markers differ (? and $1).
+- Plain SQL for the group-commit writers' bulk inserts (`bulk_insert`, archive and journal):
+  tuples straight to the DBAPI skip SQLAlchemy's per-row work. On SQLite a batch goes out as
+  INSERTs of many rows each (`SQLITE_ROWS_PER_INSERT`), not an executemany: Python's sqlite3
+  gives up the interpreter lock around each statement's step and must take it back for the next,
+  so an executemany in a writer thread waits for the busy event loop's thread once per row (up
+  to the interpreter's switch interval, 5 ms, each time), while one statement of a thousand rows
+  waits once. On PostgreSQL, asyncpg's executemany.
 - Allocating archive ids in bulk for the group-commit writer, the lock that serialises
   migrations between processes, and for migrations the id high-water mark of a table and the
   renaming of a table with what PostgreSQL names after it (primary key, id sequence).
@@ -49,6 +54,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -89,6 +95,9 @@ SQLITE_WAL_AUTOCHECKPOINT_BYTES = 128 * 1024 * 1024
 # far less. Measured with bench/storage_append.py (1,000 owners, batches of 5,000): 8.2 us of
 # CPU per append with a checkpoint after every batch, 7.3 with one per 30,000 rows.
 CHECKPOINT_AFTER_ROWS = 30_000
+# Rows per INSERT statement of a bulk insert on SQLite (see the module docstring), at most what
+# the library's bound-parameter limit allows (SQLITE_LIMIT_VARIABLE_NUMBER, 32,766 by default).
+SQLITE_ROWS_PER_INSERT = 1000
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 10
 POOL_TIMEOUT_S = 30                # a task waiting longer than this for a connection gets an error
@@ -488,16 +497,9 @@ class Database:
         """INSERT that does nothing (rowcount 0) when a row with the same `keys` exists."""
         return self._insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in keys])
 
-    def insert_many_sql(self, table: Table, columns: Sequence[str]) -> str:
-        """`INSERT INTO table (columns) VALUES (...)` in the driver's own parameter style, for
-        `conn.exec_driver_sql(sql, rows)` with a list of tuples (one executemany)."""
-        quote = self._preparer.quote
-        if self.dialect == "sqlite":
-            markers = ", ".join("?" for _ in columns)
-        else:
-            markers = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-        return (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-                f"VALUES ({markers})")
+    def bulk_insert(self, table: Table, columns: Sequence[str]) -> BulkInsert:
+        """The plain-SQL bulk INSERT of `columns` into `table` (see the module docstring)."""
+        return BulkInsert(self.dialect, self._preparer.quote, table.name, columns)
 
     def allocate_ids(self, conn: Connection, table: Table, count: int) -> list[int]:
         """`count` new ascending values for `table.c.id`, never used before, inside a write transaction.
@@ -524,6 +526,42 @@ class Database:
         if self.dialect == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
         # SQLite: the write transaction's BEGIN IMMEDIATE already excludes other writers.
+
+
+class BulkInsert:
+    """`insert(conn, rows)` writes a list of tuples, in the order of `columns`, to one table."""
+
+    def __init__(self, dialect: str, quote: Callable[[str], str], table: str, columns: Sequence[str]) -> None:
+        head = f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES "
+        self._width = len(columns)
+        self._per_statement = 0         # rows per multi-row statement (SQLite), set on first use
+        if dialect == "sqlite":
+            row = "(" + ", ".join("?" for _ in columns) + ")"
+            self._single = head + row
+            self._row = row
+            self._head = head
+            self._multi = ""
+        else:
+            self._single = head + "(" + ", ".join(f"${n}" for n in range(1, len(columns) + 1)) + ")"
+            self._multi = None
+
+    def __call__(self, conn: Connection, rows: Sequence[tuple]) -> None:
+        if self._multi is None or len(rows) < 2:
+            conn.exec_driver_sql(self._single, rows)    # PostgreSQL, or a single row
+            return
+        per = self._per_statement or self._prepare(conn)
+        full = len(rows) - len(rows) % per
+        multi = self._multi
+        for start in range(0, full, per):
+            conn.exec_driver_sql(multi, tuple(chain.from_iterable(rows[start:start + per])))
+        if full < len(rows):
+            conn.exec_driver_sql(self._single, rows[full:])
+
+    def _prepare(self, conn: Connection) -> int:
+        limit = conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        per = self._per_statement = max(1, min(SQLITE_ROWS_PER_INSERT, limit // self._width))
+        self._multi = self._head + ", ".join(self._row for _ in range(per))
+        return per
 
 
 # -- for migrations, which get a Connection only --------------------------------------------------

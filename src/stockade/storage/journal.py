@@ -134,7 +134,7 @@ class JournalStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._insert = db.insert_many_sql(journal, _INSERT_COLUMNS)
+        self._insert = db.bulk_insert(journal, _INSERT_COLUMNS)
 
     @property
     def dialect(self) -> str:
@@ -174,7 +174,7 @@ class JournalStore:
             prev_hash = hash_
             next_id += 1
         if rows:
-            conn.exec_driver_sql(self._insert, rows)
+            self._insert(conn, rows)
         last_id = next_id - 1
         if sign is not None and rows and last_id // checkpoint_every > first_id // checkpoint_every:
             _add_checkpoint(conn, sign, last_id, prev_hash, now)
