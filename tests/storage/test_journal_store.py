@@ -104,3 +104,43 @@ async def test_a_deleted_row_is_a_gap_and_ids_are_not_reused(storage: Storage, r
         await run_sql("DELETE FROM journal WHERE id = 3")
         head = await store.append_batch([_entry(9)], prepare, None, 1000, None, NOW)
         assert head[0] == 4
+
+
+def _reference_digest(conversation: str | None, participants: str | None, payload: bytes | None) -> str:
+    """record_digest as its docstring defines it: each field length-prefixed, NULL told apart."""
+    import hashlib
+
+    def part(value: bytes | None) -> bytes:
+        return b"\x00" if value is None else b"\x01" + len(value).to_bytes(8, "big") + value
+
+    return hashlib.sha256(part(None if conversation is None else conversation.encode())
+                          + part(None if participants is None else participants.encode())
+                          + part(payload)).hexdigest()
+
+
+def test_digests_match_their_definition_when_the_parties_repeat() -> None:
+    # record_digest caches the encoded parties: the second and third calls take the cached part.
+    for conversation, participants, payload in [("a b", "a b", b"one"), ("a b", "a b", b"two"),
+                                                ("a b", "a b", None), ("a b", None, b""),
+                                                (None, None, b"one"), ("", "", b"")]:
+        for _ in range(2):
+            assert record_digest(conversation, participants, payload) \
+                == _reference_digest(conversation, participants, payload)
+
+
+def test_prepared_records_keep_their_own_stanza_and_type_when_the_parties_repeat() -> None:
+    records = [prepare((NOW, "example.com", "chat", "alice@example.com/phone", "Bob@example.com",
+                        mtype, f'<message><body>n{n} "quoted"</body></message>'.encode(), None))
+               for n, mtype in enumerate(["chat", "chat", None, "chat"])]
+    for n, (ts, host, kind, conversation, participants, payload) in enumerate(records):
+        assert (conversation, participants) == ("alice@example.com bob@example.com",
+                                                "alice@example.com bob@example.com")
+        decoded = json.loads(payload)
+        assert decoded == {"from": "alice@example.com/phone", "to": "Bob@example.com",
+                           "type": None if n == 2 else "chat",
+                           "stanza": f'<message><body>n{n} "quoted"</body></message>'}
+    # A verdict's detail goes into its payload; its parties are worked out the same way.
+    verdict = prepare((NOW, "example.com", "verdict", "bob@example.com/pc", None, None, b"<x/>",
+                       {"verdict": "deny"}))
+    assert verdict[3:5] == ("bob@example.com", "bob@example.com")
+    assert json.loads(verdict[5])["verdict"] == "deny"

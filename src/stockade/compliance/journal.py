@@ -46,7 +46,7 @@ from ..protocol.errors import StanzaError
 from ..protocol.jid import try_jid
 from ..protocol.xml import Element
 from ..storage.archive import Commit
-from ..storage.journal import JournalRow, Prepared, payload_aad
+from ..storage.journal import JournalRow, PreparedRecord, payload_aad
 from .journal_verify import make_signer
 
 if TYPE_CHECKING:
@@ -416,33 +416,49 @@ def _bare(address: str | None) -> str | None:
     return bare
 
 
-def prepare(entry: tuple) -> Prepared:
+# (kind, host, sender, recipient, type) -> (conversation, participants, the payload's JSON up to
+# the stanza) for records without detail: the same pairs of addresses come back all the time.
+_PREFIX_CACHE: dict[tuple, tuple[str | None, str | None, str]] = {}
+_PREFIX_CACHE_SIZE = 50_000
+
+
+def prepare(entry: tuple) -> PreparedRecord:
     """A queued entry as a record: conversation, participants and the JSON payload."""
     ts, host, kind, sender_full, to, stanza_type, stanza, detail = entry
+    text = stanza.decode("utf-8", "replace") if stanza else None
+    if detail:
+        conversation, participants = _parties(host, kind, sender_full, to)
+        payload: dict[str, Any] = {"from": sender_full, "to": to, "type": stanza_type, "stanza": text}
+        payload.update(detail)
+        return ts, host, kind, conversation, participants, _PAYLOAD_JSON.encode(payload).encode("utf-8")
+    # The common case (a message), spelled out: the same JSON in a third of the time.
+    key = (kind, host, sender_full, to, stanza_type)
+    known = _PREFIX_CACHE.get(key)
+    if known is None:
+        conversation, participants = _parties(host, kind, sender_full, to)
+        known = (conversation, participants, f'{{"from":{_json_value(sender_full)},"to":{_json_value(to)},'
+                                             f'"type":{_json_value(stanza_type)},"stanza":')
+        if len(_PREFIX_CACHE) >= _PREFIX_CACHE_SIZE:
+            _PREFIX_CACHE.clear()
+        _PREFIX_CACHE[key] = known
+    conversation, participants, head = known
+    return ts, host, kind, conversation, participants, (head + _json_value(text) + "}").encode("utf-8")
+
+
+def _parties(host: str, kind: str, sender_full: str | None, to: str | None) -> tuple[str | None, str | None]:
+    """(conversation, participants) of a record: bare JIDs, sorted for a conversation."""
     sender = _bare(sender_full) or host
     recipient = _bare(to)
     if kind == "upload":
-        conversation = participants = sender
-    elif kind == "groupchat":
-        conversation, participants = recipient, f"{sender} {recipient}"
-    else:
-        if recipient is None:
-            recipient = sender if kind != "verdict" else None
-        if recipient is None:
-            conversation = participants = sender
-        else:
-            conversation = " ".join(sorted((sender, recipient)))
-            participants = f"{sender} {recipient}" if recipient != sender else sender
-    text = stanza.decode("utf-8", "replace") if stanza else None
-    if detail:
-        payload: dict[str, Any] = {"from": sender_full, "to": to, "type": stanza_type, "stanza": text}
-        payload.update(detail)
-        body = _PAYLOAD_JSON.encode(payload).encode("utf-8")
-    else:
-        # The common case (a message), spelled out: the same JSON in a third of the time.
-        body = (f'{{"from":{_json_value(sender_full)},"to":{_json_value(to)},'
-                f'"type":{_json_value(stanza_type)},"stanza":{_json_value(text)}}}').encode("utf-8")
-    return Prepared(ts, host, kind, conversation, participants, body)
+        return sender, sender
+    if kind == "groupchat":
+        return recipient, f"{sender} {recipient}"
+    if recipient is None:
+        recipient = sender if kind != "verdict" else None
+    if recipient is None:
+        return sender, sender
+    conversation = " ".join(sorted((sender, recipient)))
+    return conversation, f"{sender} {recipient}" if recipient != sender else sender
 
 
 def _json_value(value: str | None) -> str:

@@ -55,20 +55,33 @@ def _part(value: bytes | None) -> bytes:
     return b"\x01" + len(value).to_bytes(8, "big") + value
 
 
+# The encoded (conversation, participants) part of record digests: the same few thousand pairs
+# come back with every record. Bounded like compliance/journal.py's address cache.
+_DIGEST_PREFIXES: dict[tuple[str | None, str | None], bytes] = {}
+_DIGEST_PREFIXES_SIZE = 50_000
+_sha256 = hashlib.sha256
+
+
 def record_digest(conversation: str | None, participants: str | None, payload: bytes | None) -> str:
     """Hex SHA-256 of a record's content: each field length-prefixed, NULL told apart from ''."""
-    return hashlib.sha256(b"".join((
-        _part(None if conversation is None else conversation.encode("utf-8")),
-        _part(None if participants is None else participants.encode("utf-8")),
-        _part(None if payload is None else bytes(payload))))).hexdigest()
+    key = (conversation, participants)
+    prefix = _DIGEST_PREFIXES.get(key)
+    if prefix is None:
+        prefix = (_part(None if conversation is None else conversation.encode("utf-8"))
+                  + _part(None if participants is None else participants.encode("utf-8")))
+        if len(_DIGEST_PREFIXES) >= _DIGEST_PREFIXES_SIZE:
+            _DIGEST_PREFIXES.clear()
+        _DIGEST_PREFIXES[key] = prefix
+    if payload is None:
+        return _sha256(prefix + b"\x00").hexdigest()
+    return _sha256(b"".join((prefix, b"\x01", len(payload).to_bytes(8, "big"), payload))).hexdigest()
 
 
 def record_hash(id: int, ts: float, host: str, kind: str, digest: str, prev_hash: str) -> str:
     """Hex SHA-256 of a record's place in the chain: its fields one per line, the time as
     Python's shortest round-trip repr of the float. Unambiguous: no field can hold a line break
     (a domain, a kind name, hex digests)."""
-    canonical = f"{int(id)}\n{float(ts)!r}\n{host}\n{kind}\n{digest}\n{prev_hash}"
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return _sha256(f"{int(id)}\n{float(ts)!r}\n{host}\n{kind}\n{digest}\n{prev_hash}".encode()).hexdigest()
 
 
 def checkpoint_message(last_id: int, last_hash: str, ts: float) -> bytes:
@@ -111,6 +124,8 @@ class Prepared(NamedTuple):
     payload: bytes           # JSON, not yet sealed
 
 
+# What a `prepare` function returns: Prepared's fields, as a Prepared or a plain tuple (cheaper).
+PreparedRecord = tuple[float, str, str, str | None, str | None, bytes]
 # seal(plaintext, aad) -> bytes, or None to store plain JSON
 Sealer = Callable[[bytes, bytes], bytes] | None
 # sign(last_id, last_hash, ts) -> (public key hex, signature hex)
@@ -144,7 +159,7 @@ class JournalStore:
         """(last id, its hash) of the chain: (0, GENESIS_HASH) for an empty journal."""
         return await self._db.read("journal.head", _head)
 
-    async def append_batch(self, entries: Sequence[Any], prepare: Callable[[Any], Prepared],
+    async def append_batch(self, entries: Sequence[Any], prepare: Callable[[Any], PreparedRecord],
                            seal: Sealer, checkpoint_every: int, sign: Signer | None,
                            now: float) -> tuple[int, str]:
         """Append every entry (turned into a record by `prepare`, in the database thread) in one
@@ -155,7 +170,7 @@ class JournalStore:
         self._db.checkpoint_soon(len(entries))
         return head
 
-    def _append(self, conn: Connection, entries: Sequence[Any], prepare: Callable[[Any], Prepared],
+    def _append(self, conn: Connection, entries: Sequence[Any], prepare: Callable[[Any], PreparedRecord],
                 seal: Sealer, checkpoint_every: int, sign: Signer | None,
                 now: float) -> tuple[int, str]:
         if conn.dialect.name == "postgresql":
@@ -163,14 +178,14 @@ class JournalStore:
         first_id, prev_hash = _head(conn)
         next_id = first_id + 1
         rows = []
+        append = rows.append
         for entry in entries:
             ts, host, kind, conversation, participants, payload = prepare(entry)
             if seal is not None:
                 payload = seal(payload, payload_aad(next_id))
             digest = record_digest(conversation, participants, payload)
             hash_ = record_hash(next_id, ts, host, kind, digest, prev_hash)
-            rows.append((next_id, ts, host, kind, conversation, participants, payload, digest,
-                         prev_hash, hash_))
+            append((next_id, ts, host, kind, conversation, participants, payload, digest, prev_hash, hash_))
             prev_hash = hash_
             next_id += 1
         if rows:
