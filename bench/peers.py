@@ -22,14 +22,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 from . import dataset
 from .dataset import Dataset
 from .servers import BACKLOG, MAX_STANZA_SIZE, Server, ServerError, pick_port
 
-DEBIAN_PACKAGES = {"prosody": "prosody", "ejabberd": "ejabberd"}
+DEBIAN_PACKAGES = {"prosody": "prosody", "ejabberd": "ejabberd", "ejabberd-mam": "erlang-p1-sqlite3"}
 PROVISION_TIMEOUT = 600.0        # seconds for provisioning 10,000 accounts on a slow peer
 
 
@@ -285,8 +287,42 @@ modules:
         return debian_version("ejabberd")
 
 
+# The schema ejabberd 23.01 ships for SQLite (it does not create its tables itself before 23.10).
+EJABBERD_SQLITE_SCHEMA = Path("/usr/share/ejabberd/sql/lite.sql")
+
+
+class EjabberdMam(Ejabberd):
+    """ejabberd with a message archive like Stockade's default: mod_mam storing every chat message
+    (`default: always`) in SQLite, the SQL database ejabberd supports on one machine without a
+    server. Accounts and rosters stay in Mnesia, as for `ejabberd`."""
+
+    name = "ejabberd-mam"
+
+    def __init__(self, data: Dataset) -> None:
+        ensure_installed(DEBIAN_PACKAGES["ejabberd-mam"])
+        super().__init__(data)
+        self.description += ", mod_mam (SQLite, every message)"
+        self.database = self.dir / "ejabberd.db"
+        conn = sqlite3.connect(self.database)
+        try:
+            # WAL, as Stockade's database: kept in the file, so ejabberd's connections use it too
+            # (in the rollback journal that SQLite starts with, every commit also rewrites it).
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(EJABBERD_SQLITE_SCHEMA.read_text())
+            conn.commit()
+        finally:
+            conn.close()
+
+    def _config(self) -> str:
+        return super()._config() + f"""  mod_mam: {{db_type: sql, default: always}}
+sql_type: sqlite
+sql_database: "{self.dir / 'ejabberd.db'}"
+new_sql_schema: false
+"""
+
+
 def available_peers() -> list[type[Server]]:
-    return [Prosody, Ejabberd]
+    return [Prosody, Ejabberd, EjabberdMam]
 
 
-__all__ = ["Prosody", "Ejabberd", "ensure_installed", "available_peers"]
+__all__ = ["Prosody", "Ejabberd", "EjabberdMam", "ensure_installed", "available_peers"]

@@ -22,6 +22,7 @@ it is self-contained: if it uses a namespace prefix bound on the stream root, it
 
 from __future__ import annotations
 
+import re
 import xml.parsers.expat as expat
 from typing import Iterator, Union
 
@@ -45,7 +46,15 @@ def _split_name(qname: str) -> tuple[str, str]:
     return result
 
 
+# Whether a string holds anything escape_text or escape_attr would change: one regex search for
+# the common case (nothing to escape) instead of a test per character.
+_TEXT_SPECIAL = re.compile("[&<>\r]").search
+_ATTR_SPECIAL = re.compile("[&<>\r\"\n\t]").search
+
+
 def escape_text(s: str) -> str:
+    if _TEXT_SPECIAL(s) is None:
+        return s
     if "&" in s:
         s = s.replace("&", "&amp;")
     if "<" in s:
@@ -58,6 +67,8 @@ def escape_text(s: str) -> str:
 
 
 def escape_attr(s: str) -> str:
+    if _ATTR_SPECIAL(s) is None:
+        return s
     s = escape_text(s)
     if '"' in s:
         s = s.replace('"', "&quot;")
@@ -276,7 +287,7 @@ def _attr(key: str, value: str) -> str:
 def _start_tag(el: Element, default_ns: str) -> str:
     parts = ["<", el.name]
     if el.xmlns != default_ns:
-        parts.append(f' xmlns="{escape_attr(el.xmlns)}"')
+        parts.append(_attr("xmlns", el.xmlns))
     prefixes: dict[str, str] | None = None
     for key, value in el.attrs.items():
         if key[0] == "{":
