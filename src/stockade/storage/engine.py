@@ -504,8 +504,9 @@ class Database:
     def allocate_ids(self, conn: Connection, table: Table, count: int) -> list[int]:
         """`count` new ascending values for `table.c.id`, never used before, inside a write transaction.
 
-        Allocating first and inserting with explicit ids lets a whole batch go out as one
-        executemany and still tell every caller its id, in queue order.
+        Allocating first lets a whole batch go out as one bulk insert and still tell every caller
+        its id, in queue order (on SQLite the insert may leave the ids to AUTOINCREMENT, which
+        gives the same values: see storage/archive.py).
         """
         if self.dialect == "sqlite":
             # Safe because the write transaction holds SQLite's write lock (BEGIN IMMEDIATE).
