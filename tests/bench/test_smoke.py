@@ -111,3 +111,20 @@ def test_receiver_counts_messages_split_across_reads() -> None:
     assert pair.received == 5 and window.delivered == 5
     assert len(window.latencies) == 5
     assert sink.written.count(b"<message ") == 5       # the sender's window was refilled, once per delivery
+
+
+def test_the_rate_follows_deliveries_that_come_in_waves() -> None:
+    # 900 messages at once every 0.9 s for 20 s: 1,000 a second. The window holds 23 waves,
+    # so the plain count says 1,035 a second; the slope of the cumulative count does not.
+    window = scenarios._Window()
+    window.open(0, 20_000_000_000)
+    for k in range(23):
+        window.count(50_000_000 + k * 900_000_000, 900)
+    assert window.delivered / 20 == 1035
+    assert abs(window.rate() - 1000) < 10
+    # Deliveries spread evenly give the plain rate.
+    even = scenarios._Window()
+    even.open(0, 20_000_000_000)
+    for k in range(200):
+        even.count(k * scenarios.BIN_NS + 1, 100)
+    assert abs(even.rate() - 1000) < 10
