@@ -3,8 +3,12 @@ message lost when a session is never resumed."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+import pytest
+
+from stockade.protocol.jid import JID
 from stockade.testing.raw import RawStream, header
 from stockade.testing.server import RunningServer
 from stockade.testing.xmpp import client
@@ -146,3 +150,53 @@ async def test_slixmpp_resumes_its_session_and_gets_exactly_what_it_missed(serve
             assert alice.pending(alice.messages) == []        # "one" was acknowledged, not resent
         finally:
             await alice.close()
+
+
+async def test_an_acknowledgement_waits_until_the_message_is_archived(server):
+    """XEP-0198: acknowledged means durable. With the archive's commits held, bob gets alice's
+    message at once (delivery does not wait for the archive), but her <a/> only comes once the
+    archive copies are committed."""
+    writer = server.server.storage._archive_writer
+    gate = server.run(asyncio.Event)
+    commit = writer._commit
+
+    async def held_commit(batch):
+        await gate.wait()
+        await commit(batch)
+
+    def stall() -> None:
+        writer._commit = held_commit
+
+    bob = await RawStream.open(server)
+    await bob.login("bob", USERS["bob"], resource="desk")
+    await bob.send("<presence/>")
+    await bob.read_until(b"<presence")
+    alice = await RawStream.open(server)
+    await alice.login("alice", USERS["alice"], resource="sm")
+    await enable(alice)
+    server.run(stall)
+    try:
+        await alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='m1'><body>kept</body></message>"
+                         f"<r xmlns='{SM}'/>")
+        assert b"kept" in await bob.read_until(b"</message>")
+        with pytest.raises(asyncio.TimeoutError):
+            await alice.read_until(r"<a [^>]*/>", timeout=1.0)     # the archive has not committed
+    finally:
+        server.run(gate.set)
+    assert b'h="1"' in await alice.read_until(r"<a [^>]*/>")
+    mam = server.server.storage.archive("mam")
+    assert await server.acall(mam.count(DOMAIN, "alice")) == 1
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_client_without_stream_management_leaves_no_tracked_writes(server):
+    """Nobody waits for the writes of a session that does not acknowledge stanzas: none are kept."""
+    async with client(server, f"alice@{DOMAIN}", USERS["alice"]) as alice:
+        for n in range(3):
+            alice.send_message(mto=f"bob@{DOMAIN}", mbody=f"hello {n}", mtype="chat")
+        await alice.roundtrip()
+        await server.acall(server.server.storage.flush())
+        (session,) = server.server.ctx.sessions.of_user(JID("alice", DOMAIN, None))
+        assert session.waits_for_writes is False and session._writes == []
+        assert await server.acall(server.server.storage.archive("mam").count(DOMAIN, "alice")) == 3

@@ -30,7 +30,7 @@ class ClientSession:
 
     __slots__ = ("jid", "full", "bare", "host", "username", "resource", "channel", "presence", "priority",
                  "is_available", "is_interested", "directed", "created", "extra", "is_closed",
-                 "outbound_filter", "handled_count", "client_info", "_writes")
+                 "outbound_filter", "handled_count", "client_info", "waits_for_writes", "_writes")
 
     def __init__(self, jid: JID, channel: SessionChannel, created: float) -> None:
         assert jid.local is not None and jid.resource is not None
@@ -55,6 +55,9 @@ class ClientSession:
         self.handled_count = 0                  # stanzas from the client fully processed (XEP-0198 'h')
         self.client_info: dict[str, str] = {}   # software name/version when known
         self._writes: list[Awaitable[Any]] = []  # storage writes caused by this client's stanzas
+        # Stream management (XEP-0198) acknowledges this client's stanzas only once their
+        # writes are durable; without it nobody waits for them, and they are not tracked.
+        self.waits_for_writes = False
 
     def send(self, stanza: Element) -> None:
         """Write a stanza to this client (batched with others in the same event-loop turn)."""
@@ -68,7 +71,10 @@ class ClientSession:
 
     def track_write(self, write: Awaitable[Any]) -> None:
         """Remember a storage write caused by a stanza from this client, so that acknowledging
-        the stanza (XEP-0198) can wait until it is durable."""
+        the stanza (XEP-0198) can wait until it is durable. Nothing is kept for a session that
+        does not acknowledge stanzas (`waits_for_writes`)."""
+        if not self.waits_for_writes:
+            return
         writes = self._writes
         writes.append(write)
         if len(writes) >= 64:      # nobody waited for a while: forget the ones already done

@@ -175,6 +175,7 @@ class StreamManagement:
         resume = element.get("resume") in ("true", "1") and self.resume_timeout > 0
         state = SmState(session, resume, session.handled_count)
         session.extra[KEY] = state
+        session.waits_for_writes = True
         session.channel = SmChannel(state, session.channel, self)
         attrs = {}
         if resume:

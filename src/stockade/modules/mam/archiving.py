@@ -55,7 +55,6 @@ from ...protocol.xml import Element
 from ...storage import ArchiveStore, StorageError
 from ...storage.keys import PREFIX_LENGTH, new_key, time_prefix
 from ..roster import RosterService
-from ..stream_management import KEY as SM_KEY
 from .prefs import PrefsService
 from .query import NS_SID
 
@@ -306,7 +305,7 @@ class Archiver:
         if commit is not self._watched:
             self._watched = commit
             commit.add_done_callback(self._written)
-        if origin is not None and SM_KEY in origin.extra \
+        if origin is not None and origin.waits_for_writes \
                 and (commit is not self._tracked[0] or origin is not self._tracked[1]):
             # Only sessions with stream management drain their tracked writes (on <r/>).
             self._tracked = (commit, origin)
