@@ -302,7 +302,6 @@ class EjabberdMam(Ejabberd):
         ensure_installed(DEBIAN_PACKAGES["ejabberd-mam"])
         super().__init__(data)
         self.description += ", mod_mam (SQLite, every message)"
-        self.database = self.dir / "ejabberd.db"
         conn = sqlite3.connect(self.database)
         try:
             # WAL, as Stockade's database: kept in the file, so ejabberd's connections use it too
@@ -313,10 +312,14 @@ class EjabberdMam(Ejabberd):
         finally:
             conn.close()
 
+    @property
+    def database(self) -> Path:
+        return self.dir / "ejabberd.db"
+
     def _config(self) -> str:
         return super()._config() + f"""  mod_mam: {{db_type: sql, default: always}}
 sql_type: sqlite
-sql_database: "{self.dir / 'ejabberd.db'}"
+sql_database: "{self.database}"
 new_sql_schema: false
 """
 

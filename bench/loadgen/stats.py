@@ -30,8 +30,8 @@ def summary_ms(values_ns: list[int]) -> dict[str, float | None]:
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) and of its live child processes (Stockade's
-    archive writer process), from /proc/PID/stat; None if it is gone."""
+    """utime + stime of a process (all its threads) and of its live child processes (any helper
+    processes a server starts), from /proc/PID/stat; None if it is gone."""
     own = _stat(pid)
     if own is None:
         return None

@@ -127,7 +127,6 @@ class Journal:
         # Backpressure (storage/backlog.py): over two batches queued, client input pauses until
         # one batch is left; not while failing (the refusal rules apply then).
         self._backlog = storage.backlog
-        self._is_over = False            # this journal told the backlog it is over its mark
         self._is_closed = False
         self.is_failing = False          # the last attempt to write failed
         self.failure: str = ""           # why, while failing
@@ -159,7 +158,7 @@ class Journal:
                               attrs.get("type"), stanza.serialize_stanza(), None))
         if commit is None:
             return _refusal()
-        if session.waits_for_writes and (commit is not self._tracked[0] or session is not self._tracked[1]):
+        if commit is not self._tracked[0] or session is not self._tracked[1]:
             self._tracked = (commit, session)
             session.track_write(commit)
         return None
@@ -204,13 +203,11 @@ class Journal:
                 self._task = loop.create_task(self._run(), name="stockade-journal-writer")
         batch.entries.append(entry)
         self._held += 1
-        if self._held > 2 * MAX_BATCH and not self._is_over and not self.is_failing:
-            self._is_over = True
-            self._backlog.over("journal", True)
+        if self._held > 2 * MAX_BATCH and not self.is_failing:
+            self._backlog.over("journal", True)          # idempotent: only the first call counts
         return batch.commit
 
     def _release_backlog(self) -> None:
-        self._is_over = False
         self._backlog.over("journal", False)
 
     def is_busy(self) -> bool:

@@ -533,36 +533,30 @@ class BulkInsert:
     """`insert(conn, rows)` writes a list of tuples, in the order of `columns`, to one table."""
 
     def __init__(self, dialect: str, quote: Callable[[str], str], table: str, columns: Sequence[str]) -> None:
-        head = f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES "
+        self._head = f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES "
         self._width = len(columns)
-        self._per_statement = 0         # rows per multi-row statement (SQLite), set on first use
-        if dialect == "sqlite":
-            row = "(" + ", ".join("?" for _ in columns) + ")"
-            self._single = head + row
-            self._row = row
-            self._head = head
-            self._multi = ""
-        else:
-            self._single = head + "(" + ", ".join(f"${n}" for n in range(1, len(columns) + 1)) + ")"
-            self._multi = None
+        self._is_sqlite = dialect == "sqlite"
+        markers = ("?" for _ in columns) if self._is_sqlite else (f"${n}" for n in range(1, self._width + 1))
+        self._row = "(" + ", ".join(markers) + ")"
+        self._multi: tuple[str, int] | None = None     # SQLite: (statement, rows in it), on first use
 
     def __call__(self, conn: Connection, rows: Sequence[tuple]) -> None:
-        if self._multi is None or len(rows) < 2:
-            conn.exec_driver_sql(self._single, rows)    # PostgreSQL, or a single row
+        single = self._head + self._row
+        if not self._is_sqlite or len(rows) < 2:
+            conn.exec_driver_sql(single, rows)          # PostgreSQL's executemany, or one row
             return
-        per = self._per_statement or self._prepare(conn)
+        multi, per = self._multi or self._multi_statement(conn)
         full = len(rows) - len(rows) % per
-        multi = self._multi
         for start in range(0, full, per):
             conn.exec_driver_sql(multi, tuple(chain.from_iterable(rows[start:start + per])))
         if full < len(rows):
-            conn.exec_driver_sql(self._single, rows[full:])
+            conn.exec_driver_sql(single, rows[full:])
 
-    def _prepare(self, conn: Connection) -> int:
+    def _multi_statement(self, conn: Connection) -> tuple[str, int]:
         limit = conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        per = self._per_statement = max(1, min(SQLITE_ROWS_PER_INSERT, limit // self._width))
-        self._multi = self._head + ", ".join(self._row for _ in range(per))
-        return per
+        per = max(1, min(SQLITE_ROWS_PER_INSERT, limit // self._width))
+        self._multi = (self._head + ", ".join(self._row for _ in range(per)), per)
+        return self._multi
 
 
 # -- for migrations, which get a Connection only --------------------------------------------------

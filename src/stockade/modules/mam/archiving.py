@@ -305,9 +305,8 @@ class Archiver:
         if commit is not self._watched:
             self._watched = commit
             commit.add_done_callback(self._written)
-        if origin is not None and origin.waits_for_writes \
-                and (commit is not self._tracked[0] or origin is not self._tracked[1]):
-            # Only sessions with stream management drain their tracked writes (on <r/>).
+        if origin is not None and (commit is not self._tracked[0] or origin is not self._tracked[1]):
+            # Kept only for sessions that acknowledge stanzas (ClientSession.track_write).
             self._tracked = (commit, origin)
             origin.track_write(commit)
         return commit
