@@ -310,6 +310,7 @@ class Bench:
                     print(f"round {round_no} {scenario.name:<10} {SERVER_LABELS[key]:<22} "
                           f"{_fmt(value):>10} {scenario.unit:<12} load {entry['loadavg_before'][0]:.2f} "
                           f"gen CPU {_fmt(entry.get('generator_cpu_share'))} server CPU {_fmt(entry.get('server_cpu_share'))}"
+                          + _threads(entry.get("server_thread_shares"))
                           + (f"  ERRORS: {errors[:2]}" if errors else ""), flush=True)
 
 
@@ -322,6 +323,13 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
     return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.1f}"
+
+
+def _threads(shares: dict[str, float] | None) -> str:
+    """The server's busiest threads, when it has more than one: " (main 0.83, sqlite-writer-0 0.15)"."""
+    if not shares or len(shares) < 2:
+        return ""
+    return " (" + ", ".join(f"{name} {_fmt(share)}" for name, share in list(shares.items())[:3]) + ")"
 
 
 def summarise(results: list[dict[str, Any]], scenarios: list[Scenario]) -> dict[str, Any]:

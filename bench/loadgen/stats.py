@@ -55,6 +55,28 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads by name: "main" for the first thread (the event loop's,
+    for Stockade), the others by the name the operating system knows them by (Stockade names its
+    database threads sqlite-writer-0 and sqlite-reader-N); threads of one name are added up.
+    Empty if the process is gone."""
+    totals: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return totals
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+        except OSError:
+            continue                         # the thread ended meanwhile
+        name = "main" if tid == str(pid) else head.partition("(")[2]
+        fields = rest.split()
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return totals
+
+
 def rss_bytes(pid: int) -> int | None:
     """VmRSS of a process, from /proc/PID/status."""
     try:
@@ -81,11 +103,13 @@ class CpuWindow:
     wall: float = 0.0
     generator: float = 0.0
     server: float | None = None
+    threads: dict[str, float] | None = None     # the server's CPU seconds by thread name
 
     def start(self) -> None:
         self._t = time.perf_counter()
         self._g = own_cpu_seconds()
         self._s = process_cpu_seconds(self.server_pid) if self.server_pid else None
+        self._threads = thread_cpu_seconds(self.server_pid) if self.server_pid else {}
 
     def stop(self) -> None:
         self.wall = time.perf_counter() - self._t
@@ -93,6 +117,9 @@ class CpuWindow:
         if self.server_pid and self._s is not None:
             end = process_cpu_seconds(self.server_pid)
             self.server = None if end is None else end - self._s
+            threads = thread_cpu_seconds(self.server_pid)
+            # A thread started during the window counts from zero.
+            self.threads = {name: spent - self._threads.get(name, 0.0) for name, spent in threads.items()} or None
 
     def as_dict(self) -> dict[str, float | None]:
         """Seconds, and the share of one core (1.0 = one core busy all the time)."""
@@ -101,4 +128,9 @@ class CpuWindow:
                 "generator_cpu_s": round(self.generator, 3),
                 "generator_cpu_share": round(self.generator / wall, 3),
                 "server_cpu_s": None if self.server is None else round(self.server, 3),
-                "server_cpu_share": None if self.server is None else round(self.server / wall, 3)}
+                "server_cpu_share": None if self.server is None else round(self.server / wall, 3),
+                # Threads that used at least 0.5% of a core, busiest first.
+                "server_thread_shares": None if self.threads is None else {
+                    name: round(spent / wall, 3)
+                    for name, spent in sorted(self.threads.items(), key=lambda item: -item[1])
+                    if spent / wall >= 0.005}}

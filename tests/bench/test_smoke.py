@@ -8,18 +8,22 @@ server, and the byte scanner with stanzas split across reads.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench import dataset
-from bench.loadgen import scenarios
+from bench.loadgen import scenarios, stats
 from bench.loadgen.scram import SaltedPasswords, ScramClient
 from bench.servers import Stockade
 from stockade.protocol.sasl import Challenge, NeedCredential, Success
@@ -69,6 +73,30 @@ def test_one_to_one_delivers_every_message(stockade: Stockade, small_dataset: da
     assert result["delivered"] > 0
     assert result["sent"] == result["received"] and result["lost"] == 0
     assert result["latency"]["samples"] == result["delivered"]
+    assert result["server_thread_shares"] is not None       # the server's CPU by thread was read
+
+
+def test_thread_cpu_is_told_apart_by_thread_name() -> None:
+    """`stats.thread_cpu_seconds` adds up CPU per thread name, the first thread as "main"."""
+    def busy() -> None:
+        ctypes.CDLL(None).prctl(15, b"bench-busy", 0, 0, 0)      # PR_SET_NAME
+        while time.thread_time() < 0.1:                       # CPU time, not a wall-clock wait
+            pass
+        done.set()
+        release.wait(LOADGEN_TIMEOUT)
+
+    done, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        assert done.wait(LOADGEN_TIMEOUT)
+        spent = stats.thread_cpu_seconds(os.getpid())
+    finally:
+        release.set()
+        thread.join()
+    assert spent["bench-busy"] >= 0.05               # 0.1 s, in clock ticks: ample margin
+    assert "main" in spent
+    assert stats.thread_cpu_seconds(2**22 + 1) == {}   # no such process
 
 
 def test_scram_client_against_stockade_server() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,19 @@ async def test_sqlite_uses_write_ahead_logging(tmp_path: Path) -> None:
     await (await Storage.open(f"sqlite:///{path}")).close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_threads_carry_their_names_for_the_operating_system(tmp_path: Path) -> None:
+    """`top -H` and /proc/PID/task/*/comm tell the database writer and readers from the event
+    loop's thread (the benchmark reports CPU per thread by these names)."""
+    storage = await Storage.open(f"sqlite:///{tmp_path / 'stockade.db'}")
+    try:
+        writer_tid = await storage._db.write("test.tid", lambda _conn: threading.get_native_id())
+        reader_tid = await storage._db.read("test.tid", lambda _conn: threading.get_native_id())
+        assert Path(f"/proc/self/task/{writer_tid}/comm").read_text().strip() == "sqlite-writer-0"
+        assert Path(f"/proc/self/task/{reader_tid}/comm").read_text().strip().startswith("sqlite-reader-")
+    finally:
+        await storage.close()
 
 
 async def test_sqlite_in_memory_database_works_for_tests() -> None:
