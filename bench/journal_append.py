@@ -14,12 +14,14 @@ import asyncio
 import tempfile
 import time
 
-from stockade.compliance.journal import prepare
+from stockade.compliance.journal import ROUTED, prepare
 from stockade.storage import Storage
 from stockade.storage.crypto import Cipher, Keyring
 
-STANZA = (b"<message to='u00002@bench.local' type='chat' id='b' from='u00001@bench.local/r'><body>"
-          b"@1764120000000000005:12 the quick brown fox jumps over the lazy dog</body></message>")
+# A 1:1 message as the server serialises it after stamping its sender.
+STANZA = ('<message xmlns="jabber:client" to="u{to:05d}@bench.local" type="chat" id="b" '
+          'from="u{sender:05d}@bench.local/r"><body>@1764120000000000005:12 the quick brown fox jumps '
+          'over the lazy dog</body></message>')
 
 
 async def run(batches: int, size: int, rounds: int, seal: bool) -> None:
@@ -28,7 +30,8 @@ async def run(batches: int, size: int, rounds: int, seal: bool) -> None:
     storage = await Storage.open(f"sqlite:///{folder}/journal.db", keyring=keyring)
     sealer = storage.cipher.seal if seal and isinstance(storage.cipher, Cipher) else None
     entries = [(1764120000.0 + i, "bench.local", "chat", f"u{i % 500:05d}@bench.local/r",
-                f"u{(i + 1) % 500:05d}@bench.local", "chat", STANZA, None) for i in range(size)]
+                f"u{(i + 1) % 500:05d}@bench.local", "chat",
+                STANZA.format(sender=i % 500, to=(i + 1) % 500).encode(), ROUTED) for i in range(size)]
     try:
         for round_no in range(1, rounds + 1):
             started = time.process_time()

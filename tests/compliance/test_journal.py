@@ -15,6 +15,7 @@ from slixmpp.xmlstream import ET
 
 from stockade.core.hooks import POLICY, StanzaFromClient
 from stockade.core.verdict import Deny
+from stockade.storage.journal import payload_aad
 from stockade.testing.server import RunningServer
 from stockade.testing.xmpp import client
 
@@ -61,6 +62,23 @@ async def test_a_one_to_one_conversation_is_journaled_before_delivery(server: Ru
     # Encryption at rest is on by default: the stored payload is sealed, read() opened it.
     raw = server.call(server.server.storage.journal.rows(0, 10, kind="chat"))
     assert raw and all(b"quarterly" not in r.payload and b"thanks" not in r.payload for r in raw)
+
+
+async def test_a_message_is_stored_as_the_stanza_routed_not_a_copy_in_json(server: RunningServer) -> None:
+    """The record's payload is the stanza's own bytes (sealed when encryption at rest is on);
+    its from, to and type are read back from the stanza's attributes."""
+    async with client(server, jid("alice"), USERS["alice"]) as alice, \
+               client(server, jid("bob"), USERS["bob"]) as bob:
+        alice.send_message(mto=jid("bob"), mbody='5 < 6 & "quoted"', mtype="chat")
+        assert (await bob.next_message())["body"] == '5 < 6 & "quoted"'
+        sender = str(alice.boundjid)
+    (record,) = records(server, "chat")
+    storage = server.server.storage
+    (row,) = [r for r in server.call(storage.journal.rows(0, 100)) if r.id == record.id]
+    cipher = getattr(storage, "cipher", None)
+    stored = server.call(cipher.unseal(row.payload, payload_aad(row.id))) if cipher is not None else row.payload
+    assert stored.startswith(b"<message") and stored == record.payload["stanza"].encode()
+    assert (record.payload["from"], record.payload["to"], record.payload["type"]) == (sender, jid("bob"), "chat")
 
 
 async def test_chat_states_alone_are_not_journaled(server: RunningServer) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from stockade.compliance.journal import prepare
+from stockade.compliance.journal import ROUTED, decode_payload, prepare
+from stockade.protocol.xml import Element
 from stockade.compliance.journal_verify import make_signer, verify_journal
 from stockade.storage import Storage
 from stockade.storage.journal import GENESIS_HASH, record_digest, record_hash
@@ -144,3 +146,71 @@ def test_prepared_records_keep_their_own_stanza_and_type_when_the_parties_repeat
                        {"verdict": "deny"}))
     assert verdict[3:5] == ("bob@example.com", "bob@example.com")
     assert json.loads(verdict[5])["verdict"] == "deny"
+
+
+def _routed(attrs: dict[str, str], body: str, name: str = "message") -> tuple:
+    """An entry as Journal.record_stanza queues it: from, to and type from the stanza's own
+    attributes, the stanza as the server serialises it."""
+    stanza = Element(name, "jabber:client", dict(attrs))
+    if body:
+        stanza.add("body", text=body)
+    return (NOW, "example.com", "subscription" if name == "presence" else "chat", attrs.get("from"),
+            attrs.get("to"), attrs.get("type"), stanza.serialize(), ROUTED)
+
+
+@pytest.mark.parametrize("attrs, body, name", [
+    ({"from": "alice@example.com/phone", "to": "bob@example.com", "type": "chat"}, 'a < b & "c" \'d\'', "message"),
+    ({"from": "alice@example.com/ph&ne", "to": "Bob@Example.com", "id": "x<y"}, "no type", "message"),
+    ({"from": "alice@example.com/phone", "to": "bob@example.com", "type": "subscribe"}, "", "presence"),
+    ({"from": "alice@example.com/caf\u00e9", "to": "bob@example.com", "type": "chat"}, "\u00fcml\u00e4ute \U0001f600", "message"),
+])
+def test_a_routed_stanza_is_its_own_payload_and_reads_back_as_the_json_would(attrs, body, name) -> None:
+    entry = _routed(attrs, body, name)
+    *_, payload = prepare(entry)
+    assert payload == entry[6]                                 # the stanza's bytes, nothing added
+    *_, as_json = prepare(entry[:7] + (None,))                 # the same entry the JSON way
+    assert as_json.startswith(b"{")
+    assert decode_payload(payload) == json.loads(as_json)
+    assert decode_payload(payload)["type"] == attrs.get("type")
+
+
+def test_a_routed_stanza_whose_address_an_xml_parser_would_change_stays_json() -> None:
+    # Attribute-value normalisation turns a line break into a space: such a record keeps JSON.
+    entry = _routed({"from": "alice@example.com/a\nb", "to": "bob@example.com", "type": "chat"}, "hi")
+    *_, payload = prepare(entry)
+    assert payload.startswith(b"{")
+    assert decode_payload(payload)["from"] == "alice@example.com/a\nb"
+
+
+@pytest.mark.parametrize("data", [
+    b'<!DOCTYPE m [<!ENTITY e "x">]><message>&e;</message>',
+    b"<message><body>cut off",
+    b"[1, 2]",
+])
+def test_a_payload_that_is_neither_a_stanza_nor_a_json_object_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_payload(data)
+
+
+async def test_routed_stanzas_read_back_sealed_and_from_before_sealing_was_on(tmp_path) -> None:
+    """With encryption at rest a routed stanza is sealed as it is; one written while encryption
+    was off is still read (a plain payload starts with '<' or '{', a sealed one never does)."""
+    from stockade.compliance.journal import read_records
+    from stockade.compliance.search_index import open_payload as open_for_index
+    from stockade.storage.crypto import Keyring
+
+    storage = await Storage.open(f"sqlite:///{tmp_path}/j.db", keyring=Keyring([bytes(range(32))], "test key"))
+    try:
+        attrs = {"from": "alice@example.com/phone", "to": "bob@example.com", "type": "chat"}
+        await storage.journal.append_batch([_routed(attrs, "before")], prepare, None, 1000, None, NOW)
+        await storage.journal.append_batch([_routed(attrs, "after")], prepare, storage.cipher.seal, 1000, None, NOW)
+        plain, sealed = await storage.journal.rows(0, 10)
+        assert plain.payload.startswith(b"<message") and b"after" not in sealed.payload
+        records = await read_records(storage)
+        assert [r.payload["stanza"] for r in records] == [_routed(attrs, b)[6].decode()
+                                                          for b in ("before", "after")]
+        assert {(r.payload["from"], r.payload["to"], r.payload["type"]) for r in records} == {
+            ("alice@example.com/phone", "bob@example.com", "chat")}
+        assert [await open_for_index(storage.cipher, row) for row in (plain, sealed)] == [r.payload for r in records]
+    finally:
+        await storage.close()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-import json
 import logging
 import os
 import time
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..storage.journal import JournalRow, payload_aad
+from .journal import PLAIN_STARTS, decode_payload
 from ..storage.search import INDEX_KEY, SearchStore, blind_tokens, decode_key, encode_key, search_store
 
 log = logging.getLogger("stockade.ediscovery")
@@ -81,19 +81,16 @@ class Record:
 
 
 async def open_payload(cipher: Any, row: JournalRow) -> dict[str, Any]:
-    """The decrypted JSON payload of a journal row. Raises ValueError (DecryptError is one) when
-    it cannot be opened."""
+    """The decrypted payload of a journal row as a dict (`decode_payload`). Raises ValueError
+    (DecryptError is one) when it cannot be opened."""
     if row.payload is None:
         return {}
     data = row.payload
-    if not data.startswith(b"{"):            # sealed: plain JSON always starts with "{"
+    if not data.startswith(PLAIN_STARTS):     # sealed
         if cipher is None:
             raise ValueError("the record is encrypted and encryption at rest is off in this configuration")
         data = await cipher.unseal(data, payload_aad(row.id))
-    value = json.loads(data)
-    if not isinstance(value, dict):
-        raise ValueError("the record's payload is not a JSON object")
-    return value
+    return decode_payload(data)
 
 
 def _stanza_parts(xml: str) -> tuple[str, str, tuple[str, ...], list[str]]:

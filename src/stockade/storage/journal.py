@@ -121,12 +121,12 @@ class Prepared(NamedTuple):
     kind: str
     conversation: str | None
     participants: str | None
-    payload: bytes           # JSON, not yet sealed
+    payload: bytes           # the stanza's XML or JSON (compliance/journal.py), not yet sealed
 
 
 # What a `prepare` function returns: Prepared's fields, as a Prepared or a plain tuple (cheaper).
 PreparedRecord = tuple[float, str, str, str | None, str | None, bytes]
-# seal(plaintext, aad) -> bytes, or None to store plain JSON
+# seal(plaintext, aad) -> bytes, or None to store payloads as they are
 Sealer = Callable[[bytes, bytes], bytes] | None
 # sign(last_id, last_hash, ts) -> (public key hex, signature hex)
 Signer = Callable[[int, str, float], tuple[str, str]]
