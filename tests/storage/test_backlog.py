@@ -104,3 +104,59 @@ async def test_the_wal_is_checkpointed_beside_the_writer_every_so_many_rows(tmp_
         assert os.path.getsize(tmp_path / "a.db") > before       # the rows reached the database file
     finally:
         await storage.close()
+
+
+async def test_a_large_wal_is_finished_by_the_writer_between_transactions(tmp_path, monkeypatch) -> None:
+    """Once the WAL holds WAL_RESTART_BYTES, the background checkpoint is followed by a second
+    one and a last one in the writer's thread, outside any transaction (SQLite refuses a
+    checkpoint inside one), so that the WAL starts again; below the mark the writer is left alone."""
+    from stockade.storage import engine
+
+    storage = await Storage.open(f"sqlite:///{tmp_path}/a.db")
+    db = storage._db
+    runs: list[tuple[str, str, bool]] = []
+
+    def spy(runner, who: str):
+        original = runner.run
+
+        async def run(fn, args, *, transaction: bool = True):
+            runs.append((who, fn.__name__, transaction))
+            return await original(fn, args, transaction=transaction)
+        return run
+
+    monkeypatch.setattr(db._reader, "run", spy(db._reader, "reader"))
+    monkeypatch.setattr(db._writer, "run", spy(db._writer, "writer"))
+    try:
+        archive = storage.archive("mam")
+        await archive.append(HOST, "alice", "<message>%s</message>" % ("x" * 2000))
+        await db._checkpoint()                             # far below the default mark
+        assert [r for r in runs if r[1] == "_passive_checkpoint"] == [("reader", "_passive_checkpoint", True)]
+
+        runs.clear()
+        monkeypatch.setattr(engine, "WAL_RESTART_BYTES", 1)
+        await archive.append(HOST, "alice", "<message>more</message>")
+        await db._checkpoint()
+        assert [r for r in runs if r[1] == "_passive_checkpoint"] == [
+            ("reader", "_passive_checkpoint", True), ("reader", "_passive_checkpoint", True),
+            ("writer", "_passive_checkpoint", False)]
+        await archive.append(HOST, "alice", "<message>after</message>")    # the writer still writes
+        assert (await archive.count(HOST, "alice")) == 3
+    finally:
+        await storage.close()
+
+
+async def test_the_writer_runs_a_checkpoint_only_outside_a_transaction(tmp_path) -> None:
+    from stockade.storage.engine import _passive_checkpoint
+
+    storage = await Storage.open(f"sqlite:///{tmp_path}/a.db")
+    try:
+        await storage.archive("mam").append(HOST, "alice", "<message/>")
+        assert await storage._db._writer.run(_passive_checkpoint, (), transaction=False) >= 0
+        try:
+            await storage._db._writer.run(_passive_checkpoint, ())
+        except Exception as exc:                               # SQLite: "database table is locked"
+            assert "locked" in str(exc)
+        else:
+            raise AssertionError("a checkpoint inside the writer's transaction should fail")
+    finally:
+        await storage.close()

@@ -97,6 +97,15 @@ SQLITE_WAL_AUTOCHECKPOINT_BYTES = 128 * 1024 * 1024
 # far less. Measured with bench/storage_append.py (1,000 owners, batches of 5,000): 8.2 us of
 # CPU per append with a checkpoint after every batch, 7.3 with one per 30,000 rows.
 CHECKPOINT_AFTER_ROWS = 30_000
+# The WAL starts again from its beginning only after a checkpoint that copied all of it, and
+# under a steady load only the writer can make one (new commits keep coming while a checkpoint
+# beside it runs). Left to its automatic checkpoint (SQLITE_WAL_AUTOCHECKPOINT_BYTES), the writer
+# copies everything since the last background checkpoint and syncs both files itself, about 85
+# ms every few seconds in the 1:1 benchmark with the journal on, while client input waits behind
+# it (backpressure). So once the WAL holds this much, a background checkpoint is followed by a
+# second one (which copies only what was committed during the first) and then by one in the
+# writer's thread between two transactions, which finds little left to copy and sync.
+WAL_RESTART_BYTES = 96 * 1024 * 1024
 # Rows per INSERT statement of a bulk insert on SQLite (see the module docstring), at most what
 # the library's bound-parameter limit allows (SQLITE_LIMIT_VARIABLE_NUMBER, 32,766 by default).
 SQLITE_ROWS_PER_INSERT = 1000
@@ -152,9 +161,11 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Runner(Protocol):
-    """Runs transactions: `fn(conn, *args)` with a synchronous SQLAlchemy Connection."""
+    """Runs transactions: `fn(conn, *args)` with a synchronous SQLAlchemy Connection; on a write
+    runner in a transaction unless `transaction` is False (what SQLite cannot do inside one: a
+    WAL checkpoint)."""
 
-    async def run(self, fn: Callable[..., T], args: tuple) -> T: ...
+    async def run(self, fn: Callable[..., T], args: tuple, *, transaction: bool = True) -> T: ...
 
     async def close(self) -> None: ...
 
@@ -175,12 +186,12 @@ class _ThreadRunner:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
-    async def run(self, fn: Callable[..., T], args: tuple) -> T:
+    async def run(self, fn: Callable[..., T], args: tuple, *, transaction: bool = True) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._threads:
             self._start()
-        self._jobs.put((fn, args, future, loop))
+        self._jobs.put((fn, args, future, loop, transaction))
         return await future
 
     def _start(self) -> None:
@@ -201,13 +212,13 @@ class _ThreadRunner:
                 job = self._jobs.get()
                 if job is None:
                     return
-                fn, args, future, loop = job
+                fn, args, future, loop, transaction = job
                 try:
                     if conn is None or conn.invalidated:
                         if conn is not None:
                             conn.close()
                         conn = engine.connect()
-                    if write:
+                    if write and transaction:
                         with conn.begin():
                             result, error = fn(conn, *args), None
                     else:
@@ -259,11 +270,11 @@ class _AsyncRunner:
         self._write = write
         self._in_flight: set[asyncio.Task] = set()
 
-    async def run(self, fn: Callable[..., T], args: tuple) -> T:
-        return await self._shielded(self._run(fn, args))
+    async def run(self, fn: Callable[..., T], args: tuple, *, transaction: bool = True) -> T:
+        return await self._shielded(self._run(fn, args, transaction))
 
-    async def _run(self, fn: Callable[..., T], args: tuple) -> T:
-        if self._write:
+    async def _run(self, fn: Callable[..., T], args: tuple, transaction: bool) -> T:
+        if self._write and transaction:
             async with self._engine.begin() as conn:
                 return await conn.run_sync(fn, *args)
         async with self._engine.connect() as conn:
@@ -395,9 +406,10 @@ class Database:
         CHECKPOINT_AFTER_ROWS rows were committed since the last time, copy the WAL into the
         database file now, in a reader thread beside the writer (a PASSIVE checkpoint never
         blocks it), rather than in the writer's own automatic checkpoint, whose copy and fsync
-        would stall the writer and, through backpressure (backlog.py), client input. One at a
-        time; the automatic checkpoint still covers other writes. SQLite files only; otherwise
-        nothing."""
+        would stall the writer and, through backpressure (backlog.py), client input. Once the
+        WAL holds WAL_RESTART_BYTES, the writer finishes the job between two transactions, so
+        that the WAL starts again from its beginning. One at a time; the automatic checkpoint
+        still covers other writes. SQLite files only; otherwise nothing."""
         if not self._checkpoints:
             return
         self._uncheckpointed += batch_size
@@ -407,7 +419,10 @@ class Database:
 
     async def _checkpoint(self) -> None:
         try:
-            await self._reader.run(_passive_checkpoint, ())
+            wal_bytes = await self._reader.run(_passive_checkpoint, ())
+            if wal_bytes >= WAL_RESTART_BYTES:           # let the WAL start again (see there)
+                await self._reader.run(_passive_checkpoint, ())
+                await self._writer.run(_passive_checkpoint, (), transaction=False)
         except Exception as exc:                 # the writer's automatic checkpoint still runs
             _log.warning("a background WAL checkpoint failed: %s", exc)
         finally:
@@ -639,8 +654,11 @@ def _fetch_first(conn: Connection, stmt: Executable, params: Params) -> Row | No
     return conn.execute(stmt, params).first()
 
 
-def _passive_checkpoint(conn: Connection) -> None:
-    conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+def _passive_checkpoint(conn: Connection) -> int:
+    """A PASSIVE checkpoint (it never waits for the writer); returns the WAL's size in bytes."""
+    raw = conn.connection.driver_connection
+    _busy, frames, _copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return max(frames, 0) * raw.execute("PRAGMA page_size").fetchone()[0]
 
 
 def _raw_rows(conn: Connection, sql: str, args: tuple) -> list[tuple]:
