@@ -46,13 +46,21 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 def _stat(pid: int) -> tuple[int, float] | None:
     """(parent pid, CPU seconds) of a process, or None if it is gone."""
+    stat = _read_stat(f"/proc/{pid}/stat")
+    return None if stat is None else stat[1:]
+
+
+def _read_stat(path: str) -> tuple[str, int, float] | None:
+    """(name, parent pid, CPU seconds) from a proc(5) stat file of a process or a thread, or None
+    if it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
+        with open(path) as f:
+            head, _, rest = f.read().rpartition(")")
     except OSError:
         return None
+    fields = rest.split()
     # fields[0] is field 3 (state) of proc(5); ppid is field 4, utime and stime are fields 14 and 15
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return head.partition("(")[2], int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
@@ -66,14 +74,11 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     except OSError:
         return totals
     for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                head, _, rest = f.read().rpartition(")")
-        except OSError:
+        stat = _read_stat(f"/proc/{pid}/task/{tid}/stat")
+        if stat is None:
             continue                         # the thread ended meanwhile
-        name = "main" if tid == str(pid) else head.partition("(")[2]
-        fields = rest.split()
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        name = "main" if tid == str(pid) else stat[0]
+        totals[name] = totals.get(name, 0.0) + stat[2]
     return totals
 
 

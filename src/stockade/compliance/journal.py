@@ -356,17 +356,14 @@ async def read_records(storage: Storage, after_id: int = 0, limit: int = 1000, *
 
 
 async def open_payload(row: JournalRow, cipher: Any) -> dict | None:
-    """The record's payload as a dict: unsealed with `cipher` when it is sealed. Raises
-    ValueError when it is sealed and cannot be opened (wrong or missing key)."""
+    """The record's payload as a dict: unsealed with `cipher` when it is sealed (a record
+    written before encryption was turned on is not). Raises ValueError when it is sealed and
+    cannot be opened (wrong or missing key)."""
     data = row.payload
     if data is None:
         return None
-    if cipher is not None:
-        try:
-            data = await cipher.unseal(data, payload_aad(row.id))
-        except ValueError:
-            if not data.startswith(PLAIN_STARTS):   # written before encryption was turned on?
-                raise
+    if cipher is not None and not data.startswith(PLAIN_STARTS):
+        data = await cipher.unseal(data, payload_aad(row.id))
     try:
         return decode_payload(data)
     except ValueError:

@@ -36,8 +36,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..storage.journal import JournalRow, payload_aad
-from .journal import PLAIN_STARTS, decode_payload
+from ..storage.journal import JournalRow
+from .journal import PLAIN_STARTS
+from .journal import open_payload as journal_payload
 from ..storage.search import INDEX_KEY, SearchStore, blind_tokens, decode_key, encode_key, search_store
 
 log = logging.getLogger("stockade.ediscovery")
@@ -85,12 +86,9 @@ async def open_payload(cipher: Any, row: JournalRow) -> dict[str, Any]:
     (DecryptError is one) when it cannot be opened."""
     if row.payload is None:
         return {}
-    data = row.payload
-    if not data.startswith(PLAIN_STARTS):     # sealed
-        if cipher is None:
-            raise ValueError("the record is encrypted and encryption at rest is off in this configuration")
-        data = await cipher.unseal(data, payload_aad(row.id))
-    return decode_payload(data)
+    if cipher is None and not row.payload.startswith(PLAIN_STARTS):
+        raise ValueError("the record is encrypted and encryption at rest is off in this configuration")
+    return await journal_payload(row, cipher)
 
 
 def _stanza_parts(xml: str) -> tuple[str, str, tuple[str, ...], list[str]]:
