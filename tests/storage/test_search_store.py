@@ -113,3 +113,31 @@ async def test_sealed_records_are_indexed_and_the_key_is_stored_sealed(tmp_path,
         await reopened.close()
     raw = (tmp_path / "sealed.db").read_bytes()
     assert b"acquisition" not in raw and b"confidential" not in raw
+
+
+async def test_a_stored_stanza_is_parsed_once_and_its_links_and_file_names_are_found(storage: Storage,
+                                                                                      monkeypatch) -> None:
+    """A routed message's record holds the stanza itself: the indexer reads its addresses, body,
+    links and file names (XEP-0066, XEP-0447) from one parse of it."""
+    from xml.etree import ElementTree
+
+    from stockade.compliance.journal import ROUTED, prepare
+
+    stanza = (f'<message xmlns="jabber:client" from="alice@{A}/pc" to="bob@{A}" type="chat">'
+              '<body>see attached</body>'
+              '<x xmlns="jabber:x:oob"><url>https://files.example.net/budget</url></x>'
+              '<file-sharing xmlns="urn:xmpp:sfs:0"><file xmlns="urn:xmpp:file:metadata:0">'
+              '<name>forecast-2027.xlsx</name></file></file-sharing></message>').encode()
+    seal = storage.cipher.seal if storage.cipher is not None else None
+    await storage.journal.append_batch([(T0, A, "chat", f"alice@{A}/pc", f"bob@{A}", "chat", stanza, ROUTED)],
+                                       prepare, seal, 1_000_000, None, T0)
+    parses = []
+    parse = ElementTree.fromstring
+    monkeypatch.setattr(ElementTree, "fromstring", lambda text, *a, **k: parses.append(text) or parse(text, *a, **k))
+    index = SearchIndex(storage)
+    await index.catch_up()
+    assert len(parses) == 1
+    monkeypatch.undo()
+    for text in ("attached", "budget", "forecast", "xlsx"):
+        assert await _ids(index, text=text) == [1], text
+    assert await _ids(index, with_all=(f"alice@{A}", f"bob@{A}")) == [1]

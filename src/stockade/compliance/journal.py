@@ -359,13 +359,19 @@ async def open_payload(row: JournalRow, cipher: Any) -> dict | None:
     """The record's payload as a dict: unsealed with `cipher` when it is sealed (a record
     written before encryption was turned on is not). Raises ValueError when it is sealed and
     cannot be opened (wrong or missing key)."""
+    return (await open_payload_tree(row, cipher))[0]
+
+
+async def open_payload_tree(row: JournalRow, cipher: Any) -> tuple[dict | None, ET.Element | None]:
+    """`open_payload`, and the stanza parsed when the payload is the stanza itself (None for a
+    JSON payload): for readers that look inside the stanza, so that it is parsed once."""
     data = row.payload
     if data is None:
-        return None
+        return None, None
     if cipher is not None and not data.startswith(PLAIN_STARTS):
         data = await cipher.unseal(data, payload_aad(row.id))
     try:
-        return decode_payload(data)
+        return decode_payload_tree(data)
     except ValueError:
         raise ValueError(f"journal record {row.id} is sealed or damaged; configure the key it was "
                          f"sealed with to read it") from None
@@ -465,19 +471,25 @@ def decode_payload(data: bytes) -> dict[str, Any]:
     """A record's payload (not sealed) as a dict: its JSON, or for a stanza stored as itself
     (`prepare`) its from, to and type attributes and the XML as `stanza`, as in the JSON.
     Raises ValueError when it is neither."""
+    return decode_payload_tree(data)[0]
+
+
+def decode_payload_tree(data: bytes) -> tuple[dict[str, Any], ET.Element | None]:
+    """`decode_payload`, and the parsed stanza when the payload is the stanza itself."""
     if data[:1] == b"<":
         text = data.decode("utf-8", "replace")
         if "<!" in text:                        # never a DTD or entity declaration
             raise ValueError("the record's stanza holds a declaration")
         try:
-            attrs = ET.fromstring(text).attrib
+            root = ET.fromstring(text)
         except ET.ParseError as exc:
             raise ValueError(f"the record's stanza is not well-formed XML: {exc}") from None
-        return {"from": attrs.get("from"), "to": attrs.get("to"), "type": attrs.get("type"), "stanza": text}
+        attrs = root.attrib
+        return {"from": attrs.get("from"), "to": attrs.get("to"), "type": attrs.get("type"), "stanza": text}, root
     value = json.loads(data)
     if not isinstance(value, dict):
         raise ValueError("the record's payload is not a JSON object")
-    return value
+    return value, None
 
 
 def _parties(host: str, kind: str, sender_full: str | None, to: str | None) -> tuple[str | None, str | None]:
@@ -500,5 +512,5 @@ def _json_value(value: str | None) -> str:
     return "null" if value is None else encode_basestring(value)
 
 
-__all__ = ["Journal", "JournalRecord", "PLAIN_STARTS", "REFUSAL_TEXT", "ROUTED", "decode_payload", "open_payload",
-           "prepare", "read_records"]
+__all__ = ["Journal", "JournalRecord", "PLAIN_STARTS", "REFUSAL_TEXT", "ROUTED", "decode_payload",
+           "decode_payload_tree", "open_payload", "open_payload_tree", "prepare", "read_records"]

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..storage.journal import JournalRow
 from .journal import PLAIN_STARTS
-from .journal import open_payload as journal_payload
+from .journal import open_payload_tree
 from ..storage.search import INDEX_KEY, SearchStore, blind_tokens, decode_key, encode_key, search_store
 
 log = logging.getLogger("stockade.ediscovery")
@@ -68,6 +68,7 @@ class Record:
     file: dict[str, Any] = field(default_factory=dict)       # uploads: name, size, content_type, id
     verdict: dict[str, Any] = field(default_factory=dict)    # verdict records: class, rule, reason
     stanza: str = ""
+    names: tuple[str, ...] = ()          # file names in the stanza (XEP-0446), searchable
     digest: str = ""
     hash: str = ""
     error: str = ""                      # why the payload could not be opened ("" when it could)
@@ -84,21 +85,28 @@ class Record:
 async def open_payload(cipher: Any, row: JournalRow) -> dict[str, Any]:
     """The decrypted payload of a journal row as a dict (`decode_payload`). Raises ValueError
     (DecryptError is one) when it cannot be opened."""
+    return (await _open_payload(cipher, row))[0]
+
+
+async def _open_payload(cipher: Any, row: JournalRow) -> tuple[dict[str, Any], ET.Element | None]:
+    """`open_payload`, and the stanza already parsed when the payload is the stanza itself."""
     if row.payload is None:
-        return {}
+        return {}, None
     if cipher is None and not row.payload.startswith(PLAIN_STARTS):
         raise ValueError("the record is encrypted and encryption at rest is off in this configuration")
-    return await journal_payload(row, cipher)
+    payload, root = await open_payload_tree(row, cipher)
+    return payload or {}, root
 
 
-def _stanza_parts(xml: str) -> tuple[str, str, tuple[str, ...], list[str]]:
-    """(body, subject, links, file names) of a serialised stanza."""
-    if not xml or "<!" in xml:               # never a DTD or entity declaration
-        return "", "", (), []
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return "", "", (), []
+def _stanza_parts(xml: str, root: ET.Element | None = None) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """(body, subject, links, file names) of a serialised stanza; `root`: the same, parsed."""
+    if root is None:
+        if not xml or "<!" in xml:               # never a DTD or entity declaration
+            return "", "", (), ()
+        try:
+            root = ET.fromstring(xml)
+        except ET.ParseError:
+            return "", "", (), ()
     body = subject = ""
     links: list[str] = []
     names: list[str] = []
@@ -114,7 +122,7 @@ def _stanza_parts(xml: str) -> tuple[str, str, tuple[str, ...], list[str]]:
             links.append(element.text.strip())
         elif local == "name" and element.text and element is not root:   # XEP-0446 file metadata
             names.append(element.text.strip())
-    return body, subject, tuple(links), names
+    return body, subject, tuple(links), tuple(names)
 
 
 def _file_details(payload: dict[str, Any]) -> dict[str, Any]:
@@ -138,19 +146,19 @@ async def open_record(cipher: Any, row: JournalRow) -> Record:
     base = dict(id=row.id, ts=row.ts, host=row.host, kind=row.kind, conversation=row.conversation or "",
                 participants=participants, digest=row.digest, hash=row.hash)
     try:
-        payload = await open_payload(cipher, row)
+        payload, root = await _open_payload(cipher, row)
     except ValueError as exc:
         return Record(**base, error=f"the payload cannot be opened: {exc}")
     stanza = payload.get("stanza") or ""
     if not isinstance(stanza, str):
         stanza = str(stanza)
-    body, subject, links, _names = _stanza_parts(stanza)
+    body, subject, links, names = _stanza_parts(stanza, root)
     verdict: dict[str, Any] = {}
     if row.kind == "verdict":
         verdict = {k: payload[k] for k in ("verdict", "rule", "reason", "text", "condition") if payload.get(k)}
     return Record(**base, sender=str(payload.get("from") or ""), to=str(payload.get("to") or ""),
                   type=str(payload.get("type") or ""), body=body, subject=subject, links=links,
-                  file=_file_details(payload), verdict=verdict, stanza=stanza)
+                  file=_file_details(payload), verdict=verdict, stanza=stanza, names=names)
 
 
 def record_texts(record: Record) -> list[str]:
@@ -158,8 +166,7 @@ def record_texts(record: Record) -> list[str]:
     texts = [record.body, record.subject, *record.links]
     if record.file.get("name"):
         texts.append(record.file["name"])
-    if record.stanza:
-        texts += _stanza_parts(record.stanza)[3]
+    texts += record.names
     for key in ("reason", "text", "rule"):
         value = record.verdict.get(key)
         if isinstance(value, str):
