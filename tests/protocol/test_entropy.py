@@ -7,7 +7,7 @@ import os
 import re
 import threading
 
-from stockade.protocol.entropy import BUFFER_SIZE, entropy, token_bytes, token_hex, token_urlsafe
+from stockade.protocol.entropy import BUFFER_SIZE, entropy, token_bytes, token_hex, token_urlsafe, urlsafe_72
 
 
 def test_tokens_have_the_shapes_of_the_secrets_module():
@@ -17,18 +17,23 @@ def test_tokens_have_the_shapes_of_the_secrets_module():
     assert len(entropy.take(BUFFER_SIZE + 10)) == BUFFER_SIZE + 10        # larger than the buffer
 
 
-def test_threads_taking_at_once_never_get_the_same_bytes():
-    taken: list[list[bytes]] = [[] for _ in range(4)]
+def _taken_by_threads(take, times: int, threads: int = 4) -> list:
+    """What `threads` threads got from calling `take` `times` times each, all at once."""
+    taken: list[list] = [[] for _ in range(threads)]
 
-    def take(out: list[bytes]) -> None:
-        for _ in range(20_000):
-            out.append(entropy.take(12))
-    threads = [threading.Thread(target=take, args=(out,)) for out in taken]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    values = [v for out in taken for v in out]
+    def run(out: list) -> None:
+        for _ in range(times):
+            out.append(take())
+    workers = [threading.Thread(target=run, args=(out,)) for out in taken]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return [v for out in taken for v in out]
+
+
+def test_threads_taking_at_once_never_get_the_same_bytes():
+    values = _taken_by_threads(lambda: entropy.take(12), 20_000)
     assert len(set(values)) == len(values) == 80_000
 
 
@@ -44,3 +49,23 @@ def test_a_forked_child_does_not_reuse_the_parents_bytes():
     os.close(read)
     os.waitpid(pid, 0)
     assert child != entropy.take(16)
+
+
+def test_pooled_72_bit_tokens_are_url_safe_and_never_repeat_across_threads_and_refills():
+    values = _taken_by_threads(urlsafe_72, 5_000)          # several pools' worth each
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{12}", v) for v in values)
+    assert len(set(values)) == len(values) == 20_000
+
+
+def test_a_forked_child_does_not_reuse_the_parents_pooled_tokens():
+    urlsafe_72()                                 # the parent has a pool
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, urlsafe_72().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 12).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child != urlsafe_72()

@@ -266,3 +266,28 @@ def test_serialize_stanza_is_reused_only_while_the_stanza_is_unchanged():
     stanza.find("body").set_text("two")
     assert b"<body>two</body>" in stanza.serialize_stanza()
     assert stanza.serialize_stanza() == stanza.serialize()
+
+
+def test_the_kept_attributes_of_a_stanza_follow_every_change_and_either_namespace():
+    """serialize() keeps a stanza's attributes serialised while they stay equal; the copies with
+    and without the default namespace share them, and a changed attribute is always seen."""
+    reader = StreamReader()
+    reader.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+    stanza = reader.feed(b"<message to='a@b' type='chat' id='m1'><body>one</body></message>")[0]
+    stanza.attrs["from"] = "c@d/r"
+    plain = stanza.serialize_stanza()
+    assert plain == (b'<message xmlns="jabber:client" to="a@b" type="chat" id="m1" from="c@d/r">'
+                     b"<body>one</body></message>")
+    stanza.add_leaf("stanza-id", "urn:xmpp:sid:0", {"id": "x", "by": "a@b"})
+    delivered = stanza.serialize("jabber:client")
+    assert delivered == (b'<message to="a@b" type="chat" id="m1" from="c@d/r"><body>one</body>'
+                         b'<stanza-id xmlns="urn:xmpp:sid:0" id="x" by="a@b"/></message>')
+    stanza.attrs["to"] = "e@f"                                 # changed in place
+    assert b'to="e@f"' in stanza.serialize("jabber:client") and b'to="e@f"' in stanza.serialize_stanza()
+    stanza.set("type", "normal")
+    stanza.attrs.pop("id")
+    assert stanza.serialize("jabber:client") == (b'<message to="e@f" type="normal" from="c@d/r"><body>one</body>'
+                                                 b'<stanza-id xmlns="urn:xmpp:sid:0" id="x" by="a@b"/></message>')
+    assert stanza.serialize_stanza() == stanza.serialize()
+    stanza.attrs["{urn:example}flag"] = 'a"b'                   # a namespaced attribute, escaped
+    assert b' xmlns:ns0="urn:example" ns0:flag="a&quot;b"' in stanza.serialize("jabber:client")

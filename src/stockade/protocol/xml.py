@@ -94,7 +94,7 @@ class Element:
         self.children = children if children is not None else []
         self._inner: bytes | None = None     # raw serialised content, see module docstring
         self._owner: Element | None = None   # the top-level element whose _inner includes us
-        self._memo: tuple[bytes, dict[str, str], bytes] | None = None     # see serialize_stanza
+        self._memo: _Memo | None = None      # see serialize and serialize_stanza
 
     # -- reading ------------------------------------------------------------------------------
     def get(self, key: str, default: str | None = None) -> str | None:
@@ -227,11 +227,26 @@ class Element:
 
     # -- writing ------------------------------------------------------------------------------
     def serialize(self, default_ns: str = "") -> bytes:
-        """The element as UTF-8 bytes, inside a parent whose default namespace is `default_ns`."""
+        """The element as UTF-8 bytes, inside a parent whose default namespace is `default_ns`.
+
+        With its raw content cached (a stanza as read, perhaps stamped since), the attributes'
+        serialised form is kept as well while they stay equal: a stanza is serialised several
+        times on the message path (the journal's and the archive's copies without the default
+        namespace, the delivered copy with it, after the <stanza-id/> stamp)."""
         inner = self._inner
         if inner is not None:
-            head = _start_tag(self, default_ns)
-            return b"".join((head.encode(), b">", inner, b"</", self.name.encode(), b">"))
+            attrs = self.attrs
+            memo = self._memo
+            if memo is not None and memo[1] == attrs:
+                tail = memo[2]
+            else:
+                tail = _attributes(self).encode()
+                memo = self._memo = (None, dict(attrs), tail, b"")
+            name = self.name.encode()
+            if self.xmlns != default_ns:
+                return b"".join((b"<", name, _attr("xmlns", self.xmlns).encode(), tail, b">", inner,
+                                 b"</", name, b">"))
+            return b"".join((b"<", name, tail, b">", inner, b"</", name, b">"))
         out: list[str] = []
         _write(self, default_ns, out)
         return "".join(out).encode()
@@ -243,11 +258,12 @@ class Element:
         change through the methods replaces or drops it) and its attributes are equal."""
         inner = self._inner
         memo = self._memo
-        if memo is not None and memo[0] is inner and memo[1] == self.attrs:
-            return memo[2]
+        if memo is not None and memo[0] is inner and inner is not None and memo[1] == self.attrs:
+            return memo[3]
         data = self.serialize()
         if inner is not None:
-            self._memo = (inner, dict(self.attrs), data)
+            memo = self._memo                    # made or confirmed by serialize()
+            self._memo = (inner, memo[1], memo[2], data)
         return data
 
     def __str__(self) -> str:
@@ -265,6 +281,11 @@ def _adopt(element: Element, owner: Element) -> None:
         if isinstance(child, Element):
             _adopt(child, owner)
 
+
+# An element's cached serialisations (Element.serialize, serialize_stanza): the raw content the
+# whole was made from (None: not made yet), a copy of the attributes both were made from, the
+# attributes' part of the start tag (UTF-8), and the whole without a default namespace.
+_Memo = tuple
 
 _ATTR_CACHE: dict[tuple[str, str], str] = {}
 _ATTR_CACHE_MAX = 20_000
@@ -285,9 +306,15 @@ def _attr(key: str, value: str) -> str:
 
 
 def _start_tag(el: Element, default_ns: str) -> str:
-    parts = ["<", el.name]
     if el.xmlns != default_ns:
-        parts.append(_attr("xmlns", el.xmlns))
+        return f"<{el.name}{_attr('xmlns', el.xmlns)}{_attributes(el)}"
+    return f"<{el.name}{_attributes(el)}"
+
+
+def _attributes(el: Element) -> str:
+    """The element's attributes as they go in its start tag (namespaced ones with their own
+    prefix declarations), without its namespace."""
+    parts = []
     prefixes: dict[str, str] | None = None
     for key, value in el.attrs.items():
         if key[0] == "{":

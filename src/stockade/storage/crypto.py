@@ -53,7 +53,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import StorageError
-from .keys import entropy
+from ..protocol.entropy import entropy
 
 if TYPE_CHECKING:
     from .datakeys import DataKeyStore

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .crypto import KEY_BYTES, Keyring, KeyFileError, master_key_id
-from .keys import entropy
+from ..protocol.entropy import entropy
 
 if TYPE_CHECKING:
     from ..config import ServerConfig

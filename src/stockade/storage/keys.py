@@ -19,10 +19,9 @@ gives it to the client with every result (<delay/>).
 
 from __future__ import annotations
 
-import base64
 import time
 
-from ..protocol.entropy import entropy
+from ..protocol.entropy import urlsafe_72
 
 PREFIX_LENGTH = 14          # hex digits: microseconds since 1970 fit until the year 4253
 
@@ -53,4 +52,4 @@ def time_prefix() -> str:
 
 def new_key() -> str:
     """A new archive key: the time prefix and 72 random bits, 26 URL-safe characters."""
-    return f"{_clock.next():014x}" + base64.urlsafe_b64encode(entropy.take(9)).decode()
+    return f"{_clock.next():014x}{urlsafe_72()}"
