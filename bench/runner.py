@@ -65,6 +65,7 @@ STOCKADE_VARIANTS: dict[str, str] = {
     "stockade-dlp": "dlp",             # ... plus DLP rules and link warnings
     "stockade-policy": "policy",       # the default policy set alone (no journal, no encryption)
     "stockade-routing": "routing",     # routing only: roster, presence, disco, offline
+    "stockade-noarchive": "no-archive",   # every default module but MAM (the peers keep no archive)
     "stockade-2cores": "default",      # every default module, the server not pinned (see UNPINNED)
 }
 # Servers started on every core instead of core SERVER_CORE: what one Stockade process gets out of
@@ -79,7 +80,8 @@ OPT_IN = {"ejabberd-mam"}
 SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+policy+encryption",
                  "stockade-journal-plain": "Stockade journal+policy",
                  "stockade-dlp": "Stockade journal+policy+encryption+DLP", "stockade-policy": "Stockade policy only",
-                 "stockade-routing": "Stockade routing-only", "stockade-2cores": "Stockade on both cores", "prosody": "Prosody", "ejabberd": "ejabberd",
+                 "stockade-routing": "Stockade routing-only", "stockade-noarchive": "Stockade without archive",
+                 "stockade-2cores": "Stockade on both cores", "prosody": "Prosody", "ejabberd": "ejabberd",
                  "ejabberd-mam": "ejabberd with MAM"}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -88,7 +90,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                             ("per_server_cpu_s", "logins per server CPU-s"))),
     Scenario("one_to_one", "one_to_one", {"pairs": 500, "window": 50, "duration": 20.0, "warmup": 2.0},
              "msgs_per_s", "msgs/s", servers=("stockade", "stockade-policy", "stockade-journal-plain", "stockade-journal", "stockade-dlp",
-                                              "stockade-routing", "stockade-2cores", "prosody", "ejabberd", "ejabberd-mam"),
+                                              "stockade-routing", "stockade-noarchive", "stockade-2cores", "prosody", "ejabberd",
+                                              "ejabberd-mam"),
              extra_metrics=(("latency.p50_ms", "p50 ms"), ("latency.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "msgs per server CPU-s"))),
     # Held 25 s: long enough for Stockade's idle sweep (every 10 s, of connections silent for a

@@ -292,6 +292,8 @@ class Stockade(Server):
     variant "dlp":     "journal" plus DLP rules and link warnings (DLP_POLICY): what a regulated
                        company runs.
     variant "routing": only roster, presence, disco and offline (the routing-only configuration).
+    variant "no-archive": every default module but the message archive (MAM), like the peers,
+                       which keep none in their default configurations.
     """
 
     def __init__(self, data: Dataset, variant: str = "default", *, share_dir: Path | None = None,
@@ -301,7 +303,12 @@ class Stockade(Server):
         self.source_digest = ""
         self.name = "Stockade" if variant == "default" else f"Stockade ({variant})"
         super().__init__(data)
-        disabled = [] if variant in ("default", "journal", "journal-plain", "dlp", "policy") else [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
+        if variant == "no-archive":
+            disabled = ["mam"]
+        elif variant in ("default", "journal", "journal-plain", "dlp", "policy"):
+            disabled = []
+        else:
+            disabled = [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
         self.description = ("all default modules" if not disabled else
                             "modules: " + ", ".join(m for m in stockade_modules() if m not in disabled))
         if variant == "journal":
