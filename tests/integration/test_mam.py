@@ -333,3 +333,26 @@ async def test_a_message_routed_again_by_stream_management_is_archived_once(serv
         assert stanza_ids(again) == [(jid("bob"), archive_id)]
         _, results = await query_archive(bob)
         assert result_ids(results) == [archive_id]
+
+
+async def test_both_copies_of_a_message_share_one_stored_string():
+    """Encryption at rest off: the sender's and the recipient's archive rows of a message hold
+    one string while they wait for their batch (decoded once; half the memory the queue holds),
+    and both archives return the message."""
+    with RunningServer(domains=[DOMAIN], config={"encryption": {"enabled": False}}) as srv:
+        for user in ("alice", "bob"):
+            srv.add_user(jid(user), USERS[user])
+        writer = srv.server.storage._archive_writer
+        queued: list[tuple] = []
+
+        def capture() -> None:
+            submit = writer.submit
+            writer.submit = lambda row: queued.append(row) or submit(row)
+        srv.run(capture)
+        async with mam_client(srv, "alice") as alice, mam_client(srv, "bob") as bob:
+            alice.send_message(mto=jid("bob"), mbody="one string", mtype="chat")
+            await bob.next_message()
+            [sent, received] = srv.run(lambda: list(queued))
+            assert sent[4] is received[4] and "one string" in sent[4]
+            for c in (alice, bob):
+                assert [body(r) for r in (await query_archive(c))[1]] == ["one string"]

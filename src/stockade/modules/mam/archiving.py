@@ -153,6 +153,8 @@ class Archiver:
         self.log = module.log
         self._last_when = 0.0
         self.ids = SignedIds()
+        self._last_raw: bytes | None = None        # see _text
+        self._last_text = ""
         self._written = self._check_written      # one bound method, not one per message
         self._watched: asyncio.Future[None] | None = None          # the last batch future seen
         self._tracked: tuple[asyncio.Future[None] | None, ClientSession | None] = (None, None)
@@ -168,7 +170,7 @@ class Archiver:
         if peer is None or peer.bare == owner:
             return None           # to oneself: archived once, on delivery
         if self._decide_now(owner, peer):
-            self._append(owner, stanza.serialize_stanza().decode(), peer.bare, new_archive_id(), event.session)
+            self._append(owner, self._text(stanza), peer.bare, new_archive_id(), event.session)
         return None
 
     # -- recipient side -------------------------------------------------------------------------
@@ -215,7 +217,7 @@ class Archiver:
             # Stored durably before offline storage keeps the stamped copy (and before the
             # sender's next stanza: MessageUndeliverable is awaited).
             archive_id = self.ids.new(owner)
-            future = self._append(owner, stanza.serialize_stanza().decode(), peer.bare, archive_id, None)
+            future = self._append(owner, self._text(stanza), peer.bare, archive_id, None)
             if future is None:
                 return None
             try:
@@ -227,8 +229,17 @@ class Archiver:
 
     def _archive_received(self, stanza: Element, owner: JID, peer: JID, origin: ClientSession | None) -> None:
         archive_id = self.ids.new(owner)
-        if self._append(owner, stanza.serialize_stanza().decode(), peer.bare, archive_id, origin) is not None:
+        if self._append(owner, self._text(stanza), peer.bare, archive_id, origin) is not None:
             self._stamp(stanza, owner, archive_id)
+
+    def _text(self, stanza: Element) -> str:
+        """The stanza as stored: its serialisation (made once while it is unchanged, see
+        Element.serialize_stanza) as text, decoded once for both copies of a message, which
+        then share one string while they wait in the queue."""
+        raw = stanza.serialize_stanza()
+        if raw is not self._last_raw:
+            self._last_raw, self._last_text = raw, raw.decode()
+        return self._last_text
 
     @staticmethod
     def _stamp(stanza: Element, owner: JID, archive_id: str) -> None:
