@@ -207,7 +207,7 @@ class ClientConnection(ABC):
         if self._closing:
             return
         self._seen_input += 1
-        if self._busy or self._input:
+        if self._busy:
             if self._input is None:
                 self._input = deque()
             self._input.append(data)
@@ -219,14 +219,7 @@ class ClientConnection(ABC):
 
     def _release_input(self) -> None:
         self._held_back = False
-        if self._closing:
-            return
-        if not self._busy and (self._backlog or self._input):
-            self._drain()                    # what was held back while the writers caught up
-            self._mark()
-            if self._held_back:
-                return
-        if not self._paused:
+        if not self._paused and not self._closing:
             self._resume_input()
 
     def lost(self) -> None:
@@ -301,32 +294,19 @@ class ClientConnection(ABC):
                 self._backlog.extend(events)
             self._run_backlog()
         self._mark()
-        if self.ctx.writes.congested:
-            self._hold_back()
-
-    def _hold_back(self) -> None:
-        """The database is behind with what the input queued (storage/backlog.py): act on no
-        more stanzas and read no more until it caught up; the client's TCP window holds the rest."""
-        if not self._held_back and not self._closing:
+        writes = self.ctx.writes
+        if writes.congested and not self._held_back and not self._closing:
+            # The database is behind with what the input queued (storage/backlog.py): read no
+            # more until it caught up; the client's TCP window holds the rest.
             self._held_back = True
             self._pause_input()
-            self.ctx.writes.when_clear(self._release_input)
+            writes.when_clear(self._release_input)
 
     def _run_backlog(self) -> None:
         backlog = self._backlog
         if backlog is None:
             return
-        writes = self.ctx.writes
         while backlog and not self._closing:
-            if writes.congested:
-                # Messages are what a storm queues writes with: none is acted on until the
-                # writers caught up, even from input already read, and what follows it waits
-                # behind it (order). Anything else before it goes on, so that a quiet client's
-                # ping or login is answered meanwhile.
-                event = backlog[0]
-                if event.__class__ is StanzaReceived and event.stanza.name == "message":
-                    self._hold_back()
-                    return
             pending = self._handle(backlog.popleft())
             if pending is not None:
                 pending = self._start(pending)
@@ -364,25 +344,16 @@ class ClientConnection(ABC):
         except Exception:
             log.exception("processing a stanza from %s failed", self.session or self.address)
         self._busy = False
-        self._drain()
-        self._mark()
-
-    def _drain(self) -> None:
-        """Act on the events and input that waited, in order, until something waits again or
-        the writers are behind."""
         self._run_backlog()
-        while not self._busy and not self._held_back and self._input and not self._closing:
+        while not self._busy and self._input and not self._closing:
             self._feed(self._input.popleft())
-        if self._busy:
-            return
-        if not self._backlog:
-            self._backlog = None
-        if not self._input:
-            self._input = None
-        if self._paused and not self._closing:
+        if not self._busy:
+            self._backlog = self._input = None
+        if not self._busy and self._paused and not self._closing:
             self._paused = False
             if not self._held_back:
                 self._resume_input()
+        self._mark()
 
     def _handle(self, event: Any) -> Awaitable[Any] | None:
         if isinstance(event, StanzaReceived):

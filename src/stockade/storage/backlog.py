@@ -9,7 +9,7 @@ of a gigabyte) in twenty seconds.
 
 So each writer reports when its queue passes a high mark (about two transactions' worth) and
 when it is back under a low mark (one transaction's worth). While any writer is over its mark,
-client connections act on no further message and stop reading (net/connection.py): the
+client connections stop reading after the input they are processing (net/connection.py): the
 clients' own TCP windows then hold what they send, and the event loop's time goes to the
 writers. When every writer is back under its low mark, the connections read again. The marks are
 big enough that a writer always has a full batch waiting while it commits one, so the pause costs
