@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..storage.journal import JournalRow
-from .journal import PLAIN_STARTS
-from .journal import open_payload_tree
+from .journal import PLAIN_STARTS, open_payload_tree
 from ..storage.search import INDEX_KEY, SearchStore, blind_tokens, decode_key, encode_key, search_store
 
 log = logging.getLogger("stockade.ediscovery")

@@ -94,7 +94,7 @@ class Element:
         self.children = children if children is not None else []
         self._inner: bytes | None = None     # raw serialised content, see module docstring
         self._owner: Element | None = None   # the top-level element whose _inner includes us
-        self._memo: _Memo | None = None      # see serialize and serialize_stanza
+        self._memo: _Memo | None = None      # see serialize_stanza
 
     # -- reading ------------------------------------------------------------------------------
     def get(self, key: str, default: str | None = None) -> str | None:
@@ -228,42 +228,45 @@ class Element:
     # -- writing ------------------------------------------------------------------------------
     def serialize(self, default_ns: str = "") -> bytes:
         """The element as UTF-8 bytes, inside a parent whose default namespace is `default_ns`.
-
         With its raw content cached (a stanza as read, perhaps stamped since), the attributes'
-        serialised form is kept as well while they stay equal: a stanza is serialised several
-        times on the message path (the journal's and the archive's copies without the default
-        namespace, the delivered copy with it, after the <stanza-id/> stamp)."""
+        part comes from `serialize_stanza`'s memo while they are equal to what it was made from:
+        the delivered copy of a message (with the default namespace, after the <stanza-id/>
+        stamp) reuses what the journal's or the archive's copy made."""
         inner = self._inner
         if inner is not None:
-            attrs = self.attrs
             memo = self._memo
-            if memo is not None and memo[1] == attrs:
-                tail = memo[2]
-            else:
-                tail = _attributes(self).encode()
-                memo = self._memo = (None, dict(attrs), tail, b"")
-            name = self.name.encode()
-            if self.xmlns != default_ns:
-                return b"".join((b"<", name, _attr("xmlns", self.xmlns).encode(), tail, b">", inner,
-                                 b"</", name, b">"))
-            return b"".join((b"<", name, tail, b">", inner, b"</", name, b">"))
+            tail = memo[2] if memo is not None and memo[1] == self.attrs else _attributes(self).encode()
+            return self._with_content(inner, tail, default_ns)
         out: list[str] = []
         _write(self, default_ns, out)
         return "".join(out).encode()
+
+    def _with_content(self, inner: bytes, tail: bytes, default_ns: str) -> bytes:
+        name = self.name.encode()
+        if self.xmlns != default_ns:
+            return b"".join((b"<", name, _attr("xmlns", self.xmlns).encode(), tail, b">", inner,
+                             b"</", name, b">"))
+        return b"".join((b"<", name, tail, b">", inner, b"</", name, b">"))
 
     def serialize_stanza(self) -> bytes:
         """`serialize()` of a stanza that several parts of the message path keep (the compliance
         journal, the sender's and the recipient's archive copies): made once and reused while
         the stanza is unchanged, that is while its raw content is the same bytes object (every
-        change through the methods replaces or drops it) and its attributes are equal."""
+        change through the methods replaces or drops it) and its attributes are equal. Only
+        this makes the memo: a stanza that is serialised once pays no copy of its attributes."""
         inner = self._inner
+        if inner is None:
+            return self.serialize()
         memo = self._memo
-        if memo is not None and memo[0] is inner and inner is not None and memo[1] == self.attrs:
-            return memo[3]
-        data = self.serialize()
-        if inner is not None:
-            memo = self._memo                    # made or confirmed by serialize()
-            self._memo = (inner, memo[1], memo[2], data)
+        attrs = self.attrs
+        if memo is not None and memo[1] == attrs:
+            if memo[0] is inner:
+                return memo[3]
+            kept, tail = memo[1], memo[2]
+        else:
+            kept, tail = dict(attrs), _attributes(self).encode()
+        data = self._with_content(inner, tail, "")
+        self._memo = (inner, kept, tail, data)
         return data
 
     def __str__(self) -> str:
@@ -282,9 +285,9 @@ def _adopt(element: Element, owner: Element) -> None:
             _adopt(child, owner)
 
 
-# An element's cached serialisations (Element.serialize, serialize_stanza): the raw content the
-# whole was made from (None: not made yet), a copy of the attributes both were made from, the
-# attributes' part of the start tag (UTF-8), and the whole without a default namespace.
+# An element's cached serialisation (Element.serialize_stanza): the raw content it was made
+# from, a copy of the attributes it was made from, the attributes' part of the start tag (UTF-8,
+# which `serialize` reuses), and the whole without a default namespace.
 _Memo = tuple
 
 _ATTR_CACHE: dict[tuple[str, str], str] = {}
