@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from stockade.storage import Storage
 from stockade.storage.backlog import WriteBacklog
 
@@ -160,3 +162,29 @@ async def test_the_writer_runs_a_checkpoint_only_outside_a_transaction(tmp_path)
             raise AssertionError("a checkpoint inside the writer's transaction should fail")
     finally:
         await storage.close()
+
+
+async def test_closing_waits_for_a_background_checkpoint_and_runs_nothing_after(tmp_path) -> None:
+    """A checkpoint that starts as the storage closes (the last batch's) finishes before the
+    database threads stop, and nothing restarts them afterwards: a transaction after close is
+    refused, instead of starting threads that would take the stop signals meant for the old
+    ones (close() then waited forever)."""
+    import threading
+
+    from stockade.storage import StorageError
+    from stockade.storage.engine import CHECKPOINT_AFTER_ROWS
+
+    storage = await Storage.open(f"sqlite:///{tmp_path}/a.db")
+    db = storage._db
+    await storage.archive("mam").append(HOST, "alice", "<message/>")
+    db.checkpoint_soon(CHECKPOINT_AFTER_ROWS)           # starts one, as a full batch would
+    checkpointing = db._checkpointing
+    assert checkpointing is not None
+    await asyncio.wait_for(storage.close(), timeout=60)
+    assert checkpointing.done() and db._checkpointing is None
+    with pytest.raises(StorageError, match="closed"):
+        await db._reader.run(lambda conn: None, ())
+    with pytest.raises(StorageError, match="closed"):
+        await db._writer.run(lambda conn: None, ())
+    assert not [t for t in threading.enumerate() if t.name.startswith("stockade-sqlite-") and t.is_alive()
+                and getattr(t, "_target", None) is not None and t._target.__self__ in (db._reader, db._writer)]

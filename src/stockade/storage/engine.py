@@ -185,8 +185,13 @@ class _ThreadRunner:
         self._write = write
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._closed = False
 
     async def run(self, fn: Callable[..., T], args: tuple, *, transaction: bool = True) -> T:
+        if self._closed:
+            # Starting threads again would let them take the stop signals meant for the old
+            # ones, and close() would wait forever for those.
+            raise StorageError("the database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._threads:
@@ -238,6 +243,7 @@ class _ThreadRunner:
                 conn.close()
 
     async def close(self) -> None:
+        self._closed = True
         threads, self._threads = self._threads, []
         for _ in threads:
             self._jobs.put(None)                 # after everything already queued
@@ -383,6 +389,9 @@ class Database:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+        self._checkpoints = False                # no new background checkpoint, and the
+        if self._checkpointing is not None:      # running one finishes first
+            await asyncio.wait([self._checkpointing])
         for runner in self._runners:
             await runner.close()
 
