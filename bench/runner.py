@@ -82,7 +82,7 @@ SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+p
                  "stockade-dlp": "Stockade journal+policy+encryption+DLP", "stockade-policy": "Stockade policy only",
                  "stockade-routing": "Stockade routing-only", "stockade-noarchive": "Stockade without archive",
                  "stockade-2cores": "Stockade on both cores", "prosody": "Prosody", "ejabberd": "ejabberd",
-                 "ejabberd-mam": "ejabberd with MAM"}
+                 "ejabberd-mam": "ejabberd with MAM", "stockade-baseline": "Stockade at the baseline"}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("login", "login", {"clients": 3000, "concurrency": 100}, "logins_per_s", "logins/s",
@@ -122,6 +122,14 @@ class Target:
     scenario: str
     text: str
     check: Callable[[dict[str, float]], tuple[float | None, float, bool] | None]   # (value, goal, met)
+
+
+def _with_baseline(servers: tuple[str, ...]) -> tuple[str, ...]:
+    """`servers` with the --baseline Stockade right after the default one, where that runs."""
+    if "stockade" not in servers:
+        return servers
+    at = servers.index("stockade") + 1
+    return servers[:at] + ("stockade-baseline",) + servers[at:]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -189,6 +197,10 @@ class Bench:
                 if key != "stockade" and key in needed:
                     self.servers[key] = Stockade(self.data, variant, share_dir=main.data_dir, source=source)
                     self.servers[key].source_digest = digest
+            if "stockade-baseline" in needed:
+                baseline = Stockade(self.data, "default", share_dir=main.data_dir, source=self._export(self.args.baseline))
+                baseline.name = SERVER_LABELS["stockade-baseline"]
+                self.servers["stockade-baseline"] = baseline
         for key, cls in (("prosody", Prosody), ("ejabberd", Ejabberd), ("ejabberd-mam", EjabberdMam)):
             if key in needed:
                 server = cls(self.data)
@@ -211,6 +223,22 @@ class Bench:
             print(f"bench: src/ does not import right now ({problem}); trying again in {SNAPSHOT_RETRY:.0f} s",
                   flush=True)
             time.sleep(SNAPSHOT_RETRY)     # waiting for someone else's edit to be finished
+
+    def _export(self, revision: str) -> Path:
+        """src/ as it is at git `revision`, for --baseline (it shares the provisioned database,
+        so it must have the same schema)."""
+        dest = self.workdir / "baseline"
+        dest.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "src"], capture_output=True)
+        if archive.returncode != 0:
+            raise ServerError(f"--baseline {revision}: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+        source = dest / "src"
+        problem = source_importable(source)
+        if problem is not None:
+            raise ServerError(f"--baseline {revision}: its src/ does not import ({problem})")
+        print(f"Stockade baseline: src/ at {revision}", flush=True)
+        return source
 
     def _provision(self, server: Server) -> None:
         server.provision()
@@ -405,13 +433,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample Stockade with py-spy during each measurement; folded stacks go to this directory")
     parser.add_argument("--profile-gil", action="store_true",
                         help="with --profile: sample only the thread holding the interpreter lock (where CPU goes)")
+    parser.add_argument("--baseline", metavar="REVISION", default=None,
+                        help="also run Stockade (default modules) from src/ at this git revision, beside the working "
+                             "tree's, in every scenario Stockade runs in: an A/B comparison in one run (the ratio "
+                             "column then compares the two); the revision must have the same database schema")
     for name in sorted({p for s in SCENARIOS.values() for p in s.params}):
         parser.add_argument("--" + name.replace("_", "-"), dest=name,
                             type=float if name in ("duration", "warmup", "hold") else int, default=None,
                             help="override this scenario parameter")
     args = parser.parse_args(argv)
     scenarios = list(SCENARIOS.values()) if args.scenario == "all" else [SCENARIOS[args.scenario]]
-    chosen = set(args.servers.split(",")) if args.servers else set(SERVER_LABELS) - OPT_IN
+    chosen = set(args.servers.split(",")) if args.servers else set(SERVER_LABELS) - OPT_IN - {"stockade-baseline"}
+    if args.baseline:
+        chosen.add("stockade-baseline")
+        SERVER_LABELS["stockade-baseline"] = f"Stockade at {args.baseline}"
+        scenarios = [Scenario(**{**s.__dict__, "servers": _with_baseline(s.servers)}) for s in scenarios]
     unknown = chosen - set(SERVER_LABELS)
     if unknown:
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")

@@ -156,3 +156,25 @@ def test_the_rate_follows_deliveries_that_come_in_waves() -> None:
     for k in range(200):
         even.count(k * scenarios.BIN_NS + 1, 100)
     assert abs(even.rate() - 1000) < 10
+
+
+def test_a_baseline_revision_runs_beside_the_default_stockade(tmp_path: Path) -> None:
+    """bench/run --baseline REV: src/ at REV, exported from git, runs right after the default
+    Stockade in every scenario that has one; a revision git does not know is refused by name."""
+    from bench.runner import Bench, _with_baseline
+    from bench.servers import ServerError
+
+    assert _with_baseline(("stockade", "stockade-routing", "ejabberd")) == (
+        "stockade", "stockade-baseline", "stockade-routing", "ejabberd")
+    assert _with_baseline(("prosody", "ejabberd")) == ("prosody", "ejabberd")
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: nothing to export")
+    for n, (revision, error) in enumerate((("HEAD", None), ("no-such-revision", "no-such-revision"))):
+        bench = Bench.__new__(Bench)
+        bench.workdir = tmp_path / str(n)
+        bench.workdir.mkdir()
+        if error is None:
+            assert (bench._export(revision) / "stockade" / "app.py").is_file()
+        else:
+            with pytest.raises(ServerError, match=error):
+                bench._export(revision)
