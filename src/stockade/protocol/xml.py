@@ -168,17 +168,23 @@ class Element:
         self._appended(child)
         return child
 
-    def add_leaf(self, name: str, xmlns: str, attrs: dict[str, str]) -> Element:
+    def add_leaf(self, name: str, xmlns: str, attrs: dict[str, str], rendered: str | None = None) -> Element:
         """Append and return a new empty child element (no text, no children): the cheap way
         to stamp a stanza (<stanza-id/>, <delay/>). Its start tag goes straight onto the cached
-        raw content: nothing else is serialised again."""
+        raw content: nothing else is serialised again.
+
+        `rendered` is the child as the caller already wrote it (`<name xmlns="..." .../>`, its
+        namespace declared and its attribute values escaped), which saves serialising it here:
+        for a stamp made once per message (modules/mam/archiving.py)."""
         child = Element(name, xmlns, attrs)
         self.children.append(child)
         inner = self._inner
         if inner is None or self._owner is not None:
             self._changed()
             return child
-        self._inner = inner + (_start_tag(child, self.xmlns) + "/>").encode()
+        if rendered is None:
+            rendered = _start_tag(child, self.xmlns) + "/>"
+        self._inner = inner + rendered.encode()
         child._owner = self
         return child
 
@@ -319,8 +325,12 @@ def _attributes(el: Element) -> str:
     prefix declarations), without its namespace."""
     parts = []
     prefixes: dict[str, str] | None = None
+    cached = _ATTR_CACHE.get
     for key, value in el.attrs.items():
-        if key[0] == "{":
+        fragment = cached((key, value))       # _attr's cache, looked up here: most are in it
+        if fragment is not None:
+            parts.append(fragment)
+        elif key[0] == "{":
             uri, local = key[1:].split("}", 1)
             prefixes = prefixes if prefixes is not None else {}
             prefix = prefixes.get(uri)

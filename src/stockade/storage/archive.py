@@ -356,6 +356,12 @@ class ArchiveStore:
         """
         return self._submit(host, user, value, with_jid, when, key).commit
 
+    def queue(self, host: str, user: str, value: str, with_jid: str | None, when: float, key: str) -> Commit:
+        """`append_nowait` for a caller that gives every field itself, each already of the right
+        type (the message archive, twice per message: strings it made, a time from its clock),
+        so that nothing is checked or defaulted again."""
+        return self._queue(host, user, value, with_jid, when, key).commit
+
     def _submit(self, host: str, user: str, value: str, with_jid: str | None, when: float | None,
                 key: str | None) -> _Batch:
         # Checked here, not by the database: one bad row would fail everybody's batch.
@@ -367,15 +373,17 @@ class ArchiveStore:
             key = new_key()
         elif not isinstance(key, str):
             raise TypeError(f"key must be a string or None, not {type(key).__name__}")
+        if not isinstance(host, str) or not isinstance(user, str):
+            raise TypeError(f"an archive belongs to a host and a user (str), not {host!r}, {user!r}")
+        return self._queue(host, user, value, with_jid, self._clock() if when is None else when, key)
+
+    def _queue(self, host: str, user: str, value: str, with_jid: str | None, when: float, key: str) -> _Batch:
         owner = self._owner_ids.get((host, user))
         if owner is None:
-            if not isinstance(host, str) or not isinstance(user, str):
-                raise TypeError(f"an archive belongs to a host and a user (str), not {host!r}, {user!r}")
             owner = (self.store, host, user)
         if self._cipher is not None:
             value = self._cipher.seal_text(value, self._aad(host, user))
-        return self._writer.submit((owner, key, float(self._clock() if when is None else when),
-                                    with_jid, value))
+        return self._writer.submit((owner, key, float(when), with_jid, value))
 
     def _aad(self, host: str, user: str) -> bytes:
         return self._aad_prefix + f"{host}\0{user}".encode()

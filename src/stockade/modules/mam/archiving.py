@@ -20,7 +20,7 @@ place (a page write per message). The rest is random for the sender's copy and a
 the ids put in a <stanza-id/> (`SignedIds`): nobody can make up an id this server would take as
 its own, nor guess another message's id, and an id reveals no more than the time the archive
 records anyway, not the size of the archive. The id is chosen here, so it is known at once, and
-the row is queued with `append_nowait` (group commit, see storage/archive.py). The stored copy is
+the row is queued with `ArchiveStore.queue` (group commit, see storage/archive.py). The stored copy is
 serialised before the stanza id is added, which reuses the bytes the reader kept.
 
 Decisions that need data not in memory. Preferences and rosters are cached while the user has a
@@ -46,12 +46,14 @@ import base64
 import hashlib
 import hmac
 import secrets
+from binascii import b2a_base64
+from typing import Any
 
 from ...core.hooks import MessageFromLocal, MessageToLocal, MessageUndeliverable
 from ...core.module_api import ModuleAPI
 from ...core.sessions import ClientSession
 from ...protocol.jid import JID, try_jid
-from ...protocol.xml import Element
+from ...protocol.xml import Element, escape_attr
 from ...storage import ArchiveStore, StorageError
 from ...storage.keys import PREFIX_LENGTH, new_key, time_prefix
 from ..roster import RosterService
@@ -71,6 +73,7 @@ CONTENT_NAMESPACES = frozenset({
     "jabber:x:oob",                         # XEP-0066
 })
 ARCHIVED_TYPES = ("chat", "normal")
+_URLSAFE = bytes.maketrans(b"+/", b"-_")      # base64 to its URL-safe alphabet
 
 
 def is_worth_archiving(stanza: Element) -> bool:
@@ -105,28 +108,42 @@ class SignedIds:
     """Archive ids for received messages that prove they were issued here for that archive.
 
     An id is the 14-character time prefix (storage/keys.py: unique within the process, growing)
-    and a 9-byte keyed BLAKE2b MAC over it and the archive owner, in URL-safe base64: 26
+    and a 9-byte keyed BLAKE2b MAC over the archive owner and the prefix, in URL-safe base64: 26
     characters. A message that comes through MessageToLocal again (stream management routes an
     unacknowledged message anew) keeps its id and is not archived twice, while a <stanza-id/> a
     sender made up fails the check and is removed. The key lives for the process: messages are
     only routed again within it, and ids made by an earlier process differ by their MAC even
     if the clock went back and repeated a prefix.
+
+    The MAC's state after the key and an owner is kept per owner (a bounded cache): an id then
+    costs one copy, one update with the prefix and the digest. The prefix has a fixed length and
+    comes last, so no two (owner, prefix) pairs give the same input.
     """
 
     LENGTH = PREFIX_LENGTH + 12
+    OWNERS = 4096             # MAC states kept; the cache starts again when it is full
 
     def __init__(self) -> None:
         self._mac = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=9)
+        self._by_owner: dict[JID, Any] = {}
+
+    def _keyed(self, owner: JID) -> Any:
+        mac = self._by_owner.get(owner)
+        if mac is None:
+            if len(self._by_owner) >= self.OWNERS:
+                self._by_owner.clear()
+            mac = self._by_owner[owner] = self._mac.copy()
+            mac.update(str(owner).encode())
+        return mac
 
     def _sign(self, prefix: bytes, owner: JID) -> bytes:
-        mac = self._mac.copy()
+        mac = self._keyed(owner).copy()
         mac.update(prefix)
-        mac.update(str(owner).encode())
         return mac.digest()
 
     def new(self, owner: JID) -> str:
         prefix = time_prefix()
-        return prefix + base64.urlsafe_b64encode(self._sign(prefix.encode(), owner)).decode()
+        return prefix + b2a_base64(self._sign(prefix.encode(), owner), newline=False).translate(_URLSAFE).decode()
 
     def is_ours(self, archive_id: str, owner: JID) -> bool:
         if len(archive_id) != self.LENGTH:
@@ -153,6 +170,7 @@ class Archiver:
         self.log = module.log
         self._last_when = 0.0
         self.ids = SignedIds()
+        self._stamp_heads: dict[JID, tuple[str, str]] = {}       # see _stamp
         self._last_raw: bytes | None = None        # see _text
         self._last_text = ""
         self._written = self._check_written      # one bound method, not one per message
@@ -241,9 +259,16 @@ class Archiver:
             self._last_raw, self._last_text = raw, raw.decode()
         return self._last_text
 
-    @staticmethod
-    def _stamp(stanza: Element, owner: JID, archive_id: str) -> None:
-        stanza.add_leaf("stanza-id", NS_SID, {"id": archive_id, "by": str(owner)})
+    def _stamp(self, stanza: Element, owner: JID, archive_id: str) -> None:
+        """Add <stanza-id by='owner' id='archive_id'/>, written out here: the owner's part once
+        per owner (a bounded cache), and an archive id needs no escaping (hexadecimal digits
+        and URL-safe base64)."""
+        head = self._stamp_heads.get(owner)
+        if head is None:
+            if len(self._stamp_heads) >= SignedIds.OWNERS:
+                self._stamp_heads.clear()
+            head = self._stamp_heads[owner] = (str(owner), f'<stanza-id xmlns="{NS_SID}" by="{escape_attr(str(owner))}" id="')
+        stanza.add_leaf("stanza-id", NS_SID, {"by": head[0], "id": archive_id}, f'{head[1]}{archive_id}"/>')
 
     # -- decisions ------------------------------------------------------------------------------
     def _decide_cached(self, owner: JID, peer: JID) -> bool | None:
@@ -308,8 +333,7 @@ class Archiver:
             when = self._last_when
         self._last_when = when
         try:
-            commit = self.store.append_nowait(owner.domain, owner.local or "", value, with_jid=str(with_jid),
-                                              when=when, key=archive_id)
+            commit = self.store.queue(owner.domain, owner.local or "", value, str(with_jid), when, archive_id)
         except StorageError as exc:
             self.log.error("a message for the archive of %s was not written: %s", owner, exc)
             return None
