@@ -77,6 +77,7 @@ UNPINNED = {"stockade-2cores"}
 # falls behind under the 1:1 load (about 1,200 msgs/s here) and would add a failed run to every
 # `make bench`; it is there to compare archives like for like.
 OPT_IN = {"ejabberd-mam"}
+PY_SPY = "py-spy==0.4.3"          # the sampling profiler behind --profile, installed when missing
 SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+policy+encryption",
                  "stockade-journal-plain": "Stockade journal+policy",
                  "stockade-dlp": "Stockade journal+policy+encryption+DLP", "stockade-policy": "Stockade policy only",
@@ -453,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
     scenarios = [Scenario(**{**s.__dict__, "servers": tuple(k for k in s.servers if k in chosen)}) for s in scenarios]
     needed = {k for s in scenarios for k in s.servers}
+
+    if args.profile is not None and not (VENV_BIN / "py-spy").exists():
+        print(f"bench: installing {PY_SPY} into the virtual environment for --profile", flush=True)
+        if subprocess.run([str(VENV_BIN / "pip"), "install", "-q", PY_SPY]).returncode != 0:
+            parser.error(f"--profile needs py-spy, and `pip install {PY_SPY}` failed")
 
     bench = Bench(args)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
