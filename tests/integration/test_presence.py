@@ -84,6 +84,21 @@ async def test_bare_jid_messages_go_to_the_highest_priority(server):
         assert phone.pending(phone.messages) == [] and hidden.pending(hidden.messages) == []
 
 
+async def test_a_lone_negative_priority_session_gets_no_bare_jid_messages(server):
+    """RFC 6121 8.5.2.2: with only a negative-priority resource online, a chat message to the
+    bare JID is kept offline, not delivered to it; the next resource with presence gets it."""
+    async with client(server, jid("alice") + "/hidden", USERS["alice"], presence=False) as hidden, \
+               client(server, jid("bob"), USERS["bob"]) as bob:
+        hidden.send_presence(ppriority=-1)
+        await hidden.next_presence(jid("alice") + "/hidden")
+        bob.send_message(mto=jid("alice"), mbody="kept for later", mtype="chat")
+        bob.send_message(mto=jid("alice") + "/hidden", mbody="straight to hidden", mtype="chat")
+        assert (await hidden.next_message())["body"] == "straight to hidden"
+        async with client(server, jid("alice") + "/desk", USERS["alice"]) as desk:
+            assert (await desk.next_message())["body"] == "kept for later"
+        assert hidden.pending(hidden.messages) == []
+
+
 async def test_a_message_to_an_offline_resource_of_an_online_user_goes_to_the_bare_jid(server):
     async with client(server, jid("alice") + "/desk", USERS["alice"]) as desk, \
                client(server, jid("bob"), USERS["bob"]) as bob:

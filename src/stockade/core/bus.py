@@ -17,6 +17,7 @@ class HookBus:
     def __init__(self) -> None:
         self._entries: dict[type, list[tuple[int, int, Callable[..., Any], bool]]] = {}
         self._chains: dict[type, tuple[tuple[Callable[..., Any], bool], ...]] = {}
+        self._plain: dict[type, tuple[Callable[..., Any], ...]] = {}    # _chains' handlers alone, for fire
         self._order = 0
 
     def on(self, hook: type, handler: Callable[..., Any], priority: int = 0) -> None:
@@ -29,14 +30,18 @@ class HookBus:
         entries = self._entries.setdefault(hook, [])
         entries.append((-priority, self._order, handler, is_async))
         entries.sort(key=lambda e: (e[0], e[1]))
-        self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
+        self._chain(hook, entries)
 
     def off(self, hook: type, handler: Callable[..., Any]) -> None:
         # `!=`, not `is not`: `obj.method` makes a new bound-method object each time it is read,
         # and those compare equal when they are the same function of the same object.
         entries = [e for e in self._entries.get(hook, []) if e[2] != handler]
         self._entries[hook] = entries
+        self._chain(hook, entries)
+
+    def _chain(self, hook: type, entries: list[tuple[int, int, Callable[..., Any], bool]]) -> None:
         self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
+        self._plain[hook] = tuple(h for _, _, h, _ in entries)
 
     def toggle(self, hook: type, handler: Callable[..., Any], priority: int, wanted: bool) -> None:
         """Register `handler` while `wanted`, unregister it otherwise; idempotent. For controls
@@ -53,7 +58,7 @@ class HookBus:
 
     def fire(self, event: Any) -> Any:
         """Run a sync hook's chain; the first non-None result ends it and is returned."""
-        for handler, _ in self._chains.get(type(event), ()):
+        for handler in self._plain.get(type(event), ()):
             result = handler(event)
             if result is not None:
                 return result

@@ -140,16 +140,21 @@ class Router:
         return self._message_to_bare(stanza, to, mtype)
 
     def _message_to_bare(self, stanza: Element, to: JID, mtype: str) -> Awaitable[None] | None:
-        targets = [s for s in self.sessions.available(to.bare) if s.priority >= 0]
+        targets = self.sessions.available(to.bare)
+        if len(targets) == 1:                              # the usual case: no choice to make
+            if targets[0].priority < 0:
+                targets = []
+        elif targets:
+            targets = [s for s in targets if s.priority >= 0]
+            if targets and mtype != "headline":
+                top = max(s.priority for s in targets)
+                targets = [s for s in targets if s.priority == top]
         if targets:                                        # 8.5.2.1
             if mtype == "error":
                 return None
             if mtype == "groupchat":
                 self.bounce(stanza, StanzaError("service-unavailable"))
                 return None
-            if mtype != "headline":
-                top = max(s.priority for s in targets)
-                targets = [s for s in targets if s.priority == top]
             for session in targets:
                 session.send(stanza)
             self.bus.fire(MessageDelivered(stanza, to, targets))
