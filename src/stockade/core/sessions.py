@@ -129,6 +129,11 @@ class SessionManager:
         resources = self._users.get(bare)
         return list(resources.values()) if resources else []
 
+    def count(self, bare: JID) -> int:
+        """How many sessions the account has (no list made: the message path asks per message)."""
+        resources = self._users.get(bare)
+        return len(resources) if resources else 0
+
     def available(self, bare: JID) -> list[ClientSession]:
         """Sessions of the account that have sent available presence."""
         resources = self._users.get(bare)

@@ -55,20 +55,18 @@ def setup(module: ModuleAPI) -> None:
 
     def copy_sent(event: MessageFromLocal) -> None:
         sender = event.session
-        others = sessions.of_user(sender.bare)
-        if len(others) < 2 or not is_eligible(event.stanza):
+        if sessions.count(sender.bare) < 2 or not is_eligible(event.stanza):
             return None
-        for other in others:
+        for other in sessions.of_user(sender.bare):
             if other is not sender and other.extra.get(KEY):
                 other.send(wrap(event.stanza, "sent", sender.bare, other))
         return None
 
     def copy_received(event: MessageDelivered) -> None:
         to = event.to.bare
-        others = sessions.of_user(to)
-        if len(others) <= len(event.sessions) or not is_eligible(event.stanza):
+        if sessions.count(to) <= len(event.sessions) or not is_eligible(event.stanza):
             return None
-        for other in others:
+        for other in sessions.of_user(to):
             if other.extra.get(KEY) and other not in event.sessions:
                 other.send(wrap(event.stanza, "received", to, other))
         return None
