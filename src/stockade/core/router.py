@@ -93,7 +93,7 @@ class Router:
             if to.local is None:
                 self._message_to_host(stanza)
             elif self.accounts.exists_cached(domain, to.local):
-                return self.message_to_local(stanza, to, origin)
+                return self._message_to_account(stanza, to, origin)
             else:
                 return self._message_to_unknown(stanza, to, origin)
         elif domain in self.components:
@@ -105,7 +105,7 @@ class Router:
     async def _message_to_unknown(self, stanza: Element, to: JID, origin: ClientSession | None) -> None:
         # Not in the in-memory set: created since start by another process, or no such account.
         if await self.accounts.exists(to.domain, to.local or ""):
-            pending = self.message_to_local(stanza, to, origin)
+            pending = self._message_to_account(stanza, to, origin)
             if pending is not None:
                 await pending
         elif stanza.attrs.get("type", "normal") not in ("error", "headline", "groupchat"):
@@ -116,13 +116,17 @@ class Router:
             self.bounce(stanza, StanzaError("service-unavailable", "this server does not take messages itself"))
 
     def message_to_local(self, stanza: Element, to: JID, origin: ClientSession | None) -> Awaitable[None] | None:
-        mtype = stanza.attrs.get("type", "normal")
         if not self.accounts.exists_cached(to.domain, to.local or ""):
-            if mtype not in ("error", "headline", "groupchat"):
+            if stanza.attrs.get("type", "normal") not in ("error", "headline", "groupchat"):
                 self.bounce(stanza, StanzaError("service-unavailable"))
             return None
+        return self._message_to_account(stanza, to, origin)
+
+    def _message_to_account(self, stanza: Element, to: JID, origin: ClientSession | None) -> Awaitable[None] | None:
+        """message_to_local for an account known to exist (route_message has just asked)."""
+        mtype = stanza.attrs.get("type", "normal")
         bus = self.bus
-        if bus.has(StanzaToLocal) and not self.may_reach(stanza, to):
+        if not self.may_reach(stanza, to):
             return None
         if bus.fire(MessageToLocal(stanza, to, origin)) is HANDLED:
             return None
