@@ -2,9 +2,9 @@
 #   make run    set up and start the server on the embedded default (demo accounts printed)
 #   make test   set up and pass every test (starts every server the tests need)
 
-# Debian's python3 when there is one: it is built with profile-guided and link-time optimisation,
-# and runs Stockade about a tenth faster than a python3 built without them (pyenv's default
-# build, for one; docs/benchmarks.md). PYTHON=... picks another.
+# Debian's python3 when there is one: Debian builds it with profile-guided and link-time
+# optimisation, and it ran the 1:1 benchmark about 8% faster than a python3 built without them
+# as a shared library (pyenv's default build; docs/benchmarks.md). PYTHON=... picks another.
 PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
