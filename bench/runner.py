@@ -199,7 +199,8 @@ class Bench:
                     self.servers[key] = Stockade(self.data, variant, share_dir=main.data_dir, source=source)
                     self.servers[key].source_digest = digest
             if "stockade-baseline" in needed:
-                baseline = Stockade(self.data, "default", share_dir=main.data_dir, source=self._export(self.args.baseline))
+                baseline_src = self._export(self.args.baseline)
+                baseline = Stockade(self.data, "default", share_dir=main.data_dir, source=baseline_src)
                 baseline.name = SERVER_LABELS["stockade-baseline"]
                 self.servers["stockade-baseline"] = baseline
         for key, cls in (("prosody", Prosody), ("ejabberd", Ejabberd), ("ejabberd-mam", EjabberdMam)):

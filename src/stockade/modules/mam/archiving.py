@@ -267,7 +267,8 @@ class Archiver:
         if head is None:
             if len(self._stamp_heads) >= SignedIds.OWNERS:
                 self._stamp_heads.clear()
-            head = self._stamp_heads[owner] = (str(owner), f'<stanza-id xmlns="{NS_SID}" by="{escape_attr(str(owner))}" id="')
+            by = str(owner)
+            head = self._stamp_heads[owner] = (by, f'<stanza-id xmlns="{NS_SID}" by="{escape_attr(by)}" id="')
         stanza.add_leaf("stanza-id", NS_SID, {"by": head[0], "id": archive_id}, f'{head[1]}{archive_id}"/>')
 
     # -- decisions ------------------------------------------------------------------------------
