@@ -179,25 +179,22 @@ def test_signed_ids_stay_valid_when_the_per_owner_cache_starts_again(monkeypatch
 
 
 def test_the_archive_stamp_is_written_out_as_the_serialiser_would():
-    """Archiver._stamp writes <stanza-id/> itself (the owner's part cached): the stanza then
-    serialises exactly as with the element added the generic way, also for an owner with
-    characters beyond ASCII, and the parsed stamp reads back."""
+    """Archiver._stamp writes <stanza-id/> itself: the stanza then serialises exactly as with
+    the element added the generic way, also for an owner with characters beyond ASCII, and the
+    parsed stamp reads back."""
     from stockade.modules.mam.archiving import Archiver, NS_SID
     from stockade.protocol.xml import StreamReader
-    archiver = Archiver.__new__(Archiver)
-    archiver._stamp_heads = {}
     reader = StreamReader()
     reader.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
     for owner in (J("alice@example.com"), J("zoë@exämple.com")):
-        for _ in range(2):                                   # the second time from the cache
-            stamped, plain = (reader.feed(b"<message to='a@b'><body>hi</body></message>")[0] for _ in range(2))
-            archive_id = SignedIds().new(owner)
-            archiver._stamp(stamped, owner, archive_id)
-            plain.add("stanza-id", NS_SID, {"by": str(owner), "id": archive_id})
-            assert parse(stamped.serialize()).serialize() == plain.serialize()
-            assert stamped.find("stanza-id", NS_SID).attrs == {"by": str(owner), "id": archive_id}
-            again = parse(stamped.serialize("")).find("stanza-id", NS_SID)
-            assert again.get("by") == str(owner) and again.get("id") == archive_id
+        stamped, plain = (reader.feed(b"<message to='a@b'><body>hi</body></message>")[0] for _ in range(2))
+        archive_id = SignedIds().new(owner)
+        Archiver._stamp(stamped, owner, archive_id)
+        plain.add("stanza-id", NS_SID, {"by": str(owner), "id": archive_id})
+        assert parse(stamped.serialize()).serialize() == plain.serialize()
+        assert stamped.find("stanza-id", NS_SID).attrs == {"by": str(owner), "id": archive_id}
+        again = parse(stamped.serialize("")).find("stanza-id", NS_SID)
+        assert again.get("by") == str(owner) and again.get("id") == archive_id
 
 
 def test_archive_ids_sort_in_the_order_they_were_made():

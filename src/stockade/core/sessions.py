@@ -140,8 +140,8 @@ class SessionManager:
         if not resources:
             return []
         if len(resources) == 1:                  # most accounts: one session, no comprehension
-            for session in resources.values():
-                return [session] if session.is_available else []
+            (session,) = resources.values()
+            return [session] if session.is_available else []
         return [s for s in resources.values() if s.is_available]
 
     def is_online(self, bare: JID) -> bool:

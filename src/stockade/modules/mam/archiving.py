@@ -46,7 +46,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-from binascii import b2a_base64
 from typing import Any
 
 from ...core.hooks import MessageFromLocal, MessageToLocal, MessageUndeliverable
@@ -73,7 +72,6 @@ CONTENT_NAMESPACES = frozenset({
     "jabber:x:oob",                         # XEP-0066
 })
 ARCHIVED_TYPES = ("chat", "normal")
-_URLSAFE = bytes.maketrans(b"+/", b"-_")      # base64 to its URL-safe alphabet
 
 
 def is_worth_archiving(stanza: Element) -> bool:
@@ -143,7 +141,7 @@ class SignedIds:
 
     def new(self, owner: JID) -> str:
         prefix = time_prefix()
-        return prefix + b2a_base64(self._sign(prefix.encode(), owner), newline=False).translate(_URLSAFE).decode()
+        return prefix + base64.urlsafe_b64encode(self._sign(prefix.encode(), owner)).decode()
 
     def is_ours(self, archive_id: str, owner: JID) -> bool:
         if len(archive_id) != self.LENGTH:
@@ -170,7 +168,6 @@ class Archiver:
         self.log = module.log
         self._last_when = 0.0
         self.ids = SignedIds()
-        self._stamp_heads: dict[JID, tuple[str, str]] = {}       # see _stamp
         self._last_raw: bytes | None = None        # see _text
         self._last_text = ""
         self._written = self._check_written      # one bound method, not one per message
@@ -259,17 +256,14 @@ class Archiver:
             self._last_raw, self._last_text = raw, raw.decode()
         return self._last_text
 
-    def _stamp(self, stanza: Element, owner: JID, archive_id: str) -> None:
-        """Add <stanza-id by='owner' id='archive_id'/>, written out here: the owner's part once
-        per owner (a bounded cache), and an archive id needs no escaping (hexadecimal digits
-        and URL-safe base64)."""
-        head = self._stamp_heads.get(owner)
-        if head is None:
-            if len(self._stamp_heads) >= SignedIds.OWNERS:
-                self._stamp_heads.clear()
-            by = str(owner)
-            head = self._stamp_heads[owner] = (by, f'<stanza-id xmlns="{NS_SID}" by="{escape_attr(by)}" id="')
-        stanza.add_leaf("stanza-id", NS_SID, {"by": head[0], "id": archive_id}, f'{head[1]}{archive_id}"/>')
+    @staticmethod
+    def _stamp(stanza: Element, owner: JID, archive_id: str) -> None:
+        """Add <stanza-id by='owner' id='archive_id'/>, written out here rather than serialised
+        from its attributes (an archive id needs no escaping: hexadecimal digits and URL-safe
+        base64)."""
+        by = str(owner)
+        stanza.add_leaf("stanza-id", NS_SID, {"by": by, "id": archive_id},
+                        f'<stanza-id xmlns="{NS_SID}" by="{escape_attr(by)}" id="{archive_id}"/>')
 
     # -- decisions ------------------------------------------------------------------------------
     def _decide_cached(self, owner: JID, peer: JID) -> bool | None:
