@@ -200,9 +200,12 @@ class Bench:
                     self.servers[key].source_digest = digest
             if "stockade-baseline" in needed:
                 baseline_src = self._export(self.args.baseline)
-                baseline = Stockade(self.data, "default", share_dir=main.data_dir, source=baseline_src)
+                # Provisioned by its own code: its schema may be older than the working tree's.
+                baseline = Stockade(self.data, "default", source=baseline_src)
                 baseline.name = SERVER_LABELS["stockade-baseline"]
+                baseline.source_digest = f"git {self.args.baseline}"
                 self.servers["stockade-baseline"] = baseline
+                self._provision(baseline)
         for key, cls in (("prosody", Prosody), ("ejabberd", Ejabberd), ("ejabberd-mam", EjabberdMam)):
             if key in needed:
                 server = cls(self.data)
@@ -227,8 +230,7 @@ class Bench:
             time.sleep(SNAPSHOT_RETRY)     # waiting for someone else's edit to be finished
 
     def _export(self, revision: str) -> Path:
-        """src/ as it is at git `revision`, for --baseline (it shares the provisioned database,
-        so it must have the same schema)."""
+        """src/ as it is at git `revision`, for --baseline."""
         dest = self.workdir / "baseline"
         dest.mkdir()
         archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "src"], capture_output=True)
