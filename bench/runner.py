@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="REVISION", default=None,
                         help="also run Stockade (default modules) from src/ at this git revision, beside the working "
                              "tree's, in every scenario Stockade runs in: an A/B comparison in one run (the ratio "
-                             "column then compares the two); the revision must have the same database schema")
+                             "column then compares the two); it provisions its own database")
     for name in sorted({p for s in SCENARIOS.values() for p in s.params}):
         parser.add_argument("--" + name.replace("_", "-"), dest=name,
                             type=float if name in ("duration", "warmup", "hold") else int, default=None,
