@@ -182,3 +182,39 @@ async def test_credentials_are_the_protocol_dataclass(storage: Storage) -> None:
     await storage.accounts.create("example.com", "alice", [SHA256])
     creds = await storage.accounts.get_credentials("example.com", "alice")
     assert isinstance(creds["sha256"], ScramCredential)
+
+
+async def test_the_change_counter_moves_with_every_creation_and_removal_and_only_then(
+        storage: Storage, storage_url: str) -> None:
+    accounts = storage.accounts
+    readings = [await accounts.changes()]
+
+    async def moved() -> bool:
+        readings.append(await accounts.changes())
+        return readings[-1] != readings[-2]
+
+    await accounts.create("example.com", "alice", [SHA1])
+    assert await moved()
+    with pytest.raises(AccountExists):
+        await accounts.create("example.com", "alice", [SHA1])
+    assert not await moved()
+    await accounts.set_credentials("example.com", "alice", [SHA256])
+    assert not await moved()
+    assert await accounts.create_many([("example.com", "bob", [SHA1]), ("example.com", "alice", [SHA1])]) == [
+        ("example.com", "bob")]
+    assert await moved()
+    assert await accounts.create_many([("example.com", "bob", [SHA1])]) == []
+    assert not await moved()
+    assert not await accounts.remove("example.com", "nobody")
+    assert not await moved()
+    assert await accounts.remove("example.com", "bob")
+    assert await moved()
+    assert readings == sorted(readings)
+
+    # Another process (the CLI) on the same database moves the same counter.
+    other = await Storage.open(storage_url)
+    try:
+        await other.accounts.remove("example.com", "alice")
+    finally:
+        await other.close()
+    assert await moved()

@@ -46,6 +46,7 @@ class AccountService:
         # The password policy (core/password_policy.py); without one, the length rule only.
         self.policy = policy or PasswordPolicy({}, None, PasswordRules(min_password_length, False, False, 0))
         self._known: dict[str, set[str]] = {d: set() for d in domains}
+        self._changes: int | None = None    # storage.accounts.changes() when _known was read
         self._absent: dict[tuple[str, str], float] = {}
         # Called after an account is removed (the app ends its sessions and fires AccountRemoved).
         self.on_removed: list[Callable[[str, str], object]] = []
@@ -53,13 +54,19 @@ class AccountService:
         self.removal_guards: list[Callable[[str, str], Awaitable[str | None]]] = []
 
     async def load(self) -> None:
+        # The counter first: a change made while the list is read is seen by the next reconcile.
+        self._changes = await self.storage.accounts.changes()
         for host, username in await self.storage.accounts.list():
             self._known.setdefault(host, set()).add(username)
 
     async def reconcile(self) -> list[tuple[str, str]]:
         """Pick up accounts created or removed by another process on the same database (the CLI):
         removed ones go through the same removal callbacks as a removal made here (their sessions
-        end). Returns the accounts found removed."""
+        end). Returns the accounts found removed. Reads the list only when the counter of account
+        changes moved since the last reading (storage/accounts.py `changes`)."""
+        changes = await self.storage.accounts.changes()
+        if changes == self._changes:
+            return []
         in_db: dict[str, set[str]] = {}
         for host, username in await self.storage.accounts.list():
             in_db.setdefault(host, set()).add(username)
@@ -72,6 +79,7 @@ class AccountService:
                 result = callback(host, username)
                 if asyncio.iscoroutine(result):
                     await result
+        self._changes = changes       # only now: a failed callback makes the next check read again
         return removed
 
     def exists_cached(self, host: str, username: str) -> bool:

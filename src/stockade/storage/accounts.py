@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import Connection, Insert, and_, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Insert, and_, bindparam, delete, func, insert, select, update
 
 from stockade.protocol.sasl.scram import ScramCredential
 
 from .archive import ArchiveWriter
 from .engine import Database
 from .errors import AccountExists
-from .schema import USER_DATA_TABLES, accounts, archive, archive_owners, credentials
+from .schema import USER_DATA_TABLES, accounts, archive, archive_owners, change_counters, credentials
 
 # Built once: SQLAlchemy then finds the compiled SQL in its cache on every call.
 _ACCOUNT = and_(accounts.c.host == bindparam("host"), accounts.c.username == bindparam("username"))
@@ -28,6 +28,10 @@ _INSERT_CREDENTIALS = insert(credentials)
 _DELETE_CREDENTIALS = delete(credentials).where(credentials.c.host == bindparam("host"),
                                                 credentials.c.username == bindparam("username"))
 _DELETE_ACCOUNT = delete(accounts).where(_ACCOUNT)
+# The counter of account changes (schema.py change_counters), moved in the changing transaction.
+_COUNT_CHANGE = (update(change_counters).where(change_counters.c.name == "accounts")
+                 .values(value=change_counters.c.value + 1))
+_CHANGES = select(change_counters.c.value).where(change_counters.c.name == bindparam("counter"))
 _DELETE_USER_DATA = (
     *(delete(table).where(table.c.host == bindparam("host"), table.c.username == bindparam("username"))
       for table in USER_DATA_TABLES),
@@ -106,6 +110,12 @@ class AccountStore:
         # Sorted here, not by ORDER BY: database collations differ, code points do not.
         return sorted((row.host, row.username) for row in rows)
 
+    async def changes(self) -> int:
+        """A number that grows whenever an account is created or removed, by any process: two
+        equal readings mean the list of accounts did not change in between."""
+        [(value,)] = await self._db.point_rows("account.changes", _CHANGES, {"counter": "accounts"})
+        return value
+
     async def count(self, host: str | None = None) -> int:
         stmt = select(func.count()).select_from(accounts)
         if host is not None:
@@ -121,6 +131,7 @@ def _create(conn: Connection, insert_account: Insert, account: dict, rows: list[
                             f"exists; choose another username or remove the old account first")
     if rows:
         conn.execute(_INSERT_CREDENTIALS, rows)
+    conn.execute(_COUNT_CHANGE)
 
 
 def _create_many(conn: Connection, insert_account: Insert, entries: list, now: float) -> list[tuple[str, str]]:
@@ -137,6 +148,7 @@ def _create_many(conn: Connection, insert_account: Insert, entries: list, now: f
         rows.extend(_credential_rows(host, username, creds))
     if created:
         conn.execute(insert_account, [{"host": h, "username": u, "created": now} for h, u in created])
+        conn.execute(_COUNT_CHANGE)
     if rows:
         conn.execute(_INSERT_CREDENTIALS, rows)
     return created
@@ -155,6 +167,7 @@ def _set_credentials(conn: Connection, params: dict, rows: list[dict]) -> bool:
 def _remove(conn: Connection, params: dict) -> bool:
     if conn.execute(_DELETE_ACCOUNT, params).rowcount == 0:
         return False
+    conn.execute(_COUNT_CHANGE)
     # Explicit, not only ON DELETE CASCADE: correct even where foreign keys are off.
     conn.execute(_DELETE_CREDENTIALS, params)
     for stmt in _DELETE_USER_DATA:

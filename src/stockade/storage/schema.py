@@ -34,6 +34,15 @@ accounts = Table(
     Column("created", Double, nullable=False),         # unix time
 )
 
+# Counters another process reads to notice a change without reading the data. "accounts" grows
+# in every transaction that creates or removes accounts (storage/accounts.py), so a server that
+# looks for accounts created or removed by the CLI reads the list only when it moved.
+change_counters = Table(
+    "change_counters", metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
 credentials = Table(
     "credentials", metadata,
     Column("host", Text, primary_key=True),
