@@ -29,7 +29,8 @@ _DELETE_CREDENTIALS = delete(credentials).where(credentials.c.host == bindparam(
                                                 credentials.c.username == bindparam("username"))
 _DELETE_ACCOUNT = delete(accounts).where(_ACCOUNT)
 # The counter of account changes (schema.py change_counters), moved in the changing transaction.
-_COUNT_CHANGE = (update(change_counters).where(change_counters.c.name == "accounts")
+_ACCOUNTS_COUNTER = "accounts"
+_COUNT_CHANGE = (update(change_counters).where(change_counters.c.name == _ACCOUNTS_COUNTER)
                  .values(value=change_counters.c.value + 1))
 _CHANGES = select(change_counters.c.value).where(change_counters.c.name == bindparam("counter"))
 _DELETE_USER_DATA = (
@@ -113,7 +114,7 @@ class AccountStore:
     async def changes(self) -> int:
         """A number that grows whenever an account is created or removed, by any process: two
         equal readings mean the list of accounts did not change in between."""
-        [(value,)] = await self._db.point_rows("account.changes", _CHANGES, {"counter": "accounts"})
+        [(value,)] = await self._db.point_rows("account.changes", _CHANGES, {"counter": _ACCOUNTS_COUNTER})
         return value
 
     async def count(self, host: str | None = None) -> int:
