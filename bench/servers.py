@@ -277,6 +277,9 @@ JOURNAL_PLAIN = JOURNAL_POLICY + """
 enabled = false
 """
 
+# The "workers" variant: one worker process per core (docs/architecture.md, "Worker processes").
+WORKERS = os.cpu_count() or 1
+
 POLICIES = {"journal": JOURNAL_POLICY, "journal-plain": JOURNAL_PLAIN, "dlp": DLP_POLICY, "policy": POLICY_ONLY}
 
 
@@ -294,6 +297,7 @@ class Stockade(Server):
     variant "routing": only roster, presence, disco and offline (the routing-only configuration).
     variant "no-archive": every default module but the message archive (MAM), like the peers,
                        which keep none in their default configurations.
+    variant "workers": "default" in one worker process per core (WORKERS).
     """
 
     def __init__(self, data: Dataset, variant: str = "default", *, share_dir: Path | None = None,
@@ -305,7 +309,7 @@ class Stockade(Server):
         super().__init__(data)
         if variant == "no-archive":
             disabled = ["mam"]
-        elif variant in ("default", "journal", "journal-plain", "dlp", "policy"):
+        elif variant in ("default", "journal", "journal-plain", "dlp", "policy", "workers"):
             disabled = []
         else:
             disabled = [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
@@ -319,6 +323,8 @@ class Stockade(Server):
             self.description += ", default policy set (no journal, no encryption at rest)"
         elif variant == "dlp":
             self.description += ", compliance journal, encryption at rest, default policy set, DLP rules, link warnings"
+        elif variant == "workers":
+            self.description += f", {WORKERS} worker processes"
         self.data_dir = share_dir or (self.dir / "data")
         self.config = self.dir / "stockade.toml"
         self.config.write_text(self._config(disabled))
@@ -331,6 +337,7 @@ data_dir = "{self.data_dir}"
 log_level = "warning"
 use_uvloop = true
 disabled_modules = [{modules}]
+{f"workers = {WORKERS}" if self.variant == "workers" else ""}
 
 [[hosts]]
 domain = "{dataset.DOMAIN}"

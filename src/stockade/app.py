@@ -68,8 +68,13 @@ def module_options() -> dict[str, type]:
 
 
 class Server:
-    def __init__(self, config: ServerConfig, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: ServerConfig, *, clock: Clock | None = None, worker: Any = None) -> None:
+        """`worker`: the net.workers.WorkerSpec of a worker started by worker 0 (None: this is
+        the process `stockade serve` started)."""
         self.config = config
+        self.worker_spec = worker
+        self.node: Any = None            # worker_node.WorkerNode with [server] workers > 1
+        self.failure: str | None = None  # why the node stopped on its own (a worker exited)
         self.clock = clock or SystemClock()
         self.data_dir = resolve_path(config, config.server.data_dir)
         self.ports: dict[str, int] = {}
@@ -105,6 +110,10 @@ class Server:
         self.iq = iq = IqDispatcher()
         self.router = router = Router(domains, sessions, bus, iq, accounts)
         router.configured_components = {c.domain for c in config.components}
+        if config.server.workers > 1:
+            from .worker_node import WorkerNode
+            self.node = WorkerNode(config.server.workers, self.worker_spec, self._node_failed)
+            router.partition = self.node.partition        # before the modules: they ask it
         self.ctx = ctx = ServerContext(config=config, clock=self.clock, bus=bus, router=router,
                                        sessions=sessions, accounts=accounts, storage=storage, iq=iq,
                                        domains=domains, version=__version__)
@@ -167,6 +176,8 @@ class Server:
         self.modules: dict[str, ModuleAPI] = {}
         disabled = set(config.server.disabled_modules)
         unknown = disabled - set(DEFAULT_MODULES)
+        if self.node is not None:
+            ctx.runs_services = self.node.runs_services
         if unknown:
             raise ConfigError(config.source, "server.disabled_modules",
                               f"unknown module(s) {', '.join(sorted(unknown))} (known: {', '.join(DEFAULT_MODULES)})")
@@ -194,15 +205,27 @@ class Server:
             storage.map(REVOCATION_STORE), self.clock, sessions)
         await self.revocations.load()
         self._setup_threat_controls()
+        if self.node is not None:
+            self.node.attach(router, self.throttle)
+            await self.node.start()
         await bus.fire_async(ServerStarted())
         await self._start_listeners()
-        if not config.malware.enabled and "upload" not in config.server.disabled_modules:
+        if self.node is not None:
+            self.node.handoff.c2s = self.c2s_ctx
+            self.c2s_ctx.handoff = self.node.handoff
+            if self.node.is_first:
+                await self.node.start_workers(config.source, self.ports)
+            else:
+                self.node.announce_ready()
+        if not config.malware.enabled and "upload" not in config.server.disabled_modules and self.ctx.runs_services:
             log.warning("uploaded files are not scanned for malware: install clamav-daemon and set [malware] "
                         "enabled = true (docs/policy.md, \"Files and malware\")")
         self._background = [asyncio.ensure_future(self._check_accounts()),
                             asyncio.ensure_future(self._sweep_idle())]
         if hasattr(self, "admin") and self.admin.stanza_rate is not None:
             self._background.append(asyncio.ensure_future(self.admin.stanza_rate.run()))
+        if self.node is not None and not self.node.is_first:
+            return          # retention, the search index and the directory run in worker 0
         self._background.append(asyncio.ensure_future(self.retention_scheduler.run()))
         self._background.append(asyncio.ensure_future(self.search_index.run(
             config.ediscovery.index_interval, config.ediscovery.purge_sweep_interval, self.clock.monotonic,
@@ -312,12 +335,18 @@ class Server:
         if c2s.new_connections_per_minute:     # new connections per minute from one address (net/c2s.py)
             from .policy.flood import ConnectionRate
             c2s_ctx.admit_connection = ConnectionRate(self.clock, c2s.new_connections_per_minute).admit
-        servers, port = await listen(lambda: C2SConnection(c2s_ctx, False), c2s.interfaces, c2s.port, name="c2s")
+        # Several workers share each port (SO_REUSEPORT); the ones worker 0 started take the
+        # ports it bound (chosen by the system when the configuration says 0).
+        shared = self.node is not None
+        given = self.worker_spec.ports if self.worker_spec is not None else {}
+        servers, port = await listen(lambda: C2SConnection(c2s_ctx, False), c2s.interfaces, given.get("c2s", c2s.port),
+                                     name="c2s", reuse_port=shared)
         self._servers += servers
         self.ports["c2s"] = port
         if c2s.direct_tls:
-            servers, port = await listen(lambda: C2SConnection(c2s_ctx, True), c2s.interfaces, c2s.direct_tls_port,
-                                         ssl_context=direct_ctx, name="c2s direct TLS")
+            servers, port = await listen(lambda: C2SConnection(c2s_ctx, True), c2s.interfaces,
+                                         given.get("c2s_direct_tls", c2s.direct_tls_port),
+                                         ssl_context=direct_ctx, name="c2s direct TLS", reuse_port=shared)
             self._servers += servers
             self.ports["c2s_direct_tls"] = port
         comp = config.component_listener
@@ -448,6 +477,14 @@ class Server:
             if compacted:
                 release_free_memory()
 
+    def _node_failed(self, reason: str) -> None:
+        """A worker process of this node is gone: stop the node (see worker_node.py)."""
+        if self._stopping:
+            return
+        log.error("%s: stopping every worker of this node", reason)
+        self.failure = reason
+        asyncio.ensure_future(self.stop(f"the server is restarting ({reason})"))
+
     async def _account_removed(self, host: str, username: str) -> None:
         from .protocol.jid import JID
         for session in self.sessions.of_user(JID(username, host, None)):
@@ -463,6 +500,8 @@ class Server:
         self._stopping = True
         for task in getattr(self, "_background", []):
             task.cancel()
+        if self.node is not None:
+            self.node.terminate()
         if hasattr(self, "directory"):
             await self.directory.stop()
         for server in self._servers:
@@ -482,6 +521,8 @@ class Server:
             log.warning("sessions did not finish within %.1f s", grace)
         if hasattr(self, "_http_stop"):
             await self._http_stop
+        if self.node is not None:
+            await self.node.stop(grace)
         if hasattr(self, "bus"):
             await self.bus.fire_async(ServerStopping())
         if self.storage is not None:

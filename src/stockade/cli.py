@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import json
 import os
 import secrets
 import signal
@@ -444,8 +445,12 @@ async def _group_command(config: ServerConfig, args: argparse.Namespace) -> int:
 GC_YOUNG_THRESHOLD = 20_000        # allocations between two young-generation collections (default 700)
 
 def _serve(config: ServerConfig, demo: bool) -> int:
+    from .net.workers import SPEC_ENV
+    # Several worker processes write to the same log: each line says which one wrote it.
+    worker = json.loads(os.environ[SPEC_ENV])["index"] if os.environ.get(SPEC_ENV) else 0
+    where = f" [worker {worker}]" if config.server.workers > 1 else ""
     logging.basicConfig(level=config.server.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+                        format=f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s", stream=sys.stderr)
     if config.server.use_uvloop:
         try:
             import uvloop
@@ -463,7 +468,9 @@ async def _run(config: ServerConfig, demo: bool) -> int:
     from .net.listener import ListenError
     from .net.tls import TlsError
     from .storage import StorageError
-    server = Server(config)
+    from .worker_node import spec_from_environment
+    worker = spec_from_environment()        # set when worker 0 started this process
+    server = Server(config, worker=worker)
     try:
         await server.start()
     except ConfigError as exc:
@@ -477,13 +484,18 @@ async def _run(config: ServerConfig, demo: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    _tune_garbage_collector()
+    if worker is not None:
+        await server.wait_stopped()
+        return 1 if server.failure else 0
     if demo:
         await _demo_accounts(server)
-    _tune_garbage_collector()
     print(f"Stockade is running: c2s port {server.ports['c2s']} (STARTTLS)"
-          + (f", {server.ports['c2s_direct_tls']} (direct TLS)" if "c2s_direct_tls" in server.ports else ""),
-          flush=True)
+          + (f", {server.ports['c2s_direct_tls']} (direct TLS)" if "c2s_direct_tls" in server.ports else "")
+          + (f", {config.server.workers} worker processes" if config.server.workers > 1 else ""), flush=True)
     await server.wait_stopped()
+    if server.failure:
+        return _fail(f"stopped: {server.failure}")
     return 0
 
 

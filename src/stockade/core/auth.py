@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..protocol.jid import InvalidJid, normalise_local
 from ..protocol.sasl import Challenge, Failure, NeedCredential, Success
@@ -59,6 +59,23 @@ class LoginThrottle:
         self.limits = limits
         self._failures: dict[str, deque[float]] = {}
         self._locked_until: dict[str, float] = {}
+        # With several worker processes each keeps its own counts and tells the others of every
+        # change (app.py), so that an attacker spread over them meets the same limits: (what,
+        # key, number) with what "failure" (number: the limit), "reset" or "lock" (seconds).
+        self.shared: Callable[[str, str, float], None] | None = None
+
+    def apply(self, what: str, key: str, number: float) -> None:
+        """A change another worker made (see `shared`)."""
+        shared, self.shared = self.shared, None
+        try:
+            if what == "failure":
+                self.record_failure(key, int(number))
+            elif what == "reset":
+                self.reset(key)
+            elif what == "lock":
+                self.lock_for(key, number)
+        finally:
+            self.shared = shared
 
     def _prune(self, key: str, now: float) -> deque[float]:
         q = self._failures.setdefault(key, deque())
@@ -83,14 +100,18 @@ class LoginThrottle:
         now = self.clock.monotonic()
         q = self._prune(key, now)
         q.append(now)
+        if self.shared is not None:
+            self.shared("failure", key, limit)
         if len(q) >= limit and key not in self._locked_until:
             self._locked_until[key] = now + self.limits.lockout
             return True
         return False
 
     def reset(self, key: str) -> None:
-        self._failures.pop(key, None)
-        self._locked_until.pop(key, None)
+        had = self._failures.pop(key, None) is not None
+        had = self._locked_until.pop(key, None) is not None or had
+        if had and self.shared is not None:
+            self.shared("reset", key, 0)
 
     def unlock(self, key: str) -> bool:
         had = key in self._locked_until
@@ -100,6 +121,8 @@ class LoginThrottle:
     def lock_for(self, key: str, seconds: float) -> None:
         """Lock `key` for `seconds` (a lock recorded before a restart, see core/lockouts.py)."""
         self._locked_until[key] = self.clock.monotonic() + seconds
+        if self.shared is not None:
+            self.shared("lock", key, seconds)
 
     def account_key(self, host: str, username: str) -> str:
         return f"account:{username}@{host}"

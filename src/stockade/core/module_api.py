@@ -82,6 +82,10 @@ class ServerContext:
     # compliance.journal.Journal when the compliance journal is on: the hub records every stanza
     # it accepts there before routing (record_stanza returns a StanzaError to refuse it).
     journal: Any = None
+    # False in the worker processes other than worker 0 ([server] workers > 1): the services
+    # that are not accounts (MUC, upload, the SOCKS5 proxy) run in worker 0, which the others
+    # forward their stanzas to (core/partition.py); they only describe them (disco).
+    runs_services: bool = True
     # Offered in <stream:features/> after authentication (stream management, CSI, ...).
     stream_features: list[Element] = field(default_factory=list)
     # Handlers for top-level elements that are not stanzas, by namespace: (connection, element)

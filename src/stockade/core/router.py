@@ -27,6 +27,7 @@ from .hooks import (HANDLED, MessageDelivered, MessageToLocal, MessageUndelivera
                     StanzaToLocal)
 from .verdict import Deny
 from .iq import IqDispatcher
+from .partition import SERVICE_WORKER, Partition
 from .sessions import ClientSession, SessionManager
 
 if TYPE_CHECKING:
@@ -61,6 +62,32 @@ class Router:
         self.may_query_full_jid: Callable[[JID, ClientSession], bool] = lambda sender, target: True
         # federation: set when s2s exists; until then remote domains are unreachable
         self.remote: Callable[[Element, JID], None] | None = None
+        # Several worker processes (core/partition.py): stanzas for an account that lives in
+        # another worker, or for a service worker 0 runs, are forwarded there. None: one process.
+        self.partition: Partition | None = None
+
+    def is_here(self, bare: JID) -> bool:
+        """Whether a local account's sessions are in this process (always, with one worker)."""
+        partition = self.partition
+        return partition is None or partition.is_here(bare)
+
+    def _forwarded(self, stanza: Element, to: JID) -> bool:
+        """Forward `stanza` to the worker that serves `to`, if that is not this one."""
+        partition = self.partition
+        if partition is None:
+            return False
+        if to.domain in self.domains:
+            if to.local is None:
+                return False
+            worker = partition.home(to.domain, to.local)
+        elif to.domain in partition.service_domains:
+            worker = SERVICE_WORKER
+        else:
+            return False
+        if worker == partition.index:
+            return False
+        partition.forward(worker, stanza)
+        return True
 
     # -- entry point ----------------------------------------------------------------------------
     def route(self, stanza: Element, origin: ClientSession | None = None) -> Awaitable[None] | None:
@@ -88,6 +115,8 @@ class Router:
             if origin is None:
                 return None
             to = origin.bare     # RFC 6120 10.3: no 'to' means the sender's own account
+        if self.partition is not None and self._forwarded(stanza, to):
+            return None
         domain = to.domain
         if domain in self.domains:
             if to.local is None:
@@ -116,6 +145,8 @@ class Router:
             self.bounce(stanza, StanzaError("service-unavailable", "this server does not take messages itself"))
 
     def message_to_local(self, stanza: Element, to: JID, origin: ClientSession | None) -> Awaitable[None] | None:
+        if self.partition is not None and self._forwarded(stanza, to):
+            return None
         if not self.accounts.exists_cached(to.domain, to.local or ""):
             if stanza.attrs.get("type", "normal") not in ("error", "headline", "groupchat"):
                 self.bounce(stanza, StanzaError("service-unavailable"))
@@ -195,6 +226,8 @@ class Router:
             if origin is None:
                 return None
             return self.iq.dispatch(stanza, origin.bare, origin, self)
+        if self.partition is not None and self._forwarded(stanza, to):
+            return None
         domain = to.domain
         if domain in self.domains:
             if to.resource is None:
@@ -236,6 +269,8 @@ class Router:
     # -- presence -------------------------------------------------------------------------------
     def route_presence(self, stanza: Element, to: JID) -> Awaitable[None] | None:
         """Send presence to `to` (the presence module decided it should go there)."""
+        if self.partition is not None and self._forwarded(stanza, to):
+            return None
         domain = to.domain
         if domain in self.domains:
             if to.local is None:

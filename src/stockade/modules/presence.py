@@ -91,7 +91,7 @@ class Presence(PresenceHooks):
         local = self.module.ctx.domains
         for jid, item in list(roster.items.items()):
             if item.subscription in ("from", "both") and jid != session.bare:
-                if jid.domain in local and not self.sessions.is_online(jid):
+                if jid.domain in local and not self.sessions.is_online(jid) and self.router.is_here(jid):
                     continue     # nobody there to tell
                 await self._route(_addressed(stanza, jid), jid)
         for other in self.sessions.available(session.bare):
@@ -108,9 +108,10 @@ class Presence(PresenceHooks):
         await self.module.ctx.bus.fire_async(SessionAvailable(session))
 
     async def _probe(self, session: ClientSession, contact: JID) -> None:
-        if contact.domain in self.module.ctx.domains:
+        if contact.domain in self.module.ctx.domains and self.router.is_here(contact):
             # A local contact's presence is known here: no probe stanza needed (RFC 6121 4.3).
             # Its roster is in memory whenever it is online; offline contacts have nothing to send.
+            # (A contact in another worker process gets a probe, as a remote one does.)
             if not self.sessions.is_online(contact):
                 return
             if not await self.roster.shares_presence_with(contact, session.bare):

@@ -16,17 +16,22 @@ log = logging.getLogger(__name__)
 class C2SConnection(ClientConnection, asyncio.Protocol):
     """One client on a TCP port: plaintext until STARTTLS (`direct_tls=False`), or TLS from the start."""
 
-    __slots__ = ("transport",)
+    __slots__ = ("transport", "_given_address")
 
-    def __init__(self, ctx: C2SContext, direct_tls: bool) -> None:
+    def __init__(self, ctx: C2SContext, direct_tls: bool, address: str | None = None) -> None:
         super().__init__(ctx, is_secure=direct_tls)
         self.transport: asyncio.Transport | None = None
+        # The client's address when the socket is not the client's own: a connection another
+        # worker moved or relays here (net/handoff.py).
+        self._given_address = address
 
     # -- asyncio callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        address = peer[0] if isinstance(peer, tuple) else str(peer)
+        address = self._given_address
+        if address is None:
+            peer = transport.get_extra_info("peername")
+            address = peer[0] if isinstance(peer, tuple) else str(peer)
         self.opened(address)
 
     def data_received(self, data: bytes) -> None:

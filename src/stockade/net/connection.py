@@ -104,6 +104,9 @@ class C2SContext:
         self.tasks: set[asyncio.Task[Any]] = set()
         # Backpressure from the storage writers (storage/backlog.py); app.py sets the Storage's.
         self.writes = WriteBacklog()
+        # With several worker processes: moves a client to its account's worker after SASL
+        # (net/handoff.py). None with one process.
+        self.handoff: Any = None
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run work for a connection in the background, tracked so that shutdown can wait for it."""
@@ -221,6 +224,14 @@ class ClientConnection(ABC):
         self._held_back = False
         if not self._paused and not self._closing:
             self._resume_input()
+
+    def has_pending_input(self) -> bool:
+        """Whether input is waiting to be processed (events, or bytes received while busy)."""
+        return bool(self._backlog) or bool(self._input)
+
+    def moved_away(self) -> None:
+        """Another worker took the client over (net/handoff.py): forget it here, end nothing."""
+        self.lost()
 
     def lost(self) -> None:
         """The transport is gone."""
@@ -396,6 +407,9 @@ class ClientConnection(ABC):
         stream.sasl_reply(result)
         if stream.is_authenticated:
             self.sasl = None             # the exchange is over: nothing to keep per connection
+            handoff = self.ctx.handoff
+            if handoff is not None and stream.host and stream.username:
+                handoff.after_auth(self, stream.host, stream.username)
         if stream.is_closed:
             self._finish()
 

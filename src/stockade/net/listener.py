@@ -12,9 +12,10 @@ class ListenError(Exception):
 
 
 async def listen(factory: Callable[[], asyncio.Protocol], interfaces: list[str], port: int, *,
-                 ssl_context=None, name: str) -> tuple[list[asyncio.AbstractServer], int]:
+                 ssl_context=None, name: str, reuse_port: bool = False) -> tuple[list[asyncio.AbstractServer], int]:
     """Open `port` on every interface (port 0: the first bind picks a port, the others reuse it).
-    Returns the servers and the bound port."""
+    Returns the servers and the bound port. `reuse_port`: other processes of this node open the
+    same port (SO_REUSEPORT, several worker processes)."""
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
     bound = port
@@ -23,7 +24,7 @@ async def listen(factory: Callable[[], asyncio.Protocol], interfaces: list[str],
         for host in hosts:
             try:
                 server = await loop.create_server(factory, host, bound, ssl=ssl_context, reuse_address=True,
-                                                  backlog=1024)
+                                                  reuse_port=reuse_port or None, backlog=1024)
             except OSError as exc:
                 reason = "the port is already in use" if exc.errno == 98 else (exc.strerror or str(exc))
                 raise ListenError(f"cannot listen for {name} on {host}:{bound}: {reason}; "

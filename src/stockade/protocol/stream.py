@@ -321,6 +321,14 @@ class ClientStream:
         self.is_secure = True
         self._restart()
 
+    def moved_in(self, host: str, username: str) -> None:
+        """The client authenticated as `username` in another worker process, which passed the
+        connection here right after <success/> (net/handoff.py): it restarts the stream next."""
+        self.host = host
+        self.username = username
+        self.is_authenticated = True
+        self._restart()
+
     def _restart(self) -> None:
         self._reader = self._new_reader()
         self.state = State.HEADER

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...config.options import option
-from ...core.hooks import AccountRemoved, PresenceFromClient, ServerStopping, SessionAvailable, SessionClosed
+from ...core.hooks import AccountRemoved, MessageToLocal, PresenceFromClient, ServerStopping, SessionAvailable, SessionClosed
 from ...core.iq import ACCOUNT
 from ...core.module_api import ModuleAPI
 from ...protocol.jid import JID
@@ -95,6 +95,8 @@ def setup(module: ModuleAPI) -> None:
         caps.stop()
 
     module.on(SessionClosed, session_closed, BEFORE_PRESENCE)
+    if module.router.partition is not None:      # several worker processes: see Notifier.to_account
+        module.on(MessageToLocal, notifier.to_account)
     module.on(AccountRemoved, account_removed)
     module.on(ServerStopping, stopping)
 

@@ -8,6 +8,10 @@ Who gets a notification about a node of `owner`, each entity once:
 3. explicit subscribers (XEP-0060 6.1) who may still read the node, at the JID they subscribed
    with (unless that bare JID already got it at its resources).
 
+With several worker processes (core/partition.py), a contact in another worker is sent the
+notification at its bare JID; that worker, which knows its sessions' interests, delivers it by
+the same rule (`to_account`).
+
 Notifications come from the owner's bare JID as <message type='headline'/> (pubsub#notification_type),
 so nothing of this reaches offline storage. Access is checked again for every notification: a
 contact who lost the presence subscription, or was removed from the whitelist, gets nothing more.
@@ -19,7 +23,7 @@ import secrets
 from datetime import datetime, timezone
 from typing import Iterable
 
-from ...core.hooks import StanzaToLocal
+from ...core.hooks import HANDLED, MessageToLocal, StanzaToLocal
 from ...core.module_api import ModuleAPI
 from ...core.sessions import ClientSession
 from ...protocol import ns
@@ -80,6 +84,12 @@ class Notifier:
         for contact, item in list(roster.items.items()):
             if item.subscription not in ("from", "both") or contact == owner or contact.domain not in local:
                 continue
+            if not self.module.router.is_here(contact):
+                # The contact lives in another worker process, which knows its sessions' interests
+                # (caps): the notification goes to the account, and `to_account` there picks them.
+                if not self.is_cut_off(owner, contact) and await self.access.allows(owner, node, contact):
+                    targets[contact] = None
+                continue
             interested = [s for s in sessions.available(contact)
                           if s.priority >= 0 and caps.interested(s, node.name)]
             if interested and not self.is_cut_off(owner, contact) and await self.access.allows(owner, node, contact):
@@ -94,6 +104,28 @@ class Notifier:
             if not self.is_cut_off(owner, jid) and await self.access.allows(owner, node, jid):
                 targets[jid] = None
         return list(targets)
+
+    def to_account(self, event: MessageToLocal) -> object:
+        """A notification another worker sent to a contact's bare JID (see `recipients`): to each
+        of its available resources with a non-negative priority that advertises '<node>+notify',
+        nobody else (registered with several workers only)."""
+        stanza, to = event.stanza, event.to
+        if to.resource is not None or stanza.attrs.get("type") != "headline":
+            return None
+        owner = try_jid(stanza.attrs.get("from"))
+        if owner is None or owner.resource is not None or owner.domain not in self.module.ctx.domains:
+            return None                       # a client's message always has its full JID
+        event_el = stanza.find("event", NS_EVENT)
+        child = event_el.first_element() if event_el is not None else None
+        node = child.attrs.get("node") if child is not None else None
+        if node is None:
+            return None
+        for session in self.module.sessions.available(to):
+            if session.priority >= 0 and self.caps.interested(session, node):
+                copy = stanza.copy()
+                copy.attrs["to"] = session.full
+                session.send(copy)
+        return HANDLED
 
     # -- what -----------------------------------------------------------------------------------
     def message(self, owner: JID, to: JID, node: Node, child: Element, when: float | None = None) -> Element:

@@ -99,6 +99,8 @@ def setup(module: ModuleAPI) -> None:
         module.add_disco_item(host, domain, "SOCKS5 proxy")
 
     async def started(event: ServerStarted) -> None:
+        if not module.ctx.runs_services:
+            return          # worker 0 runs the proxy; this worker forwards its stanzas there
         opened, port = await listen(relay.protocol, options.interfaces, options.port, name="SOCKS5 proxy")
         servers.extend(opened)
         bound["port"] = port

@@ -1,0 +1,53 @@
+"""Which worker process serves an account, when a node runs several ([server] workers).
+
+Each account has a home worker, chosen from its bare JID by a hash every process computes the
+same way. All of an account's sessions live in its home worker: after SASL, a connection that
+landed in another worker moves there (net/handoff.py). So everything kept per account (its
+sessions and their presence, carbons, stream management, the roster cache, the archive's
+per-owner writes) stays in one process, and what crosses between workers is only what would
+cross between two servers: a stanza from one account to another, which the router forwards to
+the recipient's home worker (core/router.py), where it takes the same path as a local one.
+
+The services that are not an account (group chat, upload, the SOCKS5 proxy) run in worker 0;
+stanzas to their domains are forwarded there.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable
+
+from ..protocol.jid import JID
+from ..protocol.xml import Element
+
+SERVICE_WORKER = 0
+
+
+class Partition:
+    """The view one worker has of the others: homes, and a way to hand a stanza over."""
+
+    def __init__(self, index: int, count: int, forward: Callable[[int, Element], None],
+                 service_domains: set[str]) -> None:
+        assert 0 <= index < count
+        self.index = index
+        self.count = count
+        self.forward = forward                  # (worker, stanza): route it there
+        self.service_domains = service_domains  # domains served by worker 0 (MUC, upload, proxy)
+        self._homes: dict[str, int] = {}
+
+    def home(self, host: str, username: str) -> int:
+        """The worker an account lives in. Stable across processes and restarts (not hash())."""
+        key = f"{username}@{host}"
+        worker = self._homes.get(key)
+        if worker is None:
+            worker = zlib.crc32(key.encode()) % self.count
+            if len(self._homes) < 200_000:
+                self._homes[key] = worker
+        return worker
+
+    def home_of(self, jid: JID) -> int:
+        return self.home(jid.domain, jid.local or "")
+
+    def is_here(self, jid: JID) -> bool:
+        """Whether the account `jid` names lives in this worker (True for a domain or a service)."""
+        return jid.local is None or self.home(jid.domain, jid.local) == self.index

@@ -1,0 +1,218 @@
+"""Moving a client connection to its account's home worker, right after SASL success.
+
+With several workers (core/partition.py), a client lands in whichever worker the kernel gave
+its connection to, but its session must live in its account's home worker. Once SASL has
+succeeded (the username is known, and the client waits for nothing but to restart the stream),
+the connection moves:
+
+- a plaintext connection (the benchmark listener on loopback only) moves whole: its socket is
+  passed to the home worker, which reads and writes it from then on;
+- a TLS connection cannot move (the TLS state lives in this process), so this worker keeps it
+  and relays: the home worker gets one end of a new socket pair, as if it were the client's
+  socket, and this worker copies bytes between the other end and the TLS connection, pausing
+  either side when the other cannot keep up.
+
+The home worker's connection starts where this one stopped: authenticated as the account,
+waiting for the client's new stream header (protocol/stream.py, `moved_in`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from ..core.partition import Partition
+from ..protocol.errors import StreamError
+
+if TYPE_CHECKING:
+    from .c2s import C2SConnection, C2SContext
+    from .connection import ClientConnection
+    from .workers import Mesh
+
+log = logging.getLogger(__name__)
+
+
+class Handoff:
+    """This worker's side of moving connections: out after SASL, in from the other workers."""
+
+    def __init__(self, partition: Partition, mesh: Mesh) -> None:
+        self.partition = partition
+        self.mesh = mesh
+        self.c2s: C2SContext | None = None        # set once the listeners exist
+        self.moved_out = 0
+        self.moved_in = 0
+        self.relays: set[_ClientSide] = set()
+
+    # -- out ------------------------------------------------------------------------------------
+    def after_auth(self, conn: ClientConnection, host: str, username: str) -> bool:
+        """Called when `conn` authenticated: move it when its account lives elsewhere. True when
+        it was moved (or had to be closed): this worker is done with it."""
+        worker = self.partition.home(host, username)
+        if worker == self.partition.index:
+            return False
+        from .c2s import C2SConnection
+        if not isinstance(conn, C2SConnection) or conn.transport is None:
+            conn.close(StreamError("internal-server-error", "this kind of connection cannot reach your account's "
+                                                             "worker process; connect over TCP"))
+            return True
+        if conn.has_pending_input():
+            conn.close(StreamError("policy-violation", "data sent before the outcome of authentication"))
+            return True
+        if not self.mesh.is_up(worker):
+            conn.close(StreamError("internal-server-error", "the server is restarting; connect again"))
+            return True
+        conn.flush()                                 # <success/>
+        header: dict[str, Any] = {"host": host, "username": username, "address": conn.address,
+                                  "secure": conn.is_secure}
+        transport = conn.transport
+        if conn.is_secure or transport.get_write_buffer_size():
+            log.debug("moving %s@%s from %s to worker %d (relayed)", username, host, conn.address, worker)
+            self._relay(conn, worker, header)
+        else:
+            log.debug("moving %s@%s from %s to worker %d (socket passed)", username, host, conn.address, worker)
+            transport.pause_reading()
+            sock = transport.get_extra_info("socket")
+            if not self.mesh.hand_off(worker, header, sock):
+                conn.close(StreamError("internal-server-error", "the server is restarting; connect again"))
+                return True
+            conn.moved_away()
+            transport.abort()                        # our descriptor only: the worker has its own
+        self.moved_out += 1
+        return True
+
+    def _relay(self, conn: C2SConnection, worker: int, header: dict[str, Any]) -> None:
+        here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sent = self.mesh.hand_off(worker, header, there)
+        finally:
+            there.close()
+        if not sent:
+            here.close()
+            conn.close(StreamError("internal-server-error", "the server is restarting; connect again"))
+            return
+        transport = conn.transport
+        assert transport is not None
+        client = _ClientSide(transport, self.relays)
+        transport.set_protocol(client)
+        conn.moved_away()
+        self.relays.add(client)
+        here.setblocking(False)
+        worker_side = _WorkerSide(client)
+        client.peer = worker_side
+        task = asyncio.ensure_future(asyncio.get_running_loop().connect_accepted_socket(lambda: worker_side, here))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or client.close())
+
+    # -- in -------------------------------------------------------------------------------------
+    def arrived(self, header: dict[str, Any], sock: socket.socket) -> None:
+        """A connection another worker moved here (Mesh.on_handoff)."""
+        from .c2s import C2SConnection
+        c2s = self.c2s
+        try:
+            host, username, address = header["host"], header["username"], header["address"]
+            secure = bool(header["secure"])
+        except (KeyError, TypeError):
+            log.error("a connection record without host, username, address and secure: %r", header)
+            sock.close()
+            return
+        if c2s is None or host not in c2s.hub.ctx.domains or self.partition.home(host, username) != self.partition.index:
+            log.error("a connection for %s@%s arrived in the wrong worker", username, host)
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = C2SConnection(c2s, secure, address=address)
+        conn.stream.moved_in(host, username)
+        self.moved_in += 1
+
+        async def attach() -> None:
+            try:
+                await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock)
+            except OSError as exc:
+                log.info("a connection from %s closed while moving here: %s", address, exc)
+                sock.close()
+        c2s.spawn(attach())
+
+
+class _ClientSide(asyncio.Protocol):
+    """The TLS connection of a relayed client: what it sends goes to the home worker."""
+
+    def __init__(self, transport: asyncio.BaseTransport, relays: set[_ClientSide]) -> None:
+        self.transport: Any = transport
+        self.peer: _WorkerSide | None = None
+        self.relays = relays
+        self._early: list[bytes] = []     # input before the worker side is connected
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self._early.append(data)
+
+    def eof_received(self) -> bool | None:
+        """The client will send nothing more: tell the worker. A TLS connection closes now (it
+        cannot stay half open); a plain one stays open for what the worker still sends."""
+        peer = self.peer
+        if peer is not None and peer.transport is not None and peer.transport.can_write_eof():
+            peer.transport.write_eof()
+            return self.transport.get_extra_info("sslcontext") is None
+        self.close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relays.discard(self)
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.close()
+
+    def pause_writing(self) -> None:           # the client reads slowly: stop reading the worker
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def attached(self) -> None:
+        early, self._early = self._early, []
+        assert self.peer is not None and self.peer.transport is not None
+        for data in early:
+            self.peer.transport.write(data)
+
+    def close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class _WorkerSide(asyncio.Protocol):
+    """The socket pair's end towards the home worker: what it writes goes to the client."""
+
+    def __init__(self, client: _ClientSide) -> None:
+        self.client = client
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        if self.client.transport.is_closing():
+            transport.close()
+            return
+        self.client.attached()
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client.transport
+        if not client.is_closing():
+            client.write(data)
+
+    def eof_received(self) -> bool | None:
+        self.client.close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.close()
+
+    def pause_writing(self) -> None:           # the worker is behind: stop reading the client
+        self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client.transport.resume_reading()

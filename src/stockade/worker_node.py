@@ -1,0 +1,180 @@
+"""The worker processes of one node ([server] workers > 1), as app.py wires them.
+
+Worker 0 is the process `stockade serve` started. It opens the ports, starts the other workers
+with the same command and configuration (telling each its place in STOCKADE_WORKER), waits
+until each has opened the same ports, and from then on watches them: when one exits, the whole
+node stops (its sessions are gone, and the accounts whose home it was could not be reached),
+so that whatever supervises the service starts it again whole. See net/workers.py for the
+links between the workers and core/partition.py for where each account lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+from .core.partition import SERVICE_WORKER, Partition
+from .net.handoff import Handoff
+from .net.workers import SPEC_ENV, Mesh, WorkerSpec, make_links
+from .protocol.errors import StanzaError
+from .protocol.xml import Element
+
+if TYPE_CHECKING:
+    from .core.auth import LoginThrottle
+    from .core.router import Router
+
+log = logging.getLogger("stockade.workers")
+
+READY_TIMEOUT = 120.0        # seconds a started worker has to open its ports
+
+
+def spec_from_environment() -> WorkerSpec | None:
+    text = os.environ.get(SPEC_ENV)
+    return WorkerSpec.from_json(text) if text else None
+
+
+class WorkerNode:
+    """This process's part in a node of several workers."""
+
+    def __init__(self, count: int, spec: WorkerSpec | None, on_failure: Callable[[str], Any]) -> None:
+        self.count = count
+        self.index = spec.index if spec is not None else 0
+        self.is_first = spec is None
+        self._spec = spec
+        self._ends: dict[int, dict[int, tuple[socket.socket, socket.socket]]] = {}
+        if spec is None:                    # worker 0 makes every link before starting the others
+            self._ends = make_links(count)
+            links = {peer: (s.detach(), h.detach()) for peer, (s, h) in self._ends.pop(0).items()}
+            spec = WorkerSpec(0, count, {}, [], links)
+        self.mesh = Mesh(spec)
+        self.service_domains: set[str] = set(spec.service_domains)
+        self.partition = Partition(self.index, count, self._forward, self.service_domains)
+        self.handoff = Handoff(self.partition, self.mesh)
+        self.router: Router | None = None
+        self.on_failure = on_failure
+        self.stopping = False
+        self._ready: dict[int, asyncio.Future[None]] = {}
+        self._children: dict[int, asyncio.subprocess.Process] = {}
+        self._watchers: list[asyncio.Task[Any]] = []
+        self.forwarded = 0
+
+    @property
+    def runs_services(self) -> bool:
+        return self.index == SERVICE_WORKER
+
+    # -- wiring ---------------------------------------------------------------------------------
+    def attach(self, router: Router, throttle: LoginThrottle) -> None:
+        """Route through the partition; share the login failure counts with the other workers."""
+        self.router = router
+        router.partition = self.partition
+        # The services' domains (MUC, upload, proxy): every worker loads the same modules.
+        self.service_domains.update(router.components)
+        self.service_domains.update(router.configured_components)
+        self.mesh.on_stanza = self._stanza_arrived
+        self.mesh.on_control = lambda peer, element: self._control(peer, element, throttle)
+        self.mesh.on_handoff = self.handoff.arrived
+        self.mesh.on_lost = self._link_lost
+        throttle.shared = lambda what, key, number: self.mesh.broadcast(
+            "throttle", {"what": what, "key": key, "n": repr(number)})
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ready = {peer: loop.create_future() for peer in self.mesh.spec.links}
+        await self.mesh.start()
+
+    def _forward(self, worker: int, stanza: Element) -> None:
+        if self.mesh.forward(worker, stanza):
+            self.forwarded += 1
+        elif self.router is not None:
+            self.router.bounce(stanza, StanzaError("service-unavailable", "the server is restarting; try again"))
+
+    def _stanza_arrived(self, peer: int, stanza: Element) -> None:
+        assert self.router is not None
+        pending = self.router.route(stanza)
+        if pending is not None:
+            task = asyncio.ensure_future(pending)
+            task.add_done_callback(_log_failure)
+
+    def _control(self, peer: int, element: Element, throttle: LoginThrottle) -> None:
+        if element.name == "ready":
+            future = self._ready.get(peer)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif element.name == "throttle":
+            try:
+                throttle.apply(element.attrs["what"], element.attrs["key"], float(element.attrs["n"]))
+            except (KeyError, ValueError):
+                log.error("worker %d sent an unreadable login-limit update: %s", peer, element)
+
+    def _link_lost(self, peer: int) -> None:
+        if not self.stopping:
+            self.on_failure(f"worker process {peer} is gone")
+
+    # -- worker 0: the others -------------------------------------------------------------------
+    async def start_workers(self, config_path: str, ports: dict[str, int]) -> None:
+        """Start workers 1..count-1 on the same ports and wait until each serves."""
+        assert self.is_first
+        for index in range(1, self.count):
+            ends = self._ends[index]
+            spec = WorkerSpec(index, self.count, ports, sorted(self.service_domains),
+                              {peer: (s.fileno(), h.fileno()) for peer, (s, h) in ends.items()})
+            fds = [fd for pair in spec.links.values() for fd in pair]
+            env = dict(os.environ, **{SPEC_ENV: spec.to_json()})
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "stockade", "--config", os.path.abspath(config_path), "serve",
+                env=env, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL)
+            self._children[index] = proc
+            self._watchers.append(asyncio.ensure_future(self._watch(index, proc)))
+        for index in range(1, self.count):      # their ends are theirs now
+            for s, h in self._ends[index].values():
+                s.close()
+                h.close()
+        self._ends.clear()
+        try:
+            await asyncio.wait_for(asyncio.gather(*self._ready.values()), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise OSError(f"a worker process did not start within {READY_TIMEOUT:.0f} s; see its log above") from None
+        log.info("%d worker processes serve the same ports", self.count)
+
+    async def _watch(self, index: int, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        future = self._ready.get(index)
+        if future is not None and not future.done():
+            future.set_exception(OSError(f"worker process {index} exited with status {code} while starting; "
+                                         "see its log above"))
+        elif not self.stopping:
+            self.on_failure(f"worker process {index} exited with status {code}")
+
+    def announce_ready(self) -> None:
+        """A started worker tells worker 0 that it serves."""
+        self.mesh.control(SERVICE_WORKER, "ready")
+
+    def terminate(self) -> None:
+        """Ask the other workers to stop (worker 0; SIGTERM, as for the node)."""
+        self.stopping = True
+        for proc in self._children.values():
+            if proc.returncode is None:
+                proc.terminate()
+
+    async def stop(self, grace: float) -> None:
+        """Wait for the other workers to stop (worker 0) and close the links."""
+        self.terminate()
+        for proc in self._children.values():
+            try:
+                await asyncio.wait_for(proc.wait(), grace + 5.0)
+            except asyncio.TimeoutError:
+                log.warning("worker process %d did not stop; killing it", proc.pid)
+                proc.kill()
+                await proc.wait()
+        for task in self._watchers:
+            task.cancel()
+        self.mesh.close()
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("routing a forwarded stanza failed", exc_info=task.exception())

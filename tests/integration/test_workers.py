@@ -1,0 +1,184 @@
+"""Several worker processes on the same ports ([server] workers = 2), with real clients.
+
+Each account lives in one worker (core/partition.py): alice's home is worker 1, bob's worker 0.
+A client lands in whichever worker the kernel gives its connection to and moves to its home
+after SASL (net/handoff.py); stanzas between accounts in different workers are forwarded. The
+same conversations as with one process must work: chat, presence and probes, offline messages,
+group chat (in worker 0), and the brute-force limits must count attempts made in every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from stockade.core.partition import Partition
+from stockade.testing.process import ServerProcess
+from stockade.testing.raw import RawStream
+from stockade.testing.xmpp import client
+
+from .conftest import DOMAIN, USERS, jid
+from .test_muc_support import create, enter, muc_client, room
+from .test_pep import TUNE, event_items, events_about, next_event, pep_client, publish
+from .test_presence import befriend
+
+JUDY = ("judy", "judy-pw-6666")       # another account of worker 0
+TARGET = "ivan"                       # the account the brute-force test locks
+TARGET_PASSWORD = "ivan-pw-5555"
+MAX_FAILURES = 10
+TRIES = 40                            # a connection lands in a given worker with probability 1/2
+
+
+def home(user: str) -> int:
+    return Partition(0, 2, lambda worker, stanza: None, set()).home(DOMAIN, user)
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory) -> ServerProcess:
+    proc = ServerProcess(tmp_path_factory.mktemp("workers"), [DOMAIN], config={
+        "server": {"workers": 2, "log_level": "debug"}, "http": {"enabled": False},
+        "journal": {"enabled": False}, "c2s": {"require_tls": False},
+        "auth": {"max_failures_per_account": MAX_FAILURES, "lockout": 3600.0}})
+    for user, password in [*USERS.items(), JUDY, (TARGET, TARGET_PASSWORD)]:
+        assert proc.cli("user", "add", jid(user), "--password", password).status == 0
+    with proc:
+        yield proc
+
+
+def test_alice_and_bob_live_in_different_workers():
+    # what the other tests rely on (each pair of accounts befriends once: the server lives on)
+    assert home("alice") == home("carol") == 1 and home("bob") == home(JUDY[0]) == 0
+
+
+async def test_alice_and_bob_in_different_workers_chat(workers):
+    async with client(workers, jid("alice"), USERS["alice"]) as alice, \
+               client(workers, jid("bob"), USERS["bob"]) as bob:
+        alice.send_message(mto=jid("bob"), mbody="hello bob", mtype="chat")
+        msg = await bob.next_message()
+        assert msg["body"] == "hello bob" and msg["from"] == alice.boundjid
+        bob.send_message(mto=msg["from"], mbody="hi alice", mtype="chat")
+        reply = await alice.next_message()
+        assert reply["body"] == "hi alice" and reply["from"] == bob.boundjid
+
+
+async def test_presence_and_probes_cross_workers(workers):
+    async with client(workers, jid("alice"), USERS["alice"]) as alice, \
+               client(workers, jid("bob"), USERS["bob"]) as bob:
+        await befriend(alice, bob)
+        alice.send_presence(pshow="dnd", pstatus="in a meeting")
+        seen = await bob.next_presence(jid("alice"), match=lambda p: p["status"] == "in a meeting")
+        assert seen["show"] == "dnd"
+        # an IQ to a full JID in the other worker (allowed between contacts), and its answer back
+        pong = await alice.plugin["xep_0199"].send_ping(bob.boundjid, timeout=30)
+        assert pong["type"] == "result" and pong["from"] == bob.boundjid
+        # bob's second device logs in: its probe reaches alice's worker, her presence comes back
+        async with client(workers, jid("bob") + "/phone", USERS["bob"]) as phone:
+            probed = await phone.next_presence(jid("alice"), match=lambda p: p["status"] == "in a meeting")
+            assert probed["show"] == "dnd"
+        full = str(alice.boundjid)
+        await alice.close()
+        gone = await bob.next_presence(full, match=lambda p: p["type"] == "unavailable")
+        assert str(gone["from"]) == full
+
+
+async def test_pep_events_reach_interested_contacts_in_the_other_worker_only(workers):
+    async with pep_client(workers, "carol") as carol, pep_client(workers, "bob", notify=(TUNE,)) as bob, \
+               pep_client(workers, "judy", password=JUDY[1]) as judy:
+        await befriend(carol, bob)
+        await befriend(carol, judy)
+        reply = await publish(carol, TUNE, "<tune xmlns='http://jabber.org/protocol/tune'><artist>Finzi</artist></tune>",
+                              item_id="t1")
+        assert reply["type"] == "result"
+        # bob's client asked for tune+notify: his worker delivers it, to his resource
+        event = await next_event(bob, TUNE)
+        assert event["from"] == jid("carol") and str(event["to"]) == str(bob.boundjid)
+        assert event_items(event)[0][1] == "t1"
+        # judy, a contact in the same worker as bob whose client did not ask, gets nothing
+        await judy.roundtrip()
+        assert events_about(judy, TUNE) == []
+
+
+async def test_a_message_for_an_offline_account_in_the_other_worker_waits_for_it(workers):
+    async with client(workers, jid("alice"), USERS["alice"]) as alice:
+        alice.send_message(mto=jid("bob"), mbody="while you were out", mtype="chat")
+        await alice.roundtrip()
+    async with client(workers, jid("bob"), USERS["bob"]) as bob:
+        msg = await bob.next_message()
+        assert msg["body"] == "while you were out" and msg["from"].bare == jid("alice")
+
+
+async def test_group_chat_with_occupants_in_both_workers(workers):
+    lobby = room("workers-lobby")
+    async with muc_client(workers, "alice") as alice, muc_client(workers, "bob") as bob:
+        await create(alice, lobby, "Alice")
+        _, _, occupants, _ = await enter(bob, lobby, "Bob")
+        assert "Alice" in [p["muc"]["nick"] for p in occupants]
+        alice.send_message(mto=lobby, mbody="welcome, bob", mtype="groupchat")
+        for c in (alice, bob):
+            msg = await c.next_message()
+            assert msg["body"] == "welcome, bob" and str(msg["from"]) == f"{lobby}/Alice"
+
+
+async def test_tls_connections_in_the_wrong_worker_are_relayed_to_their_account(workers):
+    async with client(workers, jid("bob"), USERS["bob"]) as bob:
+        for attempt in range(TRIES):
+            before = workers.log.count("moving alice@example.com")
+            async with client(workers, jid("alice"), USERS["alice"]) as alice:
+                alice.send_message(mto=jid("bob"), mbody=f"try {attempt}", mtype="chat")
+                assert (await bob.next_message())["body"] == f"try {attempt}"
+                moved = workers.log.count("moving alice@example.com") > before
+            if moved:
+                break
+        assert re.search(r"moving alice@example\.com from \S+ to worker 1 \(relayed\)", workers.log)
+
+
+async def test_plaintext_connections_in_the_wrong_worker_pass_their_socket(workers):
+    async with client(workers, jid("bob"), USERS["bob"]) as bob:
+        for attempt in range(TRIES):
+            before = workers.log.count("(socket passed)")
+            raw = await RawStream.open(workers, DOMAIN)
+            try:
+                assert b"success" in await raw.authenticate("alice", USERS["alice"])
+                assert b"<jid>alice@example.com/" in await raw.bind("plain")
+                await raw.send(f"<message to='{jid('bob')}' type='chat'><body>plain {attempt}</body></message>")
+                assert (await bob.next_message())["body"] == f"plain {attempt}"
+            finally:
+                await raw.close()
+            if workers.log.count("(socket passed)") > before:
+                break
+        assert re.search(r"moving alice@example\.com from \S+ to worker 1 \(socket passed\)", workers.log)
+
+
+async def test_failed_logins_in_every_worker_count_towards_one_lockout(workers):
+    for _ in range(MAX_FAILURES):
+        raw = await RawStream.open(workers, DOMAIN)
+        try:
+            assert b"</failure>" in await raw.authenticate(TARGET, "not-the-password")
+        finally:
+            await raw.close()
+    # Locked, whichever worker this attempt lands in, although each saw only some failures.
+    for _ in range(4):
+        raw = await RawStream.open(workers, DOMAIN)
+        try:
+            assert b"</failure>" in await raw.authenticate(TARGET, TARGET_PASSWORD)
+        finally:
+            await raw.close()
+
+
+async def test_a_worker_that_exits_stops_the_whole_node(tmp_path):
+    proc = ServerProcess(tmp_path, [DOMAIN], config={
+        "server": {"workers": 2}, "http": {"enabled": False}, "journal": {"enabled": False}})
+    await proc.astart()
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1
+        os.kill(int(children[0]), signal.SIGKILL)
+        status = await proc.await_exit()
+        assert status == 1
+        assert "worker process 1" in proc.log and "stopping every worker" in proc.log
+    finally:
+        proc.stop()
