@@ -114,6 +114,7 @@ class Server:
             from .worker_node import WorkerNode
             self.node = WorkerNode(config.server.workers, self.worker_spec, self._node_failed)
             router.partition = self.node.partition        # before the modules: they ask it
+            self.node.storage = storage
         self.ctx = ctx = ServerContext(config=config, clock=self.clock, bus=bus, router=router,
                                        sessions=sessions, accounts=accounts, storage=storage, iq=iq,
                                        domains=domains, version=__version__)

@@ -61,6 +61,10 @@ class WorkerNode:
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: list[asyncio.Task[Any]] = []
         self.forwarded = 0
+        self.storage: Any = None                  # storage.Storage: what "stored" waits for
+        self._confirm_id = 0
+        self._awaiting: dict[int, asyncio.Future[None]] = {}      # confirm id -> its future
+        self._confirm_next: dict[int, str] = {}                   # peer -> id for its next stanza
 
     @property
     def runs_services(self) -> bool:
@@ -86,21 +90,53 @@ class WorkerNode:
         self._ready = {peer: loop.create_future() for peer in self.mesh.spec.links}
         await self.mesh.start()
 
-    def _forward(self, worker: int, stanza: Element) -> None:
+    def _forward(self, worker: int, stanza: Element, confirm: bool) -> asyncio.Future[None] | None:
+        done: asyncio.Future[None] | None = None
+        if confirm and self.mesh.is_up(worker):
+            self._confirm_id += 1
+            done = asyncio.get_running_loop().create_future()
+            self._awaiting[self._confirm_id] = done
+            self.mesh.control(worker, "confirm", {"id": str(self._confirm_id)})
         if self.mesh.forward(worker, stanza):
             self.forwarded += 1
         elif self.router is not None:
             self.router.bounce(stanza, StanzaError("service-unavailable", "the server is restarting; try again"))
+        # Never resolved when the worker is gone: the node stops, and the client resends what
+        # was not acknowledged.
+        return done
 
     def _stanza_arrived(self, peer: int, stanza: Element) -> None:
         assert self.router is not None
         pending = self.router.route(stanza)
-        if pending is not None:
+        confirm = self._confirm_next.pop(peer, None)
+        if confirm is not None:
+            task = asyncio.ensure_future(self._confirm(peer, confirm, pending))
+            task.add_done_callback(_log_failure)
+        elif pending is not None:
             task = asyncio.ensure_future(pending)
             task.add_done_callback(_log_failure)
 
+    async def _confirm(self, peer: int, confirm: str, pending: Any) -> None:
+        """Tell `peer` that the stanza it asked about was routed and what it caused is stored."""
+        try:
+            if pending is not None:
+                await pending
+            if self.storage is not None:
+                await self.storage.flush()
+        finally:
+            self.mesh.control(peer, "done", {"id": confirm})
+
     def _control(self, peer: int, element: Element, throttle: LoginThrottle) -> None:
-        if element.name == "ready":
+        if element.name == "confirm":          # the next stanza from `peer` wants a "done"
+            self._confirm_next[peer] = element.attrs.get("id", "")
+        elif element.name == "done":
+            try:
+                done = self._awaiting.pop(int(element.attrs.get("id", "")), None)
+            except ValueError:
+                done = None
+            if done is not None and not done.done():
+                done.set_result(None)
+        elif element.name == "ready":
             future = self._ready.get(peer)
             if future is not None and not future.done():
                 future.set_result(None)

@@ -123,6 +123,31 @@ async def test_group_chat_with_occupants_in_both_workers(workers):
             assert msg["body"] == "welcome, bob" and str(msg["from"]) == f"{lobby}/Alice"
 
 
+async def test_a_stream_management_ack_waits_for_the_recipients_worker(workers):
+    """XEP-0198: what the server acknowledged is stored. alice's message for bob is stored by
+    bob's worker (his archive copy), so alice's ack waits for it, as in one process."""
+    raw = await RawStream.open(workers, DOMAIN)      # plaintext: alice's socket ends up in worker 1 only
+    try:
+        assert b"success" in await raw.authenticate("alice", USERS["alice"])
+        await raw.bind("sm")
+        await raw.send("<enable xmlns='urn:xmpp:sm:3'/>")
+        await raw.read_until(b"<enabled")
+        os.kill(workers.pid, signal.SIGSTOP)         # worker 0, bob's, stops
+        try:
+            await raw.send(f"<message to='{jid('bob')}' type='chat' id='m1'><body>stored?</body></message>"
+                           "<r xmlns='urn:xmpp:sm:3'/>")
+            with pytest.raises(TimeoutError):        # no ack while bob's worker cannot store it
+                await raw.read_until(b"<a ", timeout=3)
+        finally:
+            os.kill(workers.pid, signal.SIGCONT)
+        assert re.search(rb"<a [^>]*h=['\"]1['\"]", await raw.read_until(r"<a [^>]*/>"))
+    finally:
+        await raw.close()
+    async with client(workers, jid("bob"), USERS["bob"]) as bob:
+        msg = await bob.next_message()               # kept for him while he was offline
+        assert msg["body"] == "stored?" and msg["from"].bare == jid("alice")
+
+
 async def test_tls_connections_in_the_wrong_worker_are_relayed_to_their_account(workers):
     async with client(workers, jid("bob"), USERS["bob"]) as bob:
         for attempt in range(TRIES):

@@ -14,6 +14,7 @@ stanzas to their domains are forwarded there.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Callable
 
@@ -26,12 +27,15 @@ SERVICE_WORKER = 0
 class Partition:
     """The view one worker has of the others: homes, and a way to hand a stanza over."""
 
-    def __init__(self, index: int, count: int, forward: Callable[[int, Element], None],
+    def __init__(self, index: int, count: int,
+                 forward: Callable[[int, Element, bool], asyncio.Future[None] | None],
                  service_domains: set[str]) -> None:
         assert 0 <= index < count
         self.index = index
         self.count = count
-        self.forward = forward                  # (worker, stanza): route it there
+        # (worker, stanza, confirm): route it there; with confirm, a future that resolves once
+        # that worker has routed it and stored what it caused.
+        self.forward = forward
         self.service_domains = service_domains  # domains served by worker 0 (MUC, upload, proxy)
         self._homes: dict[str, int] = {}
 

@@ -71,8 +71,10 @@ class Router:
         partition = self.partition
         return partition is None or partition.is_here(bare)
 
-    def _forwarded(self, stanza: Element, to: JID) -> bool:
-        """Forward `stanza` to the worker that serves `to`, if that is not this one."""
+    def _forwarded(self, stanza: Element, to: JID, origin: ClientSession | None = None) -> bool:
+        """Forward `stanza` to the worker that serves `to`, if that is not this one. A sender
+        that acknowledges its stanzas (XEP-0198) gets its ack only once that worker has routed
+        the stanza and stored what it caused (ClientSession.track_write)."""
         partition = self.partition
         if partition is None:
             return False
@@ -86,7 +88,9 @@ class Router:
             return False
         if worker == partition.index:
             return False
-        partition.forward(worker, stanza)
+        done = partition.forward(worker, stanza, origin is not None and origin.waits_for_writes)
+        if done is not None and origin is not None:
+            origin.track_write(done)
         return True
 
     # -- entry point ----------------------------------------------------------------------------
@@ -115,7 +119,7 @@ class Router:
             if origin is None:
                 return None
             to = origin.bare     # RFC 6120 10.3: no 'to' means the sender's own account
-        if self.partition is not None and self._forwarded(stanza, to):
+        if self.partition is not None and self._forwarded(stanza, to, origin):
             return None
         domain = to.domain
         if domain in self.domains:
@@ -145,7 +149,7 @@ class Router:
             self.bounce(stanza, StanzaError("service-unavailable", "this server does not take messages itself"))
 
     def message_to_local(self, stanza: Element, to: JID, origin: ClientSession | None) -> Awaitable[None] | None:
-        if self.partition is not None and self._forwarded(stanza, to):
+        if self.partition is not None and self._forwarded(stanza, to, origin):
             return None
         if not self.accounts.exists_cached(to.domain, to.local or ""):
             if stanza.attrs.get("type", "normal") not in ("error", "headline", "groupchat"):
@@ -226,7 +230,7 @@ class Router:
             if origin is None:
                 return None
             return self.iq.dispatch(stanza, origin.bare, origin, self)
-        if self.partition is not None and self._forwarded(stanza, to):
+        if self.partition is not None and self._forwarded(stanza, to, origin):
             return None
         domain = to.domain
         if domain in self.domains:
