@@ -30,6 +30,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("stockade.workers")
 
 READY_TIMEOUT = 120.0        # seconds a started worker has to open its ports
+# The interpreter's switch interval in a worker (Python's default: 5 ms). A storage writer
+# thread gives up the interpreter lock around every SQLite statement and, while the event loop
+# is busy, waits up to this long to get it back; meanwhile it holds the database's write lock,
+# which the other workers' writers wait for (one SQLite file, one writer at a time). With the
+# default, the workers' event loops spent a fifth to a third of the 1:1 benchmark idle, their
+# input paused until the archive caught up, and two workers delivered 1.26-1.33x one process;
+# at 0.2 ms they were idle about a tenth of the time and delivered 1.55x (docs/benchmarks.md,
+# "Worker processes").
+SWITCH_INTERVAL = 0.0002
 
 
 def spec_from_environment() -> WorkerSpec | None:
@@ -86,6 +95,7 @@ class WorkerNode:
             "throttle", {"what": what, "key": key, "n": repr(number)})
 
     async def start(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL)
         loop = asyncio.get_running_loop()
         self._ready = {peer: loop.create_future() for peer in self.mesh.spec.links}
         await self.mesh.start()

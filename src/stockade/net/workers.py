@@ -175,7 +175,9 @@ class Mesh:
         link = self.links.get(peer)
         if link is None or peer in self._lost:
             return False
-        link.send(stanza.serialize(ns.CLIENT))
+        # With its namespace written out: the form the archive's and journal's copies made
+        # already (Element.serialize_stanza), reused rather than made again.
+        link.send(stanza.serialize_stanza())
         return True
 
     def control(self, peer: int, name: str, attrs: dict[str, str] | None = None) -> None:
