@@ -76,6 +76,22 @@ def test_one_to_one_delivers_every_message(stockade: Stockade, small_dataset: da
     assert result["server_thread_shares"] is not None       # the server's CPU by thread was read
 
 
+def test_one_to_one_delivers_every_message_through_worker_processes(small_dataset: dataset.Dataset) -> None:
+    """The `stockade-workers` configuration: clients moved to their accounts' workers, messages
+    forwarded between them; none lost."""
+    server = Stockade(small_dataset, "workers")
+    try:
+        server.provision()
+        server.start(core=None)
+        result = run_loadgen(server, small_dataset, "one_to_one", "--pairs", "6", "--window", "5",
+                             "--duration", "1.5", "--warmup", "0.5")
+    finally:
+        server.cleanup()
+    assert result["errors"] == []
+    assert result["delivered"] > 0
+    assert result["sent"] == result["received"] and result["lost"] == 0
+
+
 def test_thread_cpu_is_told_apart_by_thread_name() -> None:
     """`stats.thread_cpu_seconds` adds up CPU per thread name, the first thread as "main"."""
     def busy() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from stockade.core.partition import Partition
 from stockade.testing.process import ServerProcess
-from stockade.testing.raw import RawStream
+from stockade.testing.raw import RawStream, header
 from stockade.testing.xmpp import client
 
 from .conftest import DOMAIN, USERS, jid
@@ -146,6 +146,41 @@ async def test_a_stream_management_ack_waits_for_the_recipients_worker(workers):
     async with client(workers, jid("bob"), USERS["bob"]) as bob:
         msg = await bob.next_message()               # kept for him while he was offline
         assert msg["body"] == "stored?" and msg["from"].bare == jid("alice")
+
+
+async def test_a_session_resumes_in_its_worker_whichever_worker_the_new_connection_reaches(workers):
+    async with client(workers, jid("bob"), USERS["bob"]) as bob:
+        raw = await RawStream.open(workers)
+        await raw.login("alice", USERS["alice"], resource="phone")
+        await raw.send("<presence/>")
+        await raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        previd = re.search(rb'id="([^"]+)"', await raw.read_until(r"<enabled[^>]*/>")).group(1).decode()
+        raw.writer.transport.abort()                  # the network goes away: no </stream:stream>
+        for i in range(3):
+            bob.send_message(mto=jid("alice"), mbody=f"while away {i}", mtype="chat")
+        await bob.roundtrip()
+        again = await RawStream.open(workers)
+        await again.starttls()
+        assert b"success" in await again.authenticate("alice", USERS["alice"])
+        await again.send(header(DOMAIN))
+        await again.read_until(b"</stream:features>")
+        await again.send(f"<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>")
+        assert f'previd="{previd}"'.encode() in await again.read_until(r"<resumed[^>]*/>")
+        data = await again.read_until(b"while away 2</body>")
+        assert re.findall(rb"<body>([^<]+)</body>", data) == [b"while away 0", b"while away 1", b"while away 2"]
+        await again.close()
+
+
+async def test_direct_tls_connections_reach_their_worker(workers):
+    async with client(workers, jid("bob"), USERS["bob"]) as bob:
+        raw = await RawStream.open(workers, DOMAIN, direct_tls=True)
+        try:
+            assert b"success" in await raw.authenticate("alice", USERS["alice"])
+            assert b"<jid>alice@example.com/" in await raw.bind("direct")
+            await raw.send(f"<message to='{jid('bob')}' type='chat'><body>over direct TLS</body></message>")
+            assert (await bob.next_message())["body"] == "over direct TLS"
+        finally:
+            await raw.close()
 
 
 async def test_tls_connections_in_the_wrong_worker_are_relayed_to_their_account(workers):
