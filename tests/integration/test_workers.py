@@ -9,6 +9,7 @@ group chat (in worker 0), and the brute-force limits must count attempts made in
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -242,3 +243,24 @@ async def test_a_worker_that_exits_stops_the_whole_node(tmp_path):
         assert "worker process 1" in proc.log and "stopping every worker" in proc.log
     finally:
         proc.stop()
+
+
+async def test_the_other_workers_exit_when_worker_0_is_killed(tmp_path):
+    """A worker left behind would keep accepting connections on the shared port."""
+    proc = ServerProcess(tmp_path, [DOMAIN], config={
+        "server": {"workers": 2}, "http": {"enabled": False}, "journal": {"enabled": False}})
+    await proc.astart()
+    child = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+    pidfd = os.pidfd_open(child)
+    try:
+        proc.kill()                                   # SIGKILL: no shutdown of its own
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await asyncio.wait_for(exited, 60)         # the pidfd is readable once the child exits
+        finally:
+            loop.remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
+    assert "worker process 0 is gone" in proc.log
