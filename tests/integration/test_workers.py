@@ -66,6 +66,21 @@ async def test_alice_and_bob_in_different_workers_chat(workers):
         assert reply["body"] == "hi alice" and reply["from"] == bob.boundjid
 
 
+async def test_a_forged_from_is_replaced_before_the_stanza_crosses_workers(workers):
+    async with client(workers, jid("bob"), USERS["bob"]) as bob:
+        raw = await RawStream.open(workers, DOMAIN)      # alice, whose home is the other worker
+        try:
+            assert b"success" in await raw.authenticate("alice", USERS["alice"])
+            await raw.bind("forger")
+            await raw.send(f"<message from='{jid('carol')}/desk' to='{jid('bob')}' type='chat'>"
+                           "<body>from carol, honestly</body></message>")
+            msg = await bob.next_message()
+            assert msg["body"] == "from carol, honestly"
+            assert str(msg["from"]) == jid("alice") + "/forger"       # the true sender
+        finally:
+            await raw.close()
+
+
 async def test_presence_and_probes_cross_workers(workers):
     async with client(workers, jid("alice"), USERS["alice"]) as alice, \
                client(workers, jid("bob"), USERS["bob"]) as bob:
