@@ -118,6 +118,8 @@ class Server:
         self.ctx = ctx = ServerContext(config=config, clock=self.clock, bus=bus, router=router,
                                        sessions=sessions, accounts=accounts, storage=storage, iq=iq,
                                        domains=domains, version=__version__)
+        if self.node is not None:
+            ctx.runs_services = self.node.runs_services
         ctx.services[AuditLog] = audit
         # The compliance journal (compliance/journal.py): the hub records every stanza there.
         if config.journal.enabled:
@@ -177,8 +179,6 @@ class Server:
         self.modules: dict[str, ModuleAPI] = {}
         disabled = set(config.server.disabled_modules)
         unknown = disabled - set(DEFAULT_MODULES)
-        if self.node is not None:
-            ctx.runs_services = self.node.runs_services
         if unknown:
             raise ConfigError(config.source, "server.disabled_modules",
                               f"unknown module(s) {', '.join(sorted(unknown))} (known: {', '.join(DEFAULT_MODULES)})")

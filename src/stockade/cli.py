@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import getpass
 import logging
-import json
 import os
 import secrets
 import signal
@@ -445,10 +444,10 @@ async def _group_command(config: ServerConfig, args: argparse.Namespace) -> int:
 GC_YOUNG_THRESHOLD = 20_000        # allocations between two young-generation collections (default 700)
 
 def _serve(config: ServerConfig, demo: bool) -> int:
-    from .net.workers import SPEC_ENV
+    from .worker_node import spec_from_environment
+    worker = spec_from_environment()        # set when worker 0 started this process
     # Several worker processes write to the same log: each line says which one wrote it.
-    worker = json.loads(os.environ[SPEC_ENV])["index"] if os.environ.get(SPEC_ENV) else 0
-    where = f" [worker {worker}]" if config.server.workers > 1 else ""
+    where = f" [worker {worker.index if worker else 0}]" if config.server.workers > 1 else ""
     logging.basicConfig(level=config.server.log_level.upper(),
                         format=f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s", stream=sys.stderr)
     if config.server.use_uvloop:
@@ -458,18 +457,18 @@ def _serve(config: ServerConfig, demo: bool) -> int:
         except ImportError:
             pass
     try:
-        return asyncio.run(_run(config, demo))
+        return asyncio.run(_run(config, demo, worker))
     except KeyboardInterrupt:
         return 0
 
 
-async def _run(config: ServerConfig, demo: bool) -> int:
+async def _run(config: ServerConfig, demo: bool, worker: Any = None) -> int:
+    """Serve until stopped. `worker`: the net.workers.WorkerSpec of a worker that worker 0
+    started (it prints nothing and creates no demo accounts)."""
     from .app import Server
     from .net.listener import ListenError
     from .net.tls import TlsError
     from .storage import StorageError
-    from .worker_node import spec_from_environment
-    worker = spec_from_environment()        # set when worker 0 started this process
     server = Server(config, worker=worker)
     try:
         await server.start()

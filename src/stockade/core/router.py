@@ -9,6 +9,10 @@
     a component's domain         -> the component (XEP-0114)
     any other domain             -> federation; until then <remote-server-not-found/>
 
+With several worker processes (core/partition.py), a stanza for an account that lives in another
+worker, or for a service of worker 0, is forwarded there before any of the above (`_forwarded`);
+that worker routes it as if it had been sent there.
+
 Message routing is synchronous (the hot path); IQ and presence routing may await a handler and
 then return an awaitable the caller waits on before processing the sender's next stanza, so the
 order of a client's stanzas is kept (RFC 6120 section 10.1).
