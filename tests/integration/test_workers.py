@@ -139,29 +139,42 @@ async def test_group_chat_with_occupants_in_both_workers(workers):
             assert msg["body"] == "welcome, bob" and str(msg["from"]) == f"{lobby}/Alice"
 
 
-async def test_a_stream_management_ack_waits_for_the_recipients_worker(workers):
-    """XEP-0198: what the server acknowledged is stored. alice's message for bob is stored by
-    bob's worker (his archive copy), so alice's ack waits for it, as in one process."""
+async def ack_while_worker_0_stops(workers, resource: str, stanza: str) -> None:
+    """alice (worker 1, stream management on) sends `stanza` while worker 0 is stopped: no ack
+    comes until worker 0 runs again, then <a h='1'/>."""
     raw = await RawStream.open(workers, DOMAIN)      # plaintext: alice's socket ends up in worker 1 only
     try:
         assert b"success" in await raw.authenticate("alice", USERS["alice"])
-        await raw.bind("sm")
+        await raw.bind(resource)
         await raw.send("<enable xmlns='urn:xmpp:sm:3'/>")
         await raw.read_until(b"<enabled")
-        os.kill(workers.pid, signal.SIGSTOP)         # worker 0, bob's, stops
+        os.kill(workers.pid, signal.SIGSTOP)         # worker 0, bob's and judy's, stops
         try:
-            await raw.send(f"<message to='{jid('bob')}' type='chat' id='m1'><body>stored?</body></message>"
-                           "<r xmlns='urn:xmpp:sm:3'/>")
-            with pytest.raises(TimeoutError):        # no ack while bob's worker cannot store it
+            await raw.send(stanza + "<r xmlns='urn:xmpp:sm:3'/>")
+            with pytest.raises(TimeoutError):        # no ack while worker 0 cannot store it
                 await raw.read_until(b"<a ", timeout=3)
         finally:
             os.kill(workers.pid, signal.SIGCONT)
         assert re.search(rb"<a [^>]*h=['\"]1['\"]", await raw.read_until(r"<a [^>]*/>"))
     finally:
         await raw.close()
+
+
+async def test_a_stream_management_ack_waits_for_the_recipients_worker(workers):
+    """XEP-0198: what the server acknowledged is stored. alice's message for bob is stored by
+    bob's worker (his archive copy, offline storage), so alice's ack waits for it."""
+    await ack_while_worker_0_stops(workers, "sm", f"<message to='{jid('bob')}' type='chat' id='m1'>"
+                                                  "<body>stored?</body></message>")
     async with client(workers, jid("bob"), USERS["bob"]) as bob:
         msg = await bob.next_message()               # kept for him while he was offline
         assert msg["body"] == "stored?" and msg["from"].bare == jid("alice")
+
+
+async def test_a_subscription_request_is_acknowledged_once_the_contacts_worker_stored_it(workers):
+    await ack_while_worker_0_stops(workers, "sub", f"<presence to='{jid(JUDY[0])}' type='subscribe'/>")
+    async with client(workers, jid(JUDY[0]), JUDY[1]) as judy:      # the request waited for her
+        request = await judy.next_of(judy.subscription_requests)
+        assert request["from"].bare == jid("alice")
 
 
 async def test_a_session_resumes_in_its_worker_whichever_worker_the_new_connection_reaches(workers):

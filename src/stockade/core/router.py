@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 from ..protocol.errors import StanzaError, error_reply
 from ..protocol.jid import JID, try_jid
+from ..protocol.subscription import SUBSCRIPTION_TYPES
 from ..protocol.xml import Element
 from .bus import HookBus
 from .hooks import (HANDLED, MessageDelivered, MessageToLocal, MessageUndeliverable, PresenceToLocal,
@@ -75,10 +76,12 @@ class Router:
         partition = self.partition
         return partition is None or partition.is_here(bare)
 
-    def _forwarded(self, stanza: Element, to: JID, origin: ClientSession | None = None) -> bool:
-        """Forward `stanza` to the worker that serves `to`, if that is not this one. A sender
-        that acknowledges its stanzas (XEP-0198) gets its ack only once that worker has routed
-        the stanza and stored what it caused (ClientSession.track_write)."""
+    def _forwarded(self, stanza: Element, to: JID, origin: ClientSession | None = None,
+                   wait: bool = False) -> bool | Awaitable[None]:
+        """Forward `stanza` to the worker that serves `to`, if that is not this one (False).
+        A sender that acknowledges its stanzas (XEP-0198) gets its ack only once that worker
+        has routed the stanza and stored what it caused (ClientSession.track_write). With
+        `wait`, the result is an awaitable for the same, which the caller waits on."""
         partition = self.partition
         if partition is None:
             return False
@@ -92,10 +95,10 @@ class Router:
             return False
         if worker == partition.index:
             return False
-        done = partition.forward(worker, stanza, origin is not None and origin.waits_for_writes)
+        done = partition.forward(worker, stanza, wait or (origin is not None and origin.waits_for_writes))
         if done is not None and origin is not None:
             origin.track_write(done)
-        return True
+        return done if wait and done is not None else True
 
     # -- entry point ----------------------------------------------------------------------------
     def route(self, stanza: Element, origin: ClientSession | None = None) -> Awaitable[None] | None:
@@ -277,8 +280,12 @@ class Router:
     # -- presence -------------------------------------------------------------------------------
     def route_presence(self, stanza: Element, to: JID) -> Awaitable[None] | None:
         """Send presence to `to` (the presence module decided it should go there)."""
-        if self.partition is not None and self._forwarded(stanza, to):
-            return None
+        if self.partition is not None:
+            # A subscription change writes the contact's roster: as in one process, the
+            # sender's stanza is done (and acknowledged, XEP-0198) once that is stored.
+            forwarded = self._forwarded(stanza, to, wait=stanza.attrs.get("type") in SUBSCRIPTION_TYPES)
+            if forwarded is not False:
+                return None if forwarded is True else forwarded
         domain = to.domain
         if domain in self.domains:
             if to.local is None:
