@@ -87,6 +87,7 @@ SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+p
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("login", "login", {"clients": 3000, "concurrency": 100}, "logins_per_s", "logins/s",
+             servers=("stockade", "stockade-workers", "prosody", "ejabberd"),
              extra_metrics=(("login_time.p50_ms", "p50 ms"), ("login_time.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "logins per server CPU-s"))),
     Scenario("one_to_one", "one_to_one", {"pairs": 500, "window": 50, "duration": 20.0, "warmup": 2.0},
@@ -98,10 +99,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     # Held 25 s: long enough for Stockade's idle sweep (every 10 s, of connections silent for a
     # whole interval) to have compacted them; right after the login storm is shown beside it.
     Scenario("idle", "idle", {"connections": 10_000, "concurrency": 200, "hold": 25.0}, "kib_per_connection",
-             "KiB/conn", higher_is_better=False,
+             "KiB/conn", higher_is_better=False, servers=("stockade", "stockade-workers", "prosody", "ejabberd"),
              extra_metrics=(("kib_per_connection_at_login", "KiB/conn right after logging in"),)),
     Scenario("idle_tls", "idle", {"connections": 10_000, "concurrency": 200, "hold": 25.0}, "kib_per_connection",
-             "KiB/conn", higher_is_better=False, tls=True,
+             "KiB/conn", higher_is_better=False, tls=True, servers=("stockade", "stockade-workers", "prosody", "ejabberd"),
              extra_metrics=(("kib_per_connection_at_login", "KiB/conn right after logging in"),)),
     Scenario("presence", "presence", {"users": 200, "contacts": 50, "repeats": 3}, "presences_per_s",
              "presences/s", extra_metrics=(("per_server_cpu_s", "presences per server CPU-s"),)),

@@ -83,7 +83,20 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
 
 
 def rss_bytes(pid: int) -> int | None:
-    """VmRSS of a process, from /proc/PID/status."""
+    """VmRSS of a process and of its live child processes (Stockade's other worker processes),
+    from /proc/PID/status; None if the process is gone."""
+    own = _rss(pid)
+    if own is None:
+        return None
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != str(pid):
+            child = _stat(int(entry))
+            if child is not None and child[0] == pid:
+                own += _rss(int(entry)) or 0
+    return own
+
+
+def _rss(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
