@@ -91,6 +91,8 @@ class WorkerNode:
         self.mesh.on_control = lambda peer, element: self._control(peer, element, throttle)
         self.mesh.on_handoff = self.handoff.arrived
         self.mesh.on_lost = self._link_lost
+        self.mesh.on_congestion = lambda peer, is_over: self.storage is not None and \
+            self.storage.backlog.over(f"worker process {peer}", is_over)
         throttle.shared = lambda what, key, number: self.mesh.broadcast(
             "throttle", {"what": what, "key": key, "n": repr(number)})
 

@@ -15,8 +15,9 @@ Each pair of workers shares two Unix socket pairs, made by worker 0 before it st
 - a packet socket that carries connections: after SASL, a client whose account lives in another
   worker moves there with its file descriptor (net/handoff.py).
 
-What is written in one event-loop turn goes out in one write, as for clients. A worker that
-exits takes its sessions with it: worker 0 then stops the node (net/supervisor in cli.py), and
+What is written in one event-loop turn goes out in one write, as for clients; when the other
+worker falls behind, client input here pauses until it caught up (`Link.pause_writing`). A worker that
+exits takes its sessions with it: worker 0 then stops the node (worker_node.py), and
 whatever restarts the service starts it whole again.
 """
 
@@ -113,7 +114,17 @@ class Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_lost = True
+        self.mesh.on_congestion(self.peer, False)
         self.mesh.link_lost(self.peer)
+
+    # The other worker does not read what is written to it as fast as it comes (it is busy or
+    # hung): asyncio's write buffer passed its high mark. Client input in this worker pauses
+    # until it drained (storage/backlog.py), rather than let the buffer grow without bound.
+    def pause_writing(self) -> None:
+        self.mesh.on_congestion(self.peer, True)
+
+    def resume_writing(self) -> None:
+        self.mesh.on_congestion(self.peer, False)
 
     def send(self, data: bytes) -> None:
         self._out.append(data)
@@ -142,6 +153,7 @@ class Mesh:
         self.on_control: Callable[[int, Element], None] = lambda peer, element: None
         self.on_handoff: Callable[[dict[str, Any], socket.socket], None] = lambda header, sock: None
         self.on_lost: Callable[[int], None] = lambda peer: None
+        self.on_congestion: Callable[[int, bool], None] = lambda peer, is_over: None
         self._lost: set[int] = set()
 
     async def start(self) -> None:

@@ -36,22 +36,26 @@ SLOW_PAUSE = 5.0
 class WriteBacklog:
     """Whether some writer is over its high mark (`congested`), and who waits for it to clear."""
 
-    __slots__ = ("congested", "_over", "_waiters", "_since", "pauses", "paused_seconds")
+    __slots__ = ("congested", "_over", "_waiters", "_since", "_causes", "pauses", "paused_seconds")
 
     def __init__(self) -> None:
         self.congested = False           # read on every input a connection receives: a plain attribute
         self._over: set[str] = set()
         self._waiters: list[Callable[[], None]] = []
         self._since = 0.0
+        self._causes: set[str] = set()   # every writer that was over during the current pause
         self.pauses = 0                  # times input was paused (metrics)
         self.paused_seconds = 0.0        # total time it was paused
 
     def over(self, writer: str, is_over: bool) -> None:
-        """Writer `writer` is over its high mark (True) or back under its low mark (False)."""
+        """Writer `writer` is over its high mark (True) or back under its low mark (False).
+        The storage's writers are "archive" and "journal"; with several worker processes the
+        stream to another worker is one too ("worker N", net/workers.py)."""
         if is_over:
             if writer in self._over:
                 return
             self._over.add(writer)
+            self._causes.add(writer)
             if not self.congested:
                 self.congested = True
                 self.pauses += 1
@@ -65,9 +69,10 @@ class WriteBacklog:
         self.congested = False
         paused = time.monotonic() - self._since
         self.paused_seconds += paused
+        causes, self._causes = sorted(self._causes), set()
         if paused > SLOW_PAUSE:
-            log.warning("client input was paused for %.1f s while the database caught up with "
-                        "queued writes: the storage is too slow for this load", paused)
+            log.warning("client input was paused for %.1f s while %s caught up with what was queued "
+                        "for it: it is too slow for this load", paused, " and ".join(causes))
         waiters, self._waiters = self._waiters, []
         for resume in waiters:
             try:
