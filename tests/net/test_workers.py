@@ -55,7 +55,7 @@ async def test_input_pauses_while_the_other_worker_does_not_read_and_resumes_onc
     await mesh.start()
     try:
         # worker 1 reads nothing: the kernel's buffer fills, then asyncio's passes its mark
-        for n in range(200):
+        for n in range(2000):
             mesh.forward(1, message(n))
             await asyncio.sleep(0)                  # let the link write what this turn queued
             if backlog.congested:

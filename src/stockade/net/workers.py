@@ -43,6 +43,10 @@ LINK_HEADER = (f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}' 
                f"xmlns:w='{NS_WORKER}'>").encode()
 MAX_FORWARDED = 1 << 24               # a stanza passed the sender's own size limit already
 MAX_HANDOFF = 65536                   # bytes of one handoff record (its header)
+# Bytes waiting to be written to another worker before client input pauses (Link.pause_writing).
+# Far above what one event-loop turn forwards under load (asyncio's default of 64 KiB was
+# reached in the 1:1 benchmark and cost it about a tenth); reached when a worker is hung.
+LINK_HIGH_WATER = 4 << 20
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=LINK_HIGH_WATER)  # type: ignore[attr-defined]
         transport.write(LINK_HEADER)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
