@@ -119,12 +119,20 @@ async def test_pep_events_reach_interested_contacts_in_the_other_worker_only(wor
 
 
 async def test_a_message_for_an_offline_account_in_the_other_worker_waits_for_it(workers):
-    async with client(workers, jid("alice"), USERS["alice"]) as alice:
-        alice.send_message(mto=jid("bob"), mbody="while you were out", mtype="chat")
-        await alice.roundtrip()
-    async with client(workers, jid("bob"), USERS["bob"]) as bob:
-        msg = await bob.next_message()
-        assert msg["body"] == "while you were out" and msg["from"].bare == jid("alice")
+    raw = await RawStream.open(workers, DOMAIN)
+    try:
+        assert b"success" in await raw.authenticate("carol", USERS["carol"])      # worker 1
+        await raw.bind("desk")
+        await raw.send("<enable xmlns='urn:xmpp:sm:3'/>")
+        await raw.read_until(b"<enabled")
+        await raw.send(f"<message to='{jid(JUDY[0])}' type='chat'><body>while you were out</body></message>"
+                       "<r xmlns='urn:xmpp:sm:3'/>")
+        await raw.read_until(r"<a [^>]*/>")          # acknowledged: judy's worker has stored it
+    finally:
+        await raw.close()
+    async with client(workers, jid(JUDY[0]), JUDY[1]) as judy:
+        msg = await judy.next_message()
+        assert msg["body"] == "while you were out" and msg["from"].bare == jid("carol")
 
 
 async def test_group_chat_with_occupants_in_both_workers(workers):
