@@ -114,7 +114,6 @@ class Server:
             from .worker_node import WorkerNode
             self.node = WorkerNode(config.server.workers, self.worker_spec, self._node_failed)
             router.partition = self.node.partition        # before the modules: they ask it
-            self.node.storage = storage
         self.ctx = ctx = ServerContext(config=config, clock=self.clock, bus=bus, router=router,
                                        sessions=sessions, accounts=accounts, storage=storage, iq=iq,
                                        domains=domains, version=__version__)
@@ -207,7 +206,7 @@ class Server:
         await self.revocations.load()
         self._setup_threat_controls()
         if self.node is not None:
-            self.node.attach(router, self.throttle)
+            self.node.attach(router, self.throttle, storage)
             await self.node.start()
         await bus.fire_async(ServerStarted())
         await self._start_listeners()

@@ -53,14 +53,15 @@ class WorkerNode:
         self.count = count
         self.index = spec.index if spec is not None else 0
         self.is_first = spec is None
-        self._spec = spec
         self._ends: dict[int, dict[int, tuple[socket.socket, socket.socket]]] = {}
         if spec is None:                    # worker 0 makes every link before starting the others
             self._ends = make_links(count)
             links = {peer: (s.detach(), h.detach()) for peer, (s, h) in self._ends.pop(0).items()}
-            spec = WorkerSpec(0, count, {}, [], links)
+            spec = WorkerSpec(0, count, {}, links)
         self.mesh = Mesh(spec)
-        self.service_domains: set[str] = set(spec.service_domains)
+        # The services' domains (MUC, upload, proxy), filled by `attach`: every worker loads
+        # the same modules, so each finds them in its own router.
+        self.service_domains: set[str] = set()
         self.partition = Partition(self.index, count, self._forward, self.service_domains)
         self.handoff = Handoff(self.partition, self.mesh)
         self.router: Router | None = None
@@ -69,8 +70,7 @@ class WorkerNode:
         self._ready: dict[int, asyncio.Future[None]] = {}
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: list[asyncio.Task[Any]] = []
-        self.forwarded = 0
-        self.storage: Any = None                  # storage.Storage: what "stored" waits for
+        self.storage: Any = None                  # storage.Storage (attach): what "stored" waits for
         self._confirm_id = 0
         self._awaiting: dict[int, asyncio.Future[None]] = {}      # confirm id -> its future
         self._confirm_next: dict[int, str] = {}                   # peer -> id for its next stanza
@@ -80,19 +80,19 @@ class WorkerNode:
         return self.index == SERVICE_WORKER
 
     # -- wiring ---------------------------------------------------------------------------------
-    def attach(self, router: Router, throttle: LoginThrottle) -> None:
-        """Route through the partition; share the login failure counts with the other workers."""
+    def attach(self, router: Router, throttle: LoginThrottle, storage: Any) -> None:
+        """Once the modules are set up (the router has its partition from the start, app.py):
+        route what arrives from the other workers, share the login failure counts with them,
+        pause client input while one of them falls behind."""
         self.router = router
-        router.partition = self.partition
-        # The services' domains (MUC, upload, proxy): every worker loads the same modules.
+        self.storage = storage
         self.service_domains.update(router.components)
         self.service_domains.update(router.configured_components)
         self.mesh.on_stanza = self._stanza_arrived
         self.mesh.on_control = lambda peer, element: self._control(peer, element, throttle)
         self.mesh.on_handoff = self.handoff.arrived
         self.mesh.on_lost = self._link_lost
-        self.mesh.on_congestion = lambda peer, is_over: self.storage is not None and \
-            self.storage.backlog.over(f"worker process {peer}", is_over)
+        self.mesh.on_congestion = lambda peer, is_over: storage.backlog.over(f"worker process {peer}", is_over)
         throttle.shared = lambda what, key, number: self.mesh.broadcast(
             "throttle", {"what": what, "key": key, "n": repr(number)})
 
@@ -109,9 +109,7 @@ class WorkerNode:
             done = asyncio.get_running_loop().create_future()
             self._awaiting[self._confirm_id] = done
             self.mesh.control(worker, "confirm", {"id": str(self._confirm_id)})
-        if self.mesh.forward(worker, stanza):
-            self.forwarded += 1
-        elif self.router is not None:
+        if not self.mesh.forward(worker, stanza) and self.router is not None:
             self.router.bounce(stanza, StanzaError("service-unavailable", "the server is restarting; try again"))
         # Never resolved when the worker is gone: the node stops, and the client resends what
         # was not acknowledged.
@@ -133,8 +131,7 @@ class WorkerNode:
         try:
             if pending is not None:
                 await pending
-            if self.storage is not None:
-                await self.storage.flush()
+            await self.storage.flush()
         finally:
             self.mesh.control(peer, "done", {"id": confirm})
 
@@ -168,7 +165,7 @@ class WorkerNode:
         assert self.is_first
         for index in range(1, self.count):
             ends = self._ends[index]
-            spec = WorkerSpec(index, self.count, ports, sorted(self.service_domains),
+            spec = WorkerSpec(index, self.count, ports,
                               {peer: (s.fileno(), h.fileno()) for peer, (s, h) in ends.items()})
             fds = [fd for pair in spec.links.values() for fd in pair]
             env = dict(os.environ, **{SPEC_ENV: spec.to_json()})

@@ -81,6 +81,36 @@ async def test_a_forged_from_is_replaced_before_the_stanza_crosses_workers(worke
             await raw.close()
 
 
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue                                  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def test_nothing_outside_the_node_can_reach_the_links_between_workers(workers):
+    """What crosses between workers is trusted (docs/security.md): the links must be socket
+    pairs only the workers hold, never a path in the file system or a port."""
+    children = Path(f"/proc/{workers.pid}/task/{workers.pid}/children").read_text().split()
+    inodes = set().union(*(socket_inodes(int(pid)) for pid in [workers.pid, *children]))
+    unix = [line.split() for line in Path("/proc/net/unix").read_text().splitlines()[1:]]
+    ours = [fields for fields in unix if fields[6] in inodes]
+    assert len(ours) >= 4                             # 2 workers: 2 pairs, both ends held
+    assert all(len(fields) == 7 for fields in ours), [f[7] for f in ours if len(f) > 7]   # no path
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:                       # LISTEN
+                listening.add(int(fields[1].rsplit(":", 1)[1], 16))
+    assert listening == {workers.c2s_port, workers.direct_tls_port}
+
+
 async def test_presence_and_probes_cross_workers(workers):
     async with client(workers, jid("alice"), USERS["alice"]) as alice, \
                client(workers, jid("bob"), USERS["bob"]) as bob:

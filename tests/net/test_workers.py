@@ -15,7 +15,7 @@ TIMEOUT = 30.0
 def worker_0_and_the_ends_of_worker_1() -> tuple[Mesh, tuple]:
     ends = make_links(2)
     mine = {peer: (s.detach(), h.detach()) for peer, (s, h) in ends[0].items()}
-    return Mesh(WorkerSpec(0, 2, {}, [], mine)), ends[1][0]
+    return Mesh(WorkerSpec(0, 2, {}, mine)), ends[1][0]
 
 
 def message(n: int) -> Element:
@@ -27,7 +27,7 @@ def message(n: int) -> Element:
 async def test_stanzas_cross_in_order_and_keep_their_content():
     mesh, (stream, handoff) = worker_0_and_the_ends_of_worker_1()
     await mesh.start()
-    other = Mesh(WorkerSpec(1, 2, {}, [], {0: (stream.detach(), handoff.detach())}))
+    other = Mesh(WorkerSpec(1, 2, {}, {0: (stream.detach(), handoff.detach())}))
     got: list[Element] = []
     arrived = asyncio.Event()
 

@@ -37,17 +37,10 @@ class Partition:
         # that worker has routed it and stored what it caused.
         self.forward = forward
         self.service_domains = service_domains  # domains served by worker 0 (MUC, upload, proxy)
-        self._homes: dict[str, int] = {}
 
     def home(self, host: str, username: str) -> int:
         """The worker an account lives in. Stable across processes and restarts (not hash())."""
-        key = f"{username}@{host}"
-        worker = self._homes.get(key)
-        if worker is None:
-            worker = zlib.crc32(key.encode()) % self.count
-            if len(self._homes) < 200_000:
-                self._homes[key] = worker
-        return worker
+        return zlib.crc32(f"{username}@{host}".encode()) % self.count
 
     def home_of(self, jid: JID) -> int:
         return self.home(jid.domain, jid.local or "")

@@ -25,13 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.partition import Partition
 from ..protocol.errors import StreamError
+from .c2s import C2SConnection
 
 if TYPE_CHECKING:
-    from .c2s import C2SConnection, C2SContext
+    from .c2s import C2SContext
     from .connection import ClientConnection
     from .workers import Mesh
 
 log = logging.getLogger(__name__)
+
+
+def _restarting() -> StreamError:
+    """The end of a connection that cannot reach its worker: that worker is gone, and the node
+    is stopping (worker_node.py)."""
+    return StreamError("internal-server-error", "the server is restarting; connect again")
 
 
 class Handoff:
@@ -41,28 +48,24 @@ class Handoff:
         self.partition = partition
         self.mesh = mesh
         self.c2s: C2SContext | None = None        # set once the listeners exist
-        self.moved_out = 0
-        self.moved_in = 0
-        self.relays: set[_ClientSide] = set()
 
     # -- out ------------------------------------------------------------------------------------
-    def after_auth(self, conn: ClientConnection, host: str, username: str) -> bool:
-        """Called when `conn` authenticated: move it when its account lives elsewhere. True when
-        it was moved (or had to be closed): this worker is done with it."""
+    def after_auth(self, conn: ClientConnection, host: str, username: str) -> None:
+        """Called when `conn` authenticated: move it when its account lives in another worker
+        (or close it when it cannot get there)."""
         worker = self.partition.home(host, username)
         if worker == self.partition.index:
-            return False
-        from .c2s import C2SConnection
+            return
         if not isinstance(conn, C2SConnection) or conn.transport is None:
             conn.close(StreamError("internal-server-error", "this kind of connection cannot reach your account's "
                                                              "worker process; connect over TCP"))
-            return True
+            return
         if conn.has_pending_input():
             conn.close(StreamError("policy-violation", "data sent before the outcome of authentication"))
-            return True
+            return
         if not self.mesh.is_up(worker):
-            conn.close(StreamError("internal-server-error", "the server is restarting; connect again"))
-            return True
+            conn.close(_restarting())
+            return
         conn.flush()                                 # <success/>
         header: dict[str, Any] = {"host": host, "username": username, "address": conn.address,
                                   "secure": conn.is_secure}
@@ -75,12 +78,10 @@ class Handoff:
             transport.pause_reading()
             sock = transport.get_extra_info("socket")
             if not self.mesh.hand_off(worker, header, sock):
-                conn.close(StreamError("internal-server-error", "the server is restarting; connect again"))
-                return True
+                conn.close(_restarting())
+                return
             conn.moved_away()
             transport.abort()                        # our descriptor only: the worker has its own
-        self.moved_out += 1
-        return True
 
     def _relay(self, conn: C2SConnection, worker: int, header: dict[str, Any]) -> None:
         here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -90,14 +91,13 @@ class Handoff:
             there.close()
         if not sent:
             here.close()
-            conn.close(StreamError("internal-server-error", "the server is restarting; connect again"))
+            conn.close(_restarting())
             return
         transport = conn.transport
         assert transport is not None
-        client = _ClientSide(transport, self.relays)
+        client = _ClientSide(transport)
         transport.set_protocol(client)
         conn.moved_away()
-        self.relays.add(client)
         here.setblocking(False)
         worker_side = _WorkerSide(client)
         client.peer = worker_side
@@ -107,7 +107,6 @@ class Handoff:
     # -- in -------------------------------------------------------------------------------------
     def arrived(self, header: dict[str, Any], sock: socket.socket) -> None:
         """A connection another worker moved here (Mesh.on_handoff)."""
-        from .c2s import C2SConnection
         c2s = self.c2s
         try:
             host, username, address = header["host"], header["username"], header["address"]
@@ -123,7 +122,6 @@ class Handoff:
         sock.setblocking(False)
         conn = C2SConnection(c2s, secure, address=address)
         conn.stream.moved_in(host, username)
-        self.moved_in += 1
 
         async def attach() -> None:
             try:
@@ -137,10 +135,9 @@ class Handoff:
 class _ClientSide(asyncio.Protocol):
     """The TLS connection of a relayed client: what it sends goes to the home worker."""
 
-    def __init__(self, transport: asyncio.BaseTransport, relays: set[_ClientSide]) -> None:
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
         self.transport: Any = transport
         self.peer: _WorkerSide | None = None
-        self.relays = relays
         self._early: list[bytes] = []     # input before the worker side is connected
 
     def data_received(self, data: bytes) -> None:
@@ -161,7 +158,6 @@ class _ClientSide(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.relays.discard(self)
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.close()

@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 
 NS_WORKER = "urn:stockade:worker:0"
 SPEC_ENV = "STOCKADE_WORKER"          # the JSON WorkerSpec of a started worker
-LINK_HEADER = (f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}' "
-               f"xmlns:w='{NS_WORKER}'>").encode()
+LINK_HEADER = f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}'>".encode()
 MAX_FORWARDED = 1 << 24               # a stanza passed the sender's own size limit already
 MAX_HANDOFF = 65536                   # bytes of one handoff record (its header)
 # Bytes waiting to be written to another worker before client input pauses (Link.pause_writing).
@@ -55,19 +54,16 @@ class WorkerSpec:
     index: int
     count: int
     ports: dict[str, int]
-    service_domains: list[str]
     links: dict[int, tuple[int, int]] = field(default_factory=dict)   # peer -> (stream fd, handoff fd)
 
     def to_json(self) -> str:
         return json.dumps({"index": self.index, "count": self.count, "ports": self.ports,
-                           "service_domains": self.service_domains,
                            "links": {str(k): list(v) for k, v in self.links.items()}})
 
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         data = json.loads(text)
         return cls(index=data["index"], count=data["count"], ports=data["ports"],
-                   service_domains=data["service_domains"],
                    links={int(k): (v[0], v[1]) for k, v in data["links"].items()})
 
 
@@ -93,7 +89,6 @@ class Link(asyncio.Protocol):
         self.reader = StreamReader(max_stanza_size=MAX_FORWARDED, max_depth=64, max_attrs=256)
         self._out: list[bytes] = []
         self._scheduled = False
-        self.is_lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -118,7 +113,6 @@ class Link(asyncio.Protocol):
                 self.mesh.link_lost(self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.is_lost = True
         self.mesh.on_congestion(self.peer, False)
         self.mesh.link_lost(self.peer)
 
@@ -149,10 +143,9 @@ class Mesh:
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
-        self.index = spec.index
         self.links: dict[int, Link] = {}
         self._handoff_socks: dict[int, socket.socket] = {}
-        self._handoff_queue: dict[int, list[tuple[bytes, list[int]]]] = {}
+        self._handoff_queue: dict[int, list[tuple[bytes, int]]] = {}     # (record, descriptor) to send
         # Set by the owner (app.py) before start():
         self.on_stanza: Callable[[int, Element], None] = lambda peer, stanza: None
         self.on_control: Callable[[int, Element], None] = lambda peer, element: None
@@ -226,10 +219,10 @@ class Mesh:
         fd = os.dup(sock.fileno())
         queue = self._handoff_queue.get(peer)
         if queue:
-            queue.append((record, [fd]))
+            queue.append((record, fd))
             return True
         if not self._send_handoff(peer, handoff, record, fd):
-            self._handoff_queue[peer] = [(record, [fd])]
+            self._handoff_queue[peer] = [(record, fd)]
             asyncio.get_running_loop().add_writer(handoff.fileno(), self._handoff_writable, peer)
         return True
 
@@ -248,8 +241,8 @@ class Mesh:
         handoff = self._handoff_socks[peer]
         queue = self._handoff_queue.get(peer) or []
         while queue:
-            record, fds = queue[0]
-            if not self._send_handoff(peer, handoff, record, fds[0]):
+            record, fd = queue[0]
+            if not self._send_handoff(peer, handoff, record, fd):
                 return
             queue.pop(0)
         self._handoff_queue.pop(peer, None)
