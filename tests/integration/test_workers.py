@@ -5,11 +5,14 @@ A client lands in whichever worker the kernel gives its connection to and moves 
 after SASL (net/handoff.py); stanzas between accounts in different workers are forwarded. The
 same conversations as with one process must work: chat, presence and probes, offline messages,
 group chat (in worker 0), and the brute-force limits must count attempts made in every worker.
+The compliance journal is on (the default), as a company runs it: every worker records what its
+clients send, in one hash chain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -28,6 +31,8 @@ from .test_pep import TUNE, event_items, events_about, next_event, pep_client, p
 from .test_presence import befriend
 
 JUDY = ("judy", "judy-pw-6666")       # another account of worker 0
+# Only the journal test uses these two (they never go online: the messages wait offline for them).
+RECORDERS = {"grace": "grace-pw-7777", "oscar": "oscar-pw-8888"}       # worker 1, worker 0
 TARGET = "ivan"                       # the account the brute-force test locks
 TARGET_PASSWORD = "ivan-pw-5555"
 MAX_FAILURES = 10
@@ -42,9 +47,9 @@ def home(user: str) -> int:
 def workers(tmp_path_factory) -> ServerProcess:
     proc = ServerProcess(tmp_path_factory.mktemp("workers"), [DOMAIN], config={
         "server": {"workers": 2, "log_level": "debug"}, "http": {"enabled": False},
-        "journal": {"enabled": False}, "c2s": {"require_tls": False},
+        "c2s": {"require_tls": False},
         "auth": {"max_failures_per_account": MAX_FAILURES, "lockout": 3600.0}})
-    for user, password in [*USERS.items(), JUDY, (TARGET, TARGET_PASSWORD)]:
+    for user, password in [*USERS.items(), *RECORDERS.items(), JUDY, (TARGET, TARGET_PASSWORD)]:
         assert proc.cli("user", "add", jid(user), "--password", password).status == 0
     with proc:
         yield proc
@@ -52,7 +57,8 @@ def workers(tmp_path_factory) -> ServerProcess:
 
 def test_alice_and_bob_live_in_different_workers():
     # what the other tests rely on (each pair of accounts befriends once: the server lives on)
-    assert home("alice") == home("carol") == 1 and home("bob") == home(JUDY[0]) == 0
+    assert home("alice") == home("carol") == home("grace") == 1
+    assert home("bob") == home(JUDY[0]) == home("oscar") == 0
 
 
 async def test_alice_and_bob_in_different_workers_chat(workers):
@@ -163,6 +169,45 @@ async def test_a_message_for_an_offline_account_in_the_other_worker_waits_for_it
     async with client(workers, jid(JUDY[0]), JUDY[1]) as judy:
         msg = await judy.next_message()
         assert msg["body"] == "while you were out" and msg["from"].bare == jid("carol")
+
+
+async def recording_stream(workers, user: str) -> RawStream:
+    """`user` logged in with stream management on: an ack says what the journal recorded."""
+    raw = await RawStream.open(workers, DOMAIN)
+    assert b"success" in await raw.authenticate(user, RECORDERS[user])
+    await raw.bind("journal")
+    await raw.send("<enable xmlns='urn:xmpp:sm:3'/>")
+    await raw.read_until(b"<enabled")
+    return raw
+
+
+async def test_every_worker_records_into_the_one_journal_chain(workers):
+    """grace's messages are recorded by worker 1, oscar's by worker 0, in turns: each append
+    must read the chain's head under the database's write lock (storage/journal.py), not
+    remember its own last one, for the records to form one chain that verifies, with every
+    message in it once, as sent."""
+    rounds, per_round = 4, 10
+    grace, oscar = await recording_stream(workers, "grace"), await recording_stream(workers, "oscar")
+    try:
+        for r in range(rounds):
+            for raw, peer, word in ((grace, "oscar", "quince"), (oscar, "grace", "medlar")):
+                await raw.send("".join(f"<message to='{jid(peer)}' type='chat'><body>{word} {r}.{n}</body>"
+                                       f"</message>" for n in range(per_round)) + "<r xmlns='urn:xmpp:sm:3'/>")
+                await raw.read_until(rf"<a [^>]*h=['\"]{per_round * (r + 1)}['\"]")      # recorded
+    finally:
+        await grace.close()
+        await oscar.close()
+    verified = workers.cli("archive", "verify")
+    assert verified.status == 0, verified.stderr
+    assert verified.lines[0].startswith("journal intact:")
+    for word, sender, peer in (("quince", "grace", "oscar"), ("medlar", "oscar", "grace")):
+        found = workers.cli("archive", "search", "--host", DOMAIN, "--words", word, "--limit", "500", "--json")
+        assert found.status == 0, found.stderr
+        records = [json.loads(line) for line in found.lines if line.startswith("{")]
+        assert sorted(r["body"] for r in records) == sorted(f"{word} {r}.{n}" for r in range(rounds)
+                                                            for n in range(per_round))
+        assert {(r["from"].split("/")[0], r["to"]) for r in records} == {(jid(sender), jid(peer))}
+        assert all(r["verified"] for r in records)
 
 
 async def test_group_chat_with_occupants_in_both_workers(workers):
@@ -298,7 +343,7 @@ async def test_failed_logins_in_every_worker_count_towards_one_lockout(workers):
 
 async def test_a_worker_that_exits_stops_the_whole_node(tmp_path):
     proc = ServerProcess(tmp_path, [DOMAIN], config={
-        "server": {"workers": 2}, "http": {"enabled": False}, "journal": {"enabled": False}})
+        "server": {"workers": 2}, "http": {"enabled": False}})
     await proc.astart()
     try:
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
@@ -314,7 +359,7 @@ async def test_a_worker_that_exits_stops_the_whole_node(tmp_path):
 async def test_the_other_workers_exit_when_worker_0_is_killed(tmp_path):
     """A worker left behind would keep accepting connections on the shared port."""
     proc = ServerProcess(tmp_path, [DOMAIN], config={
-        "server": {"workers": 2}, "http": {"enabled": False}, "journal": {"enabled": False}})
+        "server": {"workers": 2}, "http": {"enabled": False}})
     await proc.astart()
     child = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
     pidfd = os.pidfd_open(child)
