@@ -66,22 +66,25 @@ STOCKADE_VARIANTS: dict[str, str] = {
     "stockade-noarchive": "no-archive",   # every default module but MAM (the peers keep no archive)
     "stockade-2cores": "default",      # every default module, the server not pinned (see UNPINNED)
     "stockade-workers": "workers",     # every default module, one worker process per core, not pinned
+    "stockade-journal-workers": "journal-workers",   # "stockade-journal" in one worker process per core
 }
 # Servers started on every core instead of core SERVER_CORE: what one Stockade process gets out of
 # a second core (its database threads run beside the event loop while SQLite works without the
 # interpreter lock). The load generator keeps running on GENERATOR_CORE, so on a 2-core machine
 # the server shares that core with it.
-UNPINNED = {"stockade-2cores", "stockade-workers"}
+UNPINNED = {"stockade-2cores", "stockade-workers", "stockade-journal-workers"}
 # Run only when named in --servers: ejabberd with its message archive in SQLite (bench/peers.py)
 # falls behind under the 1:1 load (about 1,200 msgs/s here) and would add a failed run to every
-# `make bench`; it is there to compare archives like for like.
-OPT_IN = {"ejabberd-mam"}
+# `make bench`; it is there to compare archives like for like. The journal in worker processes
+# is a figure for docs/benchmarks.md, not a target, and would add a minute to every round.
+OPT_IN = {"ejabberd-mam", "stockade-journal-workers"}
 PY_SPY = "py-spy==0.4.3"          # the sampling profiler behind --profile, installed when missing
 SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+policy+encryption",
                  "stockade-journal-plain": "Stockade journal+policy",
                  "stockade-dlp": "Stockade journal+policy+encryption+DLP", "stockade-policy": "Stockade policy only",
                  "stockade-routing": "Stockade routing-only", "stockade-noarchive": "Stockade without archive",
                  "stockade-2cores": "Stockade on both cores", "stockade-workers": "Stockade workers on all cores",
+                 "stockade-journal-workers": "Stockade journal+policy+encryption, workers on all cores",
                  "prosody": "Prosody", "ejabberd": "ejabberd",
                  "ejabberd-mam": "ejabberd with MAM", "stockade-baseline": "Stockade at the baseline"}
 
@@ -92,8 +95,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                             ("per_server_cpu_s", "logins per server CPU-s"))),
     Scenario("one_to_one", "one_to_one", {"pairs": 500, "window": 50, "duration": 20.0, "warmup": 2.0},
              "msgs_per_s", "msgs/s", servers=("stockade", "stockade-policy", "stockade-journal-plain", "stockade-journal", "stockade-dlp",
-                                              "stockade-routing", "stockade-noarchive", "stockade-2cores", "stockade-workers", "prosody", "ejabberd",
-                                              "ejabberd-mam"),
+                                              "stockade-routing", "stockade-noarchive", "stockade-2cores", "stockade-workers",
+                                              "stockade-journal-workers", "prosody", "ejabberd", "ejabberd-mam"),
              extra_metrics=(("latency.p50_ms", "p50 ms"), ("latency.p99_ms", "p99 ms"),
                             ("per_server_cpu_s", "msgs per server CPU-s"))),
     # Held 25 s: long enough for Stockade's idle sweep (every 10 s, of connections silent for a

@@ -280,7 +280,9 @@ enabled = false
 # The "workers" variant: one worker process per core (docs/architecture.md, "Worker processes").
 WORKERS = os.cpu_count() or 1
 
-POLICIES = {"journal": JOURNAL_POLICY, "journal-plain": JOURNAL_PLAIN, "dlp": DLP_POLICY, "policy": POLICY_ONLY}
+POLICIES = {"journal": JOURNAL_POLICY, "journal-plain": JOURNAL_PLAIN, "dlp": DLP_POLICY, "policy": POLICY_ONLY,
+            "journal-workers": JOURNAL_POLICY}
+WORKER_VARIANTS = ("workers", "journal-workers")
 
 
 class Stockade(Server):
@@ -298,6 +300,7 @@ class Stockade(Server):
     variant "no-archive": every default module but the message archive (MAM), like the peers,
                        which keep none in their default configurations.
     variant "workers": "default" in one worker process per core (WORKERS).
+    variant "journal-workers": "journal" in one worker process per core.
     """
 
     def __init__(self, data: Dataset, variant: str = "default", *, share_dir: Path | None = None,
@@ -309,13 +312,13 @@ class Stockade(Server):
         super().__init__(data)
         if variant == "no-archive":
             disabled = ["mam"]
-        elif variant in ("default", "journal", "journal-plain", "dlp", "policy", "workers"):
+        elif variant in ("default", "journal", "journal-plain", "dlp", "policy", *WORKER_VARIANTS):
             disabled = []
         else:
             disabled = [m for m in stockade_modules() if m not in ROUTING_ONLY_KEEP]
         self.description = ("all default modules" if not disabled else
                             "modules: " + ", ".join(m for m in stockade_modules() if m not in disabled))
-        if variant == "journal":
+        if variant in ("journal", "journal-workers"):
             self.description += ", compliance journal, encryption at rest, default policy set"
         elif variant == "journal-plain":
             self.description += ", compliance journal, default policy set (no encryption at rest)"
@@ -323,7 +326,7 @@ class Stockade(Server):
             self.description += ", default policy set (no journal, no encryption at rest)"
         elif variant == "dlp":
             self.description += ", compliance journal, encryption at rest, default policy set, DLP rules, link warnings"
-        elif variant == "workers":
+        if variant in WORKER_VARIANTS:
             self.description += f", {WORKERS} worker processes"
         self.data_dir = share_dir or (self.dir / "data")
         self.config = self.dir / "stockade.toml"
@@ -337,7 +340,7 @@ data_dir = "{self.data_dir}"
 log_level = "warning"
 use_uvloop = true
 disabled_modules = [{modules}]
-{f"workers = {WORKERS}" if self.variant == "workers" else ""}
+{f"workers = {WORKERS}" if self.variant in WORKER_VARIANTS else ""}
 
 [[hosts]]
 domain = "{dataset.DOMAIN}"
