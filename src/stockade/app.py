@@ -334,7 +334,11 @@ class Server:
         c2s_ctx.writes = self.storage.backlog      # pause client input while the writers catch up
         if c2s.new_connections_per_minute:     # new connections per minute from one address (net/c2s.py)
             from .policy.flood import ConnectionRate
-            c2s_ctx.admit_connection = ConnectionRate(self.clock, c2s.new_connections_per_minute).admit
+            c2s_ctx.limits.rate = ConnectionRate(self.clock, c2s.new_connections_per_minute).admit
+        if self.node is not None:              # one worker counts each address (net/address_gate.py)
+            from .net.address_gate import AddressGate
+            c2s_ctx.address_gate = self.node.address_gate = AddressGate(
+                self.node.index, self.node.count, self.node.mesh, c2s_ctx.limits)
         # Several workers share each port (SO_REUSEPORT); the ones worker 0 started take the
         # ports it bound (chosen by the system when the configuration says 0).
         shared = self.node is not None

@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from .core.partition import SERVICE_WORKER, Partition
+from .net.address_gate import AddressGate
 from .net.handoff import Handoff
 from .net.workers import SPEC_ENV, Mesh, WorkerSpec, make_links
 from .protocol.errors import StanzaError
@@ -74,6 +75,7 @@ class WorkerNode:
         self._confirm_id = 0
         self._awaiting: dict[int, asyncio.Future[None]] = {}      # confirm id -> its future
         self._confirm_next: dict[int, str] = {}                   # peer -> id for its next stanza
+        self.address_gate: AddressGate | None = None              # set with the listeners (app.py)
 
     @property
     def runs_services(self) -> bool:
@@ -149,6 +151,10 @@ class WorkerNode:
             future = self._ready.get(peer)
             if future is not None and not future.done():
                 future.set_result(None)
+        elif element.name in ("admit", "admitted", "release") and self.address_gate is not None:
+            gate = self.address_gate
+            {"admit": gate.on_admit, "admitted": gate.on_admitted, "release": gate.on_release}[element.name](
+                peer, element.attrs)
         elif element.name == "throttle":
             try:
                 throttle.apply(element.attrs["what"], element.attrs["key"], float(element.attrs["n"]))

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import zlib
 from pathlib import Path
 
 import pytest
@@ -339,6 +340,90 @@ async def test_failed_logins_in_every_worker_count_towards_one_lockout(workers):
             assert b"</failure>" in await raw.authenticate(TARGET, TARGET_PASSWORD)
         finally:
             await raw.close()
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def worker_holding(proc: ServerProcess, raw: RawStream) -> int:
+    """Which worker holds the server's end of `raw` (with two workers: worker 0 is the process
+    the test started, worker 1 its child)."""
+    port = raw.writer.get_extra_info("sockname")[1]
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == proc.c2s_port and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                inode = fields[9]
+    assert inode is not None
+    [worker] = [n for n, pid in enumerate([proc.pid, *children_of(proc.pid)]) if inode in socket_inodes(pid)]
+    return worker
+
+
+async def connect(proc: ServerProcess) -> tuple[RawStream, bytes]:
+    """A new connection and what the server answered its stream header: the features, or the
+    stream error that refused it (and the closed connection)."""
+    raw = await RawStream.open(proc, DOMAIN)
+    await raw.send(header(DOMAIN))
+    return raw, await raw.read_until(r"</stream:features>|</stream:stream>")
+
+
+async def test_the_connections_per_address_limit_holds_for_the_whole_node(tmp_path):
+    """One worker counts an address's connections wherever the kernel put them
+    (net/address_gate.py): with two held in each worker the limit of four is reached, although
+    each worker holds only two; a connection that ends in the other worker frees its place, and
+    so does one that moved to its account's worker after logging in."""
+    cap = 4
+    proc = ServerProcess(tmp_path, [DOMAIN], config={
+        "server": {"workers": 2}, "http": {"enabled": False},
+        "c2s": {"require_tls": False, "max_connections_per_address": cap}})
+    assert proc.cli("user", "add", jid("alice"), "--password", USERS["alice"]).status == 0
+    await proc.astart()
+    held: dict[int, list[RawStream]] = {0: [], 1: []}
+    try:
+        for _ in range(TRIES):                # two in each worker, as the kernel deals them
+            if all(len(conns) == cap // 2 for conns in held.values()):
+                break
+            raw, answer = await connect(proc)
+            if b"</stream:features>" in answer and len(held[worker := worker_holding(proc, raw)]) < cap // 2:
+                held[worker].append(raw)
+            else:                             # one too many in that worker (or refused meanwhile)
+                await raw.close()
+        assert all(len(conns) == cap // 2 for conns in held.values())
+        refused, answer = await connect(proc)
+        assert b"<policy-violation" in answer and b"too many connections from your address" in answer
+        await refused.close()
+        # One ends in the worker that does not count 127.0.0.1: the counting worker hears of it.
+        other = 1 - zlib.crc32(b"127.0.0.1") % 2
+        await held[other].pop().close()
+        for _ in range(TRIES):
+            raw, answer = await connect(proc)
+            held[0].append(raw)
+            if b"</stream:features>" in answer:
+                break
+        assert b"</stream:features>" in answer
+        for raw in held[0] + held[1]:
+            await raw.close()
+        held = {0: [], 1: []}
+        # Logged in, a connection moves to alice's worker (net/handoff.py) when it landed in the
+        # other one; counted where it was admitted, it must be released from where it ends.
+        moved = 0
+        for _ in range(4 * TRIES):
+            raw, answer = await connect(proc)        # refused while a release is on its way
+            if b"</stream:features>" in answer:
+                landed = worker_holding(proc, raw)
+                assert b"success" in await raw.authenticate("alice", USERS["alice"], opened=True)
+                assert b"<jid>" in await raw.bind("counted")
+                moved += landed != home("alice")
+            await raw.close()
+            if moved > cap:
+                break
+        assert moved > cap
+    finally:
+        for raw in held[0] + held[1]:
+            await raw.close()
+        proc.stop()
 
 
 async def test_a_worker_that_exits_stops_the_whole_node(tmp_path):

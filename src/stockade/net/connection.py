@@ -82,6 +82,46 @@ class Flusher:
             conn.flush()
 
 
+class AddressLimits:
+    """Client connections per IP address: how many are open ([c2s] max_connections_per_address)
+    and, when `rate` is set, how many started in the last minute ([c2s]
+    new_connections_per_minute; policy/flood.py ConnectionRate).
+
+    With several worker processes, one worker counts each address, whichever worker holds its
+    connections (`AddressGate` in worker_node.py): `worker` is the index of the worker whose
+    counts these are (0 with one process)."""
+
+    __slots__ = ("max_open", "rate", "open", "worker")
+
+    def __init__(self, max_open: int, rate: Callable[[str], bool] | None = None, worker: int = 0) -> None:
+        self.max_open = max_open
+        self.rate = rate
+        self.open: dict[str, int] = {}
+        self.worker = worker
+
+    def admit(self, address: str) -> StreamError | None:
+        """Count a new connection from `address`; the stream error to end it with when it is
+        one too many (then it is not counted)."""
+        count = self.open.get(address, 0)
+        if count >= self.max_open:
+            log.warning("refusing connection from %s: %d connections already open", address, count)
+            return StreamError("policy-violation", "too many connections from your address")
+        if self.rate is not None and not self.rate(address):
+            log.warning("refusing connection from %s: too many new connections in the last minute", address)
+            return StreamError("policy-violation", "too many new connections from your address in the last "
+                                                   "minute; wait a minute and connect again")
+        self.open[address] = count + 1
+        return None
+
+    def release(self, address: str) -> None:
+        """A connection `admit` counted has ended."""
+        left = self.open.get(address, 1) - 1
+        if left <= 0:
+            self.open.pop(address, None)
+        else:
+            self.open[address] = left
+
+
 class C2SContext:
     """What every client connection shares: the hub, authentication, limits, extensions."""
 
@@ -94,19 +134,20 @@ class C2SContext:
         self._options: dict[tuple[bool, bool], StreamOptions] = {}
         self.tls_context = tls_context
         self.negotiation_timeout = negotiation_timeout
-        self.max_per_address = max_per_address
+        self.limits = AddressLimits(max_per_address)
         self.max_write_buffer = max_write_buffer
         # Top-level elements that are not stanzas, by namespace (stream management, CSI).
         self.nonza_handlers: dict[str, NonzaHandler] = {}
         self.flusher = Flusher()
-        self.per_address: dict[str, int] = {}
         self.connections: set[ClientConnection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # Backpressure from the storage writers (storage/backlog.py); app.py sets the Storage's.
         self.writes = WriteBacklog()
         # With several worker processes: moves a client to its account's worker after SASL
-        # (net/handoff.py). None with one process.
+        # (net/handoff.py), and asks the worker that counts an address's connections
+        # (worker_node.AddressGate). None with one process.
         self.handoff: Any = None
+        self.address_gate: Any = None
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run work for a connection in the background, tracked so that shutdown can wait for it."""
@@ -132,7 +173,7 @@ class ClientConnection(ABC):
 
     transport = "tcp"           # what the client connected over (policy asks: web_client permission)
 
-    __slots__ = ("_backlog", "_busy", "_closing", "_counted", "_dirty", "_held_back", "_input", "_paused", "_seen_input",
+    __slots__ = ("_backlog", "_busy", "_closing", "_counted_by", "_dirty", "_held_back", "_input", "_paused", "_seen_input",
                  "_swept_input", "_timer", "address", "ctx", "is_secure", "sasl", "session", "stream",
                  "__weakref__")
 
@@ -155,7 +196,9 @@ class ClientConnection(ABC):
         self._dirty = False
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
-        self._counted = False
+        # The AddressLimits (or, with several workers, the other worker's counts) this
+        # connection is counted in; released when it ends.
+        self._counted_by: Any = None
 
     # -- transport hooks (subclasses) -----------------------------------------------------------
     @abstractmethod
@@ -183,26 +226,36 @@ class ClientConnection(ABC):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def opened(self, address: str) -> bool:
-        """The transport is up. Returns False when the connection was refused (address cap)."""
+        """The transport is up. Returns False when the connection was refused (address limits).
+
+        With several workers, the worker that counts `address` decides (worker_node.AddressGate):
+        when that is another one, input waits for its answer (`admission`). A connection moved
+        here from another worker was counted there already (`_counted_by` is set)."""
         self.address = address
         ctx = self.ctx
         ctx.connections.add(self)
-        count = ctx.per_address.get(address, 0) + 1
-        ctx.per_address[address] = count
-        self._counted = True
-        if count > ctx.max_per_address:
-            log.warning("refusing connection from %s: %d connections already open", address, count - 1)
-            self._end(StreamError("policy-violation", "too many connections from your address"))
-            return False
-        # New connections per minute from one address, on every port and over WebSocket alike
-        # ([c2s] new_connections_per_minute; policy/flood.py ConnectionRate, set by app.py).
-        admit = getattr(ctx, "admit_connection", None)
-        if admit is not None and not admit(address):
-            log.warning("refusing connection from %s: too many new connections in the last minute", address)
-            self._end(StreamError("policy-violation", "too many new connections from your address in the last "
-                                                      "minute; wait a minute and connect again"))
-            return False
         self._timer = asyncio.get_running_loop().call_later(ctx.negotiation_timeout, self._negotiation_timeout)
+        if self._counted_by is not None:
+            return True
+        gate = ctx.address_gate
+        if gate is not None and not gate.counts_here(address):
+            self._busy = True                 # input waits for the answer, as behind an async step
+            gate.ask(address, self.admission)
+            return True
+        return self.admission(ctx.limits, ctx.limits.admit(address))
+
+    def admission(self, counts: Any, refusal: StreamError | None) -> bool:
+        """The answer about this connection's address: counted in `counts`, or `refusal`."""
+        waited, self._busy = self._busy, False
+        if refusal is not None:
+            self._end(refusal)
+            return False
+        if self._closing:                   # gone while the other worker decided
+            counts.release(self.address)
+            return False
+        self._counted_by = counts
+        if waited:
+            self._carry_on()
         return True
 
     def receive(self, data: bytes) -> None:
@@ -230,21 +283,25 @@ class ClientConnection(ABC):
         return bool(self._backlog) or bool(self._input)
 
     def moved_away(self) -> None:
-        """Another worker took the client over (net/handoff.py): forget it here, end nothing."""
+        """Another worker took the client over (net/handoff.py): forget it here, end nothing.
+        It stays counted for its address where it was (`counted_by`); the new worker releases it."""
+        self._counted_by = None
         self.lost()
+
+    @property
+    def counted_by(self) -> int | None:
+        """The worker whose counts of this connection's address include it."""
+        counts = self._counted_by
+        return None if counts is None else counts.worker
 
     def lost(self) -> None:
         """The transport is gone."""
         self._closing = True
         ctx = self.ctx
         ctx.connections.discard(self)
-        if self._counted:
-            left = ctx.per_address.get(self.address, 1) - 1
-            if left <= 0:
-                ctx.per_address.pop(self.address, None)
-            else:
-                ctx.per_address[self.address] = left
-            self._counted = False
+        counts, self._counted_by = self._counted_by, None
+        if counts is not None:
+            counts.release(self.address)
         if self._timer is not None:
             self._timer.cancel()
         session, self.session = self.session, None
@@ -355,6 +412,10 @@ class ClientConnection(ABC):
         except Exception:
             log.exception("processing a stanza from %s failed", self.session or self.address)
         self._busy = False
+        self._carry_on()
+
+    def _carry_on(self) -> None:
+        """An async step is over: process what waited behind it, then read again."""
         self._run_backlog()
         while not self._busy and self._input and not self._closing:
             self._feed(self._input.popleft())

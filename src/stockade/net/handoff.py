@@ -68,7 +68,7 @@ class Handoff:
             return
         conn.flush()                                 # <success/>
         header: dict[str, Any] = {"host": host, "username": username, "address": conn.address,
-                                  "secure": conn.is_secure}
+                                  "secure": conn.is_secure, "counted_by": conn.counted_by}
         transport = conn.transport
         if conn.is_secure or transport.get_write_buffer_size():
             log.debug("moving %s@%s from %s to worker %d (relayed)", username, host, conn.address, worker)
@@ -121,6 +121,9 @@ class Handoff:
             return
         sock.setblocking(False)
         conn = C2SConnection(c2s, secure, address=address)
+        counted_by = header.get("counted_by")
+        if isinstance(counted_by, int) and c2s.address_gate is not None and 0 <= counted_by < c2s.address_gate.count:
+            conn.admission(c2s.address_gate.counts_of(counted_by), None)    # admitted where it landed
         conn.stream.moved_in(host, username)
 
         async def attach() -> None:
@@ -129,6 +132,7 @@ class Handoff:
             except OSError as exc:
                 log.info("a connection from %s closed while moving here: %s", address, exc)
                 sock.close()
+                conn.lost()                          # no longer counted for its address
         c2s.spawn(attach())
 
 
