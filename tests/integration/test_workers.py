@@ -361,12 +361,23 @@ def worker_holding(proc: ServerProcess, raw: RawStream) -> int:
     return worker
 
 
-async def connect(proc: ServerProcess) -> tuple[RawStream, bytes]:
-    """A new connection and what the server answered its stream header: the features, or the
-    stream error that refused it (and the closed connection)."""
+async def connect(proc: ServerProcess) -> tuple[RawStream, bool]:
+    """A new connection, and whether it was admitted: then it is past STARTTLS. The worker that
+    counts the address refuses at once; another one answers the stream header and holds what
+    the client sends next until the counting worker answered, so the answer to <starttls/> is
+    <proceed/> or the stream error that refuses the connection."""
     raw = await RawStream.open(proc, DOMAIN)
     await raw.send(header(DOMAIN))
-    return raw, await raw.read_until(r"</stream:features>|</stream:stream>")
+    answer = await raw.read_until(r"</stream:features>|</stream:stream>")
+    if b"</stream:features>" in answer:
+        await raw.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        answer = await raw.read_until(r"<proceed[^>]*/>|</stream:stream>")
+    if b"<proceed" not in answer:
+        assert b"<policy-violation" in answer and b"too many connections from your address" in answer
+        return raw, False
+    await raw.writer.start_tls(RawStream._tls(raw.cert), server_hostname="localhost")
+    raw.received = b""
+    return raw, True
 
 
 async def test_the_connections_per_address_limit_holds_for_the_whole_node(tmp_path):
@@ -385,35 +396,36 @@ async def test_the_connections_per_address_limit_holds_for_the_whole_node(tmp_pa
         for _ in range(TRIES):                # two in each worker, as the kernel deals them
             if all(len(conns) == cap // 2 for conns in held.values()):
                 break
-            raw, answer = await connect(proc)
-            if b"</stream:features>" in answer and len(held[worker := worker_holding(proc, raw)]) < cap // 2:
+            raw, admitted = await connect(proc)
+            if admitted and len(held[worker := worker_holding(proc, raw)]) < cap // 2:
                 held[worker].append(raw)
             else:                             # one too many in that worker (or refused meanwhile)
                 await raw.close()
         assert all(len(conns) == cap // 2 for conns in held.values())
-        refused, answer = await connect(proc)
-        assert b"<policy-violation" in answer and b"too many connections from your address" in answer
+        refused, admitted = await connect(proc)
+        assert not admitted
         await refused.close()
         # One ends in the worker that does not count 127.0.0.1: the counting worker hears of it.
         other = 1 - zlib.crc32(b"127.0.0.1") % 2
         await held[other].pop().close()
         for _ in range(TRIES):
-            raw, answer = await connect(proc)
+            raw, admitted = await connect(proc)
             held[0].append(raw)
-            if b"</stream:features>" in answer:
+            if admitted:
                 break
-        assert b"</stream:features>" in answer
+        assert admitted
         for raw in held[0] + held[1]:
             await raw.close()
         held = {0: [], 1: []}
         # Logged in, a connection moves to alice's worker (net/handoff.py) when it landed in the
-        # other one; counted where it was admitted, it must be released from where it ends.
+        # other one (TLS: relayed); counted where it was admitted, it must be released from
+        # where it ends.
         moved = 0
         for _ in range(4 * TRIES):
-            raw, answer = await connect(proc)        # refused while a release is on its way
-            if b"</stream:features>" in answer:
+            raw, admitted = await connect(proc)      # refused while a release is on its way
+            if admitted:
                 landed = worker_holding(proc, raw)
-                assert b"success" in await raw.authenticate("alice", USERS["alice"], opened=True)
+                assert b"success" in await raw.authenticate("alice", USERS["alice"])
                 assert b"<jid>" in await raw.bind("counted")
                 moved += landed != home("alice")
             await raw.close()

@@ -122,6 +122,19 @@ class AddressLimits:
             self.open[address] = left
 
 
+class _Asking:
+    """A connection's counts while the worker that counts its address has not answered."""
+
+    worker = None
+
+    @staticmethod
+    def release(address: str) -> None:
+        pass
+
+
+ASKING = _Asking()
+
+
 class C2SContext:
     """What every client connection shares: the hub, authentication, limits, extensions."""
 
@@ -228,9 +241,11 @@ class ClientConnection(ABC):
     def opened(self, address: str) -> bool:
         """The transport is up. Returns False when the connection was refused (address limits).
 
-        With several workers, the worker that counts `address` decides (worker_node.AddressGate):
-        when that is another one, input waits for its answer (`admission`). A connection moved
-        here from another worker was counted there already (`_counted_by` is set)."""
+        With several workers, the worker that counts `address` decides (net/address_gate.py):
+        when that is another one, the stream opens (its header is answered with the features)
+        and what the client sends after the chunk with the header waits for the answer
+        (`admission`), which comes back meanwhile. A connection moved here from another worker was counted
+        there already (`_counted_by` is set)."""
         self.address = address
         ctx = self.ctx
         ctx.connections.add(self)
@@ -239,14 +254,15 @@ class ClientConnection(ABC):
             return True
         gate = ctx.address_gate
         if gate is not None and not gate.counts_here(address):
-            self._busy = True                 # input waits for the answer, as behind an async step
+            self._counted_by = ASKING
             gate.ask(address, self.admission)
             return True
         return self.admission(ctx.limits, ctx.limits.admit(address))
 
     def admission(self, counts: Any, refusal: StreamError | None) -> bool:
         """The answer about this connection's address: counted in `counts`, or `refusal`."""
-        waited, self._busy = self._busy, False
+        held = self._counted_by is ASKING and self._busy
+        self._counted_by = None
         if refusal is not None:
             self._end(refusal)
             return False
@@ -254,7 +270,8 @@ class ClientConnection(ABC):
             counts.release(self.address)
             return False
         self._counted_by = counts
-        if waited:
+        if held:
+            self._busy = False
             self._carry_on()
         return True
 
@@ -263,6 +280,8 @@ class ClientConnection(ABC):
         if self._closing:
             return
         self._seen_input += 1
+        if self._counted_by is ASKING and self._seen_input > 1:
+            self._busy = True       # past the stream header: waits for the address's counting worker
         if self._busy:
             if self._input is None:
                 self._input = deque()
@@ -373,6 +392,9 @@ class ClientConnection(ABC):
     def _run_backlog(self) -> None:
         backlog = self._backlog
         if backlog is None:
+            return
+        if self._counted_by is ASKING:       # the address's counting worker has not answered:
+            self._busy = True                # what the client sent waits (`admission`)
             return
         while backlog and not self._closing:
             pending = self._handle(backlog.popleft())

@@ -97,13 +97,10 @@ class RawStream:
         await self.writer.start_tls(self._tls(self.cert), server_hostname="localhost")
         self.received = b""
 
-    async def authenticate(self, username: str, password: str, mechanism: str = "SCRAM-SHA-256",
-                           opened: bool = False) -> bytes:
-        """Run SASL (after opening the stream, unless `opened`: the caller read the features);
-        returns the server's last answer (<success/> or <failure/>)."""
-        if not opened:
-            await self.send(header(self.domain))
-            await self.read_until(b"</stream:features>")
+    async def authenticate(self, username: str, password: str, mechanism: str = "SCRAM-SHA-256") -> bytes:
+        """Run SASL; returns the server's last answer (<success/> or <failure/>)."""
+        await self.send(header(self.domain))
+        await self.read_until(b"</stream:features>")
         if mechanism == "PLAIN":
             data = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
             await self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{data}</auth>")
