@@ -354,7 +354,9 @@ class Server:
             self._servers += servers
             self.ports["c2s_direct_tls"] = port
         comp = config.component_listener
-        if comp.enabled or config.components:
+        # With several workers, worker 0 alone accepts components: stanzas for their domains go
+        # there like those for the other services (core/partition.py).
+        if (comp.enabled or config.components) and self.ctx.runs_services:
             self.component_ctx = cctx = ComponentContext(
                 router=self.router, secrets={c.domain: c.secret for c in config.components},
                 negotiation_timeout=c2s.negotiation_timeout, max_stanza_size=c2s.max_stanza_size)

@@ -4,7 +4,8 @@ Each account lives in one worker (core/partition.py): alice's home is worker 1, 
 A client lands in whichever worker the kernel gives its connection to and moves to its home
 after SASL (net/handoff.py); stanzas between accounts in different workers are forwarded. The
 same conversations as with one process must work: chat, presence and probes, offline messages,
-group chat (in worker 0), and the brute-force limits must count attempts made in every worker.
+group chat (in worker 0), an external component (connected to worker 0), and the brute-force
+limits must count attempts made in every worker.
 The compliance journal is on (the default), as a company runs it: every worker records what its
 clients send, in one hash chain.
 """
@@ -27,10 +28,12 @@ from stockade.testing.raw import RawStream, header
 from stockade.testing.xmpp import client
 
 from .conftest import DOMAIN, USERS, jid
+from .test_component import Component
 from .test_muc_support import create, enter, muc_client, room
 from .test_pep import TUNE, event_items, events_about, next_event, pep_client, publish
 from .test_presence import befriend
 
+BOT, BOT_SECRET = "bot.example.com", "bot-shared-secret-1"       # an external component (XEP-0114)
 JUDY = ("judy", "judy-pw-6666")       # another account of worker 0
 # Only the journal test uses these two (they never go online: the messages wait offline for them).
 RECORDERS = {"grace": "grace-pw-7777", "oscar": "oscar-pw-8888"}       # worker 1, worker 0
@@ -48,7 +51,8 @@ def home(user: str) -> int:
 def workers(tmp_path_factory) -> ServerProcess:
     proc = ServerProcess(tmp_path_factory.mktemp("workers"), [DOMAIN], config={
         "server": {"workers": 2, "log_level": "debug"}, "http": {"enabled": False},
-        "c2s": {"require_tls": False},
+        "c2s": {"require_tls": False}, "component_listener": {"enabled": True},
+        "components": [{"domain": BOT, "secret": BOT_SECRET}],
         "auth": {"max_failures_per_account": MAX_FAILURES, "lockout": 3600.0}})
     for user, password in [*USERS.items(), *RECORDERS.items(), JUDY, (TARGET, TARGET_PASSWORD)]:
         assert proc.cli("user", "add", jid(user), "--password", password).status == 0
@@ -115,7 +119,7 @@ def test_nothing_outside_the_node_can_reach_the_links_between_workers(workers):
             fields = line.split()
             if fields[3] == "0A" and fields[9] in inodes:                       # LISTEN
                 listening.add(int(fields[1].rsplit(":", 1)[1], 16))
-    assert listening == {workers.c2s_port, workers.direct_tls_port}
+    assert listening == {workers.c2s_port, workers.direct_tls_port, workers.ports["component"]}   # the configured ones
 
 
 async def test_presence_and_probes_cross_workers(workers):
@@ -221,6 +225,27 @@ async def test_group_chat_with_occupants_in_both_workers(workers):
         for c in (alice, bob):
             msg = await c.next_message()
             assert msg["body"] == "welcome, bob" and str(msg["from"]) == f"{lobby}/Alice"
+
+
+async def test_an_external_component_serves_the_users_of_every_worker(workers):
+    """The component is connected to worker 0 (the services' worker); stanzas for its domain
+    cross to it from alice's worker, and its answers cross back."""
+    bot = Component(BOT, BOT_SECRET, workers.ports["component"])
+    assert await bot.handshake(), "the component was refused"
+    try:
+        async with client(workers, jid("alice"), USERS["alice"]) as alice, \
+                   client(workers, jid("bob"), USERS["bob"]) as bob:
+            for user in (alice, bob):
+                user.send_message(mto=f"echo@{BOT}", mbody=f"ping from {user.boundjid.user}", mtype="chat")
+                received = await asyncio.wait_for(bot.messages.get(), 30)
+                assert received["body"] == f"ping from {user.boundjid.user}" and received["from"] == user.boundjid
+                bot.send_message(mto=received["from"], mfrom=f"echo@{BOT}", mbody="pong", mtype="chat")
+                reply = await user.next_message()
+                assert reply["body"] == "pong" and reply["from"] == f"echo@{BOT}"
+            info = await alice.plugin["xep_0030"].get_info(jid=BOT, timeout=30)      # an IQ there and back
+            assert info["from"] == BOT
+    finally:
+        await bot.close()
 
 
 async def ack_while_worker_0_stops(workers, resource: str, stanza: str) -> None:

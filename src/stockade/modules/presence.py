@@ -281,8 +281,10 @@ class Presence(PresenceHooks):
         if sender in target.directed or sender.bare in target.directed:
             return True
         # A service running in this server (a MUC room) forwards IQs between its occupants: the
-        # sender is an occupant JID of a room the target joined (sent directed presence to).
-        if sender.domain in self.router.components:
+        # sender is an occupant JID of a room the target joined (sent directed presence to). The
+        # same for an external component, which with several workers is connected to worker 0.
+        router = self.router
+        if sender.domain in router.components or sender.domain in router.configured_components:
             return any(j.bare == sender.bare for j in target.directed)
         return False
 
