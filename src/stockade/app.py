@@ -132,6 +132,10 @@ class Server:
         self.directory = DirectoryService(config, storage, accounts, self.groups, sessions)
         await self.directory.load()
         ctx.directory = self.directory
+        if self.node is not None:       # a sync in worker 0: the others read its changes at once
+            mesh = self.node.mesh
+            self.directory.synced.append(lambda host: mesh.broadcast("directory", {"host": host}))
+            self.node.on_directory_synced = self._directory_synced_elsewhere
         # Per-group feature permissions (policy/permissions.py): modules ask ctx.permissions.
         self.permissions = ctx.permissions = Permissions(config, self.groups, storage.keyval(PERMISSIONS_STORE),
                                                          router=router, audit=audit)
@@ -225,7 +229,10 @@ class Server:
         if hasattr(self, "admin") and self.admin.stanza_rate is not None:
             self._background.append(asyncio.ensure_future(self.admin.stanza_rate.run()))
         if self.node is not None and not self.node.is_first:
-            return          # retention, the search index and the directory run in worker 0
+            # Retention, the search index and the directory's syncs run in worker 0; this worker
+            # reads what they change (at once after a sync: worker_node.py, "directory").
+            self.directory.start(refresh_interval=config.server.account_check_interval, sync=False)
+            return
         self._background.append(asyncio.ensure_future(self.retention_scheduler.run()))
         self._background.append(asyncio.ensure_future(self.search_index.run(
             config.ediscovery.index_interval, config.ediscovery.purge_sweep_interval, self.clock.monotonic,
@@ -482,6 +489,18 @@ class Server:
                 compacted += conn.compact_if_idle()
             if compacted:
                 release_free_memory()
+
+    def _directory_synced_elsewhere(self) -> None:
+        """Worker 0 synced the company directory: read the accounts, users and groups it changed."""
+        async def refresh() -> None:
+            try:
+                await self.accounts.reconcile()
+            except Exception:
+                log.exception("reading account changes after a directory sync failed")
+            await self.directory.refresh_all()
+        task = asyncio.ensure_future(refresh())
+        self._background.append(task)
+        task.add_done_callback(self._background.remove)
 
     def _node_failed(self, reason: str) -> None:
         """A worker process of this node is gone: stop the node (see worker_node.py)."""

@@ -76,6 +76,8 @@ class WorkerNode:
         self._awaiting: dict[int, asyncio.Future[None]] = {}      # confirm id -> its future
         self._confirm_next: dict[int, str] = {}                   # peer -> id for its next stanza
         self.address_gate: AddressGate | None = None              # set with the listeners (app.py)
+        # Another worker synced the company directory: read what it stored (app.py sets this).
+        self.on_directory_synced: Callable[[], Any] = lambda: None
 
     @property
     def runs_services(self) -> bool:
@@ -155,6 +157,8 @@ class WorkerNode:
             gate = self.address_gate
             {"admit": gate.on_admit, "admitted": gate.on_admitted, "release": gate.on_release}[element.name](
                 peer, element.attrs)
+        elif element.name == "directory":
+            self.on_directory_synced()
         elif element.name == "throttle":
             try:
                 throttle.apply(element.attrs["what"], element.attrs["key"], float(element.attrs["n"]))

@@ -60,9 +60,6 @@ max_messages = 20
     ("[c2s\n", "(syntax)", "not valid TOML"),
     ("[server]\nworkers = 0\n", "server.workers", "below the minimum"),
     ("[server]\nworkers = 2\n", "http.enabled", "more than one worker process"),
-    ("[server]\nworkers = 2\n[http]\nenabled = false\n[[hosts]]\n"
-     "domain = 'example.com'\n[hosts.directory]\nurl = 'ldap://127.0.0.1'\nbase_dn = 'dc=example,dc=com'\n",
-     "hosts[0].directory", "more than one worker process"),
 ])
 def test_mistakes_are_reported_with_file_key_and_reason(tmp_path, text, key, reason):
     path = write(tmp_path, text)

@@ -103,16 +103,11 @@ def _check_whole(config: ServerConfig, where: str) -> None:
 
 def _check_workers(config: ServerConfig, where: str) -> None:
     """What several worker processes cannot do yet (docs/architecture.md, "Worker processes"):
-    the web listener and the directory's sync run in one process and do not yet reach the
-    sessions of the others."""
+    the web listener runs in one process and does not yet reach the sessions of the others."""
     because = "cannot run with more than one worker process yet (server.workers)"
     if config.http.enabled:
         raise ConfigError(where, "http.enabled", f"the web listener (admin API, console, WebSocket, upload) {because}: "
                                                  "set [http] enabled = false or server.workers = 1")
-    for i, host in enumerate(config.hosts):
-        if host.directory is not None:
-            raise ConfigError(where, f"hosts[{i}].directory", f"the directory (LDAP) {because}: "
-                                                               "remove it or set server.workers = 1")
 
 
 def resolve_path(config: ServerConfig, value: str) -> Path:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import ConfigError, ServerConfig
 from ..config.schema import DirectorySection, _is_loopback
@@ -95,6 +95,9 @@ class DirectoryService:
         self._users: dict[str, dict[str, dict[str, Any]]] = {h: {} for h in self.settings}
         self._locks = {h: asyncio.Lock() for h in self.settings}
         self._tasks: list[asyncio.Task[None]] = []
+        # Called with the host after each sync this process made (app.py: with several worker
+        # processes, the others then `refresh` at once instead of at their next interval).
+        self.synced: list[Callable[[str], Any]] = []
 
     # -- state ----------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -164,6 +167,8 @@ class DirectoryService:
         log.info("directory sync: %s", report.summary())
         for text in report.conflicts + report.warnings:
             log.warning("directory sync of %s: %s", host, text)
+        for callback in self.synced:
+            callback(host)
         return report
 
     async def _apply(self, host: str, snapshot: Snapshot) -> SyncReport:
@@ -278,9 +283,11 @@ class DirectoryService:
             log.info("%s@%s: %d session(s) ended: %s", username, host, len(sessions), reason)
 
     # -- background -----------------------------------------------------------------------------
-    def start(self, refresh_interval: float) -> None:
+    def start(self, refresh_interval: float, *, sync: bool = True) -> None:
+        """The periodic syncs (unless `sync` is false: with several worker processes, worker 0
+        alone syncs) and the reading of what other processes synced or changed."""
         for host, settings in self.settings.items():
-            if settings.sync_interval > 0:
+            if sync and settings.sync_interval > 0:
                 self._tasks.append(asyncio.ensure_future(self._sync_every(host, settings.sync_interval)))
         self._tasks.append(asyncio.ensure_future(self._refresh_every(refresh_interval)))
 
@@ -304,11 +311,15 @@ class DirectoryService:
     async def _refresh_every(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.refresh()
-                await self.groups.refresh()
-            except Exception:
-                log.exception("reading directory and group changes failed")
+            await self.refresh_all()
+
+    async def refresh_all(self) -> None:
+        """Read what another process synced or changed: directory users, then groups."""
+        try:
+            await self.refresh()
+            await self.groups.refresh()
+        except Exception:
+            log.exception("reading directory and group changes failed")
 
 
 __all__ = ["DirectoryService", "DirectoryUnavailable", "SyncReport", "check_settings"]

@@ -19,7 +19,10 @@ presence.py or roster.py. The price is bookkeeping, kept here:
 - per host, the map store "shared_roster_applied" holds the shared groups as last applied to
   rosters. Any group change (a directory sync, the CLI, a removed account, a restart after
   changes made while the server was down) is handled by comparing that with the groups now and
-  bringing the rosters of the affected members in line (`catch_up`). It is idempotent.
+  bringing the rosters of the affected members in line (`catch_up`). It is idempotent. With
+  several worker processes (core/partition.py) each worker brings in line the rosters of the
+  accounts that live in it, and keeps what it applied under its own name ("worker N"): a roster
+  is only ever written by its account's worker, which caches it.
 - a member cannot remove a shared contact, nor cancel the subscription either way: that would
   break the symmetry the group promises. Those requests get <not-allowed/> naming the group;
   renaming the item or adding own roster groups works as usual.
@@ -66,6 +69,8 @@ class SharedRoster:
         self.managed = module.open_store("shared_roster", "map")
         self.applied = module.open_store("shared_roster_applied", "map")
         self._host_locks: dict[str, asyncio.Lock] = {}
+        partition = module.router.partition
+        self._applied_by = "" if partition is None else f"worker {partition.index}"
 
     def display_name(self, host: str, username: str) -> str:
         """The name the company directory gives a colleague ("" for accounts it does not manage)."""
@@ -87,20 +92,24 @@ class SharedRoster:
         lock = self._host_locks.setdefault(host, asyncio.Lock())
         async with lock:
             now = {g.id: {"name": g.name, "members": sorted(g.members)} for g in self.groups.list(host) if g.shared}
-            applied = await self.applied.get_all(host, "")
+            applied = await self.applied.get_all(host, self._applied_by)
             affected: set[str] = set()
             for gid in set(now) | set(applied):
                 if now.get(gid) != applied.get(gid):
                     for state in (now.get(gid), applied.get(gid)):
                         if state is not None:
                             affected.update(state["members"])
+            is_here = self.module.router.is_here
             for username in sorted(affected):
+                if not is_here(JID(username, host, None)):
+                    continue              # another worker's account: that worker does it
+
                 try:
                     await self.reconcile(host, username)
                 except Exception:
                     self.module.log.exception("updating the shared roster of %s@%s failed", username, host)
             changed = {gid: now.get(gid) for gid in set(now) | set(applied) if now.get(gid) != applied.get(gid)}
-            await self.applied.set_many(host, "", changed)
+            await self.applied.set_many(host, self._applied_by, changed)
 
     async def reconcile(self, host: str, username: str) -> None:
         """Make `username`'s roster hold exactly the shared contacts its groups give it."""

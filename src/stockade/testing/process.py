@@ -144,21 +144,28 @@ def _is_free(port: int) -> bool:
 
 
 def to_toml(doc: dict[str, Any]) -> str:
-    """Enough TOML for test configurations: tables, arrays of tables, strings, numbers, booleans
-    and lists of those."""
+    """Enough TOML for test configurations: tables, arrays of tables, tables inside those
+    (`hosts[0].directory`), strings, numbers, booleans and lists of those."""
     lines: list[str] = []
     for key, value in doc.items():
         if not isinstance(value, (dict, list)) or (isinstance(value, list) and not all(isinstance(v, dict) for v in value)):
             lines.append(f"{key} = {_toml_value(value)}")
     for key, value in doc.items():
         if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+            lines += _table(f"[{key}]", key, value)
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for table in value:
-                lines.append(f"\n[[{key}]]")
-                lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+                lines += _table(f"[[{key}]]", key, table)
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _table(heading: str, path: str, table: dict[str, Any]) -> list[str]:
+    """A table's heading and values, then its sub-tables ([path.name])."""
+    lines = [f"\n{heading}"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            lines += _table(f"[{path}.{k}]", f"{path}.{k}", v)
+    return lines
 
 
 def _toml_value(value: Any) -> str:
