@@ -153,10 +153,9 @@ class WorkerNode:
             future = self._ready.get(peer)
             if future is not None and not future.done():
                 future.set_result(None)
-        elif element.name in ("admit", "admitted", "release") and self.address_gate is not None:
-            gate = self.address_gate
-            {"admit": gate.on_admit, "admitted": gate.on_admitted, "release": gate.on_release}[element.name](
-                peer, element.attrs)
+        elif element.name in ("admit", "admitted", "release"):       # limits per client address
+            if self.address_gate is not None:
+                getattr(self.address_gate, f"on_{element.name}")(peer, element.attrs)
         elif element.name == "directory":
             self.on_directory_synced()
         elif element.name == "throttle":

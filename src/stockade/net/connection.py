@@ -88,8 +88,8 @@ class AddressLimits:
     new_connections_per_minute; policy/flood.py ConnectionRate).
 
     With several worker processes, one worker counts each address, whichever worker holds its
-    connections (`AddressGate` in worker_node.py): `worker` is the index of the worker whose
-    counts these are (0 with one process)."""
+    connections (net/address_gate.py): `worker` is the index of the worker whose counts these
+    are (0 with one process)."""
 
     __slots__ = ("max_open", "rate", "open", "worker")
 
@@ -158,7 +158,7 @@ class C2SContext:
         self.writes = WriteBacklog()
         # With several worker processes: moves a client to its account's worker after SASL
         # (net/handoff.py), and asks the worker that counts an address's connections
-        # (worker_node.AddressGate). None with one process.
+        # (net/address_gate.py). None with one process.
         self.handoff: Any = None
         self.address_gate: Any = None
 
@@ -244,8 +244,8 @@ class ClientConnection(ABC):
         With several workers, the worker that counts `address` decides (net/address_gate.py):
         when that is another one, the stream opens (its header is answered with the features)
         and what the client sends after the chunk with the header waits for the answer
-        (`admission`), which comes back meanwhile. A connection moved here from another worker was counted
-        there already (`_counted_by` is set)."""
+        (`admission`), which comes back meanwhile. A connection moved here from another worker
+        was counted there already (`_counted_by` is set)."""
         self.address = address
         ctx = self.ctx
         ctx.connections.add(self)
