@@ -472,12 +472,16 @@ class Server:
         interval = self.config.server.account_check_interval
         while True:
             await asyncio.sleep(interval)
-            try:
-                for host, username in await self.accounts.reconcile():
-                    log.info("account %s@%s was removed outside the server; its sessions were ended", username, host)
-                await self.revocations.poll()        # `stockade user revoke`
-            except Exception:
-                log.exception("checking accounts failed")
+            await self._read_account_changes()
+
+    async def _read_account_changes(self) -> None:
+        """Accounts removed and sessions revoked by another process (the CLI, worker 0)."""
+        try:
+            for host, username in await self.accounts.reconcile():
+                log.info("account %s@%s was removed outside the server; its sessions were ended", username, host)
+            await self.revocations.poll()        # `stockade user revoke`
+        except Exception:
+            log.exception("checking accounts failed")
 
     async def _sweep_idle(self) -> None:
         """Idle connections give back their XML parsers (most of their memory), and the memory
@@ -493,10 +497,7 @@ class Server:
     def _directory_synced_elsewhere(self) -> None:
         """Worker 0 synced the company directory: read the accounts, users and groups it changed."""
         async def refresh() -> None:
-            try:
-                await self.accounts.reconcile()
-            except Exception:
-                log.exception("reading account changes after a directory sync failed")
+            await self._read_account_changes()
             await self.directory.refresh_all()
         task = asyncio.ensure_future(refresh())
         self._background.append(task)

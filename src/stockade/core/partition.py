@@ -42,9 +42,6 @@ class Partition:
         """The worker an account lives in. Stable across processes and restarts (not hash())."""
         return zlib.crc32(f"{username}@{host}".encode()) % self.count
 
-    def home_of(self, jid: JID) -> int:
-        return self.home(jid.domain, jid.local or "")
-
     def is_here(self, jid: JID) -> bool:
         """Whether the account `jid` names lives in this worker (True for a domain or a service)."""
         return jid.local is None or self.home(jid.domain, jid.local) == self.index

@@ -103,7 +103,6 @@ class SharedRoster:
             for username in sorted(affected):
                 if not is_here(JID(username, host, None)):
                     continue              # another worker's account: that worker does it
-
                 try:
                     await self.reconcile(host, username)
                 except Exception:

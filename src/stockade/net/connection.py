@@ -20,7 +20,7 @@ import ssl
 from collections import deque
 from types import CoroutineType
 from types import coroutine as types_coroutine
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Protocol
 
 from ..core.sessions import ClientSession
 from ..protocol.errors import StanzaError, StreamError
@@ -61,15 +61,20 @@ def _resume(coro: CoroutineType, step: Any) -> Generator[Any, Any, Any]:
                 return stop.value
 
 
+class Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
 class Flusher:
     """Connections with pending output are written once per event-loop turn: one syscall and one
-    TLS record for everything queued, instead of one per stanza."""
+    TLS record for everything queued, instead of one per stanza. The links between worker
+    processes (net/workers.py) are flushed the same way."""
 
     def __init__(self) -> None:
-        self._dirty: list[ClientConnection] = []
+        self._dirty: list[Flushable] = []
         self._scheduled = False
 
-    def mark(self, conn: ClientConnection) -> None:
+    def mark(self, conn: Flushable) -> None:
         self._dirty.append(conn)
         if not self._scheduled:
             self._scheduled = True
@@ -255,13 +260,14 @@ class ClientConnection(ABC):
         gate = ctx.address_gate
         if gate is not None and not gate.counts_here(address):
             self._counted_by = ASKING
+            self._busy = True                 # input waits for the answer (see `receive`)
             gate.ask(address, self.admission)
             return True
         return self.admission(ctx.limits, ctx.limits.admit(address))
 
     def admission(self, counts: Any, refusal: StreamError | None) -> bool:
         """The answer about this connection's address: counted in `counts`, or `refusal`."""
-        held = self._counted_by is ASKING and self._busy
+        asked = self._counted_by is ASKING
         self._counted_by = None
         if refusal is not None:
             self._end(refusal)
@@ -270,7 +276,7 @@ class ClientConnection(ABC):
             counts.release(self.address)
             return False
         self._counted_by = counts
-        if held:
+        if asked:
             self._busy = False
             self._carry_on()
         return True
@@ -280,9 +286,15 @@ class ClientConnection(ABC):
         if self._closing:
             return
         self._seen_input += 1
-        if self._counted_by is ASKING and self._seen_input > 1:
-            self._busy = True       # past the stream header: waits for the address's counting worker
         if self._busy:
+            if self._seen_input == 1 and self._counted_by is ASKING:
+                # The stream header is answered at once; what it brought besides waits, with
+                # everything after it, for the worker that counts the address (`admission`).
+                events = self.stream.receive_data(data)
+                if events:
+                    self._backlog = deque(events)
+                self._mark()
+                return
             if self._input is None:
                 self._input = deque()
             self._input.append(data)
@@ -392,9 +404,6 @@ class ClientConnection(ABC):
     def _run_backlog(self) -> None:
         backlog = self._backlog
         if backlog is None:
-            return
-        if self._counted_by is ASKING:       # the address's counting worker has not answered:
-            self._busy = True                # what the client sent waits (`admission`)
             return
         while backlog and not self._closing:
             pending = self._handle(backlog.popleft())

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from ..protocol import ns
 from ..protocol.xml import Element, StreamHeader, StreamReader, XmlError
+from .connection import Flusher
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ class Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reader = StreamReader(max_stanza_size=MAX_FORWARDED, max_depth=64, max_attrs=256)
         self._out: list[bytes] = []
-        self._scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -126,13 +126,11 @@ class Link(asyncio.Protocol):
         self.mesh.on_congestion(self.peer, False)
 
     def send(self, data: bytes) -> None:
+        if not self._out:
+            self.mesh.flusher.mark(self)       # written once per event-loop turn
         self._out.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
 
-    def _flush(self) -> None:
-        self._scheduled = False
+    def flush(self) -> None:
         out, self._out = self._out, []
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(out))
@@ -144,6 +142,7 @@ class Mesh:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.links: dict[int, Link] = {}
+        self.flusher = Flusher()
         self._handoff_socks: dict[int, socket.socket] = {}
         self._handoff_queue: dict[int, list[tuple[bytes, int]]] = {}     # (record, descriptor) to send
         # Set by the owner (app.py) before start():
