@@ -209,6 +209,7 @@ class Server:
             storage.map(REVOCATION_STORE), self.clock, sessions)
         await self.revocations.load()
         self._setup_threat_controls()
+        self._setup_live()
         if self.node is not None:
             self.node.attach(router, self.throttle, storage)
             await self.node.start()
@@ -275,6 +276,21 @@ class Server:
         offline = ctx.services.get(OfflineStore)
         if offline is not None:
             self.retention.on_purged.append(offline.forget_counts)
+
+    def _setup_live(self) -> None:
+        """What the admin API reads and ends of the live sessions, and how this process reads
+        again what it changed in the database; with several workers, worker 0 asks the others
+        (admin/live.py)."""
+        from .admin.live import LiveSessions
+        from .modules.approved_clients import ApprovedClients
+        self.live = live = LiveSessions(self.sessions, self.revocations,
+                                        approved_clients=self.ctx.services.get(ApprovedClients),
+                                        stanzas_received=self._stanzas_received())
+        live.rereaders = {"accounts": self._read_account_changes, "groups": self.directory.refresh_all,
+                          "permissions": self.permissions.refresh, "policy": self.policy_engine.load}
+        if self.node is not None:
+            live.node = self.node
+            self.node.answers.update(live.answers())
 
     def _setup_threat_controls(self) -> None:
         """Floods and worms, unsolicited contact, impostors (policy/flood.py, contact.py,
@@ -374,7 +390,10 @@ class Server:
                                          name="components")
             self._servers += servers
             self.ports["component"] = port
-        if config.http.enabled:
+        # With several workers, worker 0 alone serves HTTPS: WebSocket clients move on to their
+        # account's worker after SASL (net/handoff.py); the admin API asks the other workers
+        # about their sessions (admin/live.py).
+        if config.http.enabled and self.ctx.runs_services:
             http = self.http
             setup_web(http, c2s_ctx, public_url=config.http.public_url, websocket_path=config.http.websocket_path,
                       allowed_origins=config.http.websocket_origins)
@@ -389,6 +408,8 @@ class Server:
                                        alpn=["http/1.1"])
             self.ports["https"] = await http.start(config.http.interfaces, config.http.port, https_ctx,
                                                    max_message_size=c2s.max_stanza_size)
+        elif config.http.enabled and config.http.metrics and self.node is not None:
+            self.node.answers["metrics"] = self._metrics_collector().figures     # worker 0 asks
         for name, port in self.ports.items():
             log.info("listening for %s on port %d", name, port)
 
@@ -410,6 +431,12 @@ class Server:
         return self.stanzas_received
 
     def _setup_metrics(self) -> None:
+        node = self.node
+        elsewhere = None if node is None else lambda: node.ask_others("metrics")
+        self.metrics = setup_metrics(self.http, self._metrics_collector(), token=self.config.http.metrics_token,
+                                     elsewhere=elsewhere)
+
+    def _metrics_collector(self) -> ServerCollector:
         stanzas = self._stanzas_received()
         components = self.component_ctx.connections if hasattr(self, "component_ctx") else ()
         storage = self.storage
@@ -422,7 +449,7 @@ class Server:
             audit_write_failures=lambda: self.audit.failed_writes,
             input_paused=lambda: (storage.backlog.pauses, storage.backlog.paused_seconds),
             **self._security_metrics())
-        self.metrics = setup_metrics(self.http, collector, token=self.config.http.metrics_token)
+        return collector
 
     def _security_metrics(self) -> dict[str, Any]:
         """The ServerCollector's sources of the malware scanner, alerts, verdicts and journal."""
@@ -445,12 +472,13 @@ class Server:
         from .modules.approved_clients import ApprovedClients
         storage = self.storage
         assert storage is not None
+        live = self.live
         self.admin = AdminActions(
             directory=AdminDirectory(storage, self.clock, self.ctx.domains), accounts=self.accounts,
-            sessions=self.sessions, groups=self.groups, audit=self.audit, lockouts=self.lockouts,
-            revocations=self.revocations, clock=self.clock, domains=self.ctx.domains,
+            live=live, groups=self.groups, audit=self.audit, lockouts=self.lockouts,
+            clock=self.clock, domains=self.ctx.domains,
             approved_clients=self.ctx.services.get(ApprovedClients), permissions=self.permissions,
-            stanza_rate=StanzaRate(self._stanzas_received(), self.clock),
+            stanza_rate=StanzaRate(self._stanzas_received() if self.node is None else live.stanzas, self.clock),
             ediscovery=getattr(self, "ediscovery", None))
         from .admin.retention import RetentionAdmin
         self.admin.retention = RetentionAdmin(self.admin, self.holds, self.retention)

@@ -11,6 +11,7 @@ links between the workers and core/partition.py for where each account lives.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -40,6 +41,13 @@ READY_TIMEOUT = 120.0        # seconds a started worker has to open its ports
 # at 0.2 ms they were idle about a tenth of the time and delivered 1.55x (docs/benchmarks.md,
 # "Worker processes").
 SWITCH_INTERVAL = 0.0002
+# Seconds a worker has to answer a question of another (`WorkerNode.ask`): an answer reads
+# memory, or the database at most; a worker that takes longer is hung.
+ASK_TIMEOUT = 30.0
+
+
+class WorkerUnavailable(Exception):
+    """Another worker could not answer (it is gone, or did not answer in time)."""
 
 
 def spec_from_environment() -> WorkerSpec | None:
@@ -78,6 +86,11 @@ class WorkerNode:
         self.address_gate: AddressGate | None = None              # set with the listeners (app.py)
         # Another worker synced the company directory: read what it stored (app.py sets this).
         self.on_directory_synced: Callable[[], Any] = lambda: None
+        # What the other workers may ask this one (`ask`), by name: each takes the keyword
+        # arguments the asker gave and returns (or resolves to) a JSON value. Set by app.py.
+        self.answers: dict[str, Callable[..., Any]] = {}
+        self._question_id = 0
+        self._asked: dict[int, tuple[int, asyncio.Future[Any]]] = {}    # id -> (peer, its answer)
 
     @property
     def runs_services(self) -> bool:
@@ -158,13 +171,71 @@ class WorkerNode:
                 getattr(self.address_gate, f"on_{element.name}")(peer, element.attrs)
         elif element.name == "directory":
             self.on_directory_synced()
+        elif element.name == "ask":
+            task = asyncio.ensure_future(self._answer(peer, element.attrs))
+            task.add_done_callback(_log_failure)
+        elif element.name == "answer":
+            self._answered(element.attrs)
         elif element.name == "throttle":
             try:
                 throttle.apply(element.attrs["what"], element.attrs["key"], float(element.attrs["n"]))
             except (KeyError, ValueError):
                 log.error("worker %d sent an unreadable login-limit update: %s", peer, element)
 
+    # -- questions between workers --------------------------------------------------------------
+    async def ask(self, peer: int, what: str, /, **args: Any) -> Any:
+        """Ask worker `peer` one of its `answers` and wait for the answer (a JSON value).
+        Raises WorkerUnavailable when that worker is gone or does not answer in time, and
+        when its answer failed."""
+        if not self.mesh.is_up(peer):
+            raise WorkerUnavailable(f"worker process {peer} is gone")
+        self._question_id += 1
+        question = self._question_id
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._asked[question] = (peer, future)
+        self.mesh.control(peer, "ask", {"id": str(question), "what": what, "args": json.dumps(args)})
+        try:
+            return await asyncio.wait_for(future, ASK_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise WorkerUnavailable(f"worker process {peer} did not answer within {ASK_TIMEOUT:.0f} s") from None
+        finally:
+            self._asked.pop(question, None)
+
+    async def ask_others(self, what: str, /, **args: Any) -> list[Any]:
+        """Ask every other worker at once; their answers, in the order of their indexes."""
+        peers = sorted(self.mesh.links)
+        return list(await asyncio.gather(*(self.ask(peer, what, **args) for peer in peers)))
+
+    async def _answer(self, peer: int, attrs: dict[str, str]) -> None:
+        question, what = attrs.get("id", ""), attrs.get("what", "")
+        try:
+            answer = self.answers.get(what)
+            if answer is None:
+                raise LookupError(f"worker {self.index} has no answer to {what!r}")
+            result = answer(**json.loads(attrs.get("args", "{}")))
+            if asyncio.iscoroutine(result):
+                result = await result
+            self.mesh.control(peer, "answer", {"id": question, "value": json.dumps(result)})
+        except Exception as exc:
+            log.exception("answering %r for worker %d failed", what, peer)
+            self.mesh.control(peer, "answer", {"id": question, "error": f"{type(exc).__name__}: {exc}"})
+
+    def _answered(self, attrs: dict[str, str]) -> None:
+        try:
+            _peer, future = self._asked[int(attrs.get("id", ""))]
+        except (KeyError, ValueError):
+            return                                  # asked too long ago: the asker gave up
+        if future.done():
+            return
+        if "error" in attrs:
+            future.set_exception(WorkerUnavailable(f"another worker could not answer: {attrs['error']}"))
+        else:
+            future.set_result(json.loads(attrs.get("value", "null")))
+
     def _link_lost(self, peer: int) -> None:
+        for asked_peer, future in list(self._asked.values()):
+            if asked_peer == peer and not future.done():
+                future.set_exception(WorkerUnavailable(f"worker process {peer} is gone"))
         if not self.stopping:
             self.on_failure(f"worker process {peer} is gone")
 

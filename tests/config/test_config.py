@@ -59,7 +59,6 @@ max_messages = 20
     ("[[components]]\ndomain = 'bot.x.org'\nsecret = 'short'\n", "components[0].secret", "at least 8"),
     ("[c2s\n", "(syntax)", "not valid TOML"),
     ("[server]\nworkers = 0\n", "server.workers", "below the minimum"),
-    ("[server]\nworkers = 2\n", "http.enabled", "more than one worker process"),
 ])
 def test_mistakes_are_reported_with_file_key_and_reason(tmp_path, text, key, reason):
     path = write(tmp_path, text)

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stockade.net.http import HttpService
-from stockade.net.metrics import ServerCollector, is_scrape_allowed, setup_metrics
+from stockade.net.metrics import ServerCollector, add_figures, is_scrape_allowed, setup_metrics
 from stockade.testing.server import RunningServer
 from stockade.testing.xmpp import Client, client
 
@@ -232,3 +232,12 @@ async def test_the_endpoint_refuses_a_remote_client_at_the_asgi_level():
     assert b"stockade_stanzas_received_total 7.0" in body
     assert b"stockade_auth_failures_total 3.0" in body
     assert b"stockade_archive_batches_committed_total 4.0" in body
+
+
+def test_the_figures_of_several_workers_add_up():
+    one = {"sessions": 2, "connections": {"c2s": 2, "websocket": 1}, "journal": [10, False],
+           "malware": None, "alerts": {"flood": 1}}
+    two = {"sessions": 3, "connections": {"c2s": 1, "websocket": 0, "component": 1}, "journal": [5, True],
+           "malware": None, "alerts": {}}
+    assert add_figures([one, two]) == {"sessions": 5, "connections": {"c2s": 3, "component": 1, "websocket": 1},
+                                       "journal": [15, True], "malware": None, "alerts": {"flood": 1}}

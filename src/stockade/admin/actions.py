@@ -12,7 +12,9 @@ the console show it as it is.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +22,6 @@ from ..core.accounts import AccountError, RemovalRefused
 from ..core.lockouts import account_key
 from ..directory.groups import GroupError
 from ..policy.permissions import FEATURES, PermissionsError, Rule
-from ..protocol.errors import StreamError
-from ..protocol.jid import JID, InvalidJid, normalise_resource
 from . import roles
 from .identities import AdminError, Principal
 
@@ -30,12 +30,13 @@ if TYPE_CHECKING:
     from ..core.accounts import AccountService
     from ..core.clock import Clock
     from ..core.lockouts import LockoutRegistry
-    from ..core.revocation import SessionRevocation
-    from ..core.sessions import SessionManager
     from ..directory.groups import GroupService
     from ..modules.approved_clients import ApprovedClients
     from ..policy.permissions import Permissions
     from .identities import AdminDirectory
+    from .live import LiveSessions
+
+log = logging.getLogger(__name__)
 
 SESSION_ENDED_TEXT = "this session was ended by an administrator"
 MAX_AUDIT_PAGE = 500
@@ -61,14 +62,18 @@ class StanzaRate:
     the server keeps anyway (net/metrics.StanzasReceived: the sessions' XEP-0198 handled counts)
     taken a minute apart by `run`. Nothing is counted per stanza for it."""
 
-    def __init__(self, total: Callable[[], int], clock: Clock) -> None:
-        self.total = total
+    def __init__(self, total: Callable[[], int | Awaitable[int]], clock: Clock) -> None:
+        self.total = total          # with several workers, asks them all (admin/live.py)
         self.clock = clock
         self._readings: list[tuple[float, int]] = []     # the last two (monotonic time, total)
 
-    def sample(self) -> None:
-        """Take a reading (`run` does, once a minute)."""
-        self._readings = [*self._readings[-1:], (self.clock.monotonic(), self.total())]
+    def sample(self, total: int | None = None) -> None:
+        """Take a reading (`run` does, once a minute): `total`, or the total read now."""
+        if total is None:
+            read = self.total()
+            assert isinstance(read, int), "a total that must be awaited is read by run()"
+            total = read
+        self._readings = [*self._readings[-1:], (self.clock.monotonic(), total)]
 
     def per_minute(self) -> float | None:
         """The rate between the last two readings, per minute; None before there are two."""
@@ -81,7 +86,11 @@ class StanzaRate:
 
     async def run(self) -> None:
         while True:
-            self.sample()
+            try:
+                total = self.total()
+                self.sample(await total if inspect.isawaitable(total) else total)
+            except ActionRefused as exc:           # a worker did not answer: no reading this time
+                log.warning("could not read the stanzas received: %s", exc)
             await asyncio.sleep(RATE_WINDOW)
 
 
@@ -89,11 +98,10 @@ class StanzaRate:
 class AdminActions:
     directory: AdminDirectory
     accounts: AccountService
-    sessions: SessionManager
+    live: LiveSessions                                  # the sessions of every worker process
     groups: GroupService
     audit: AuditLog
     lockouts: LockoutRegistry
-    revocations: SessionRevocation
     clock: Clock
     domains: set[str]
     approved_clients: ApprovedClients | None = None     # when the module is loaded
@@ -142,7 +150,7 @@ class AdminActions:
 
     async def list_users(self, who: Principal, host: str) -> list[dict[str, Any]]:
         self.check(who, roles.USERS_READ, host)
-        online = {s.username for s in self.sessions if s.host == host}
+        online = await self.live.online(host)
         return [{"username": u, "online": u in online} for _, u in sorted(await self.accounts.list(host))]
 
     async def create_user(self, who: Principal, host: str, username: str, password: str) -> str:
@@ -152,10 +160,12 @@ class AdminActions:
             raise ActionRefused(409, f"{username}@{host} already exists; choose another user name", "username")
         try:
             self.accounts.check_password(password, host, username)
-            return await self.accounts.create(host, username, password, actor=who.actor)
+            created = await self.accounts.create(host, username, password, actor=who.actor)
         except AccountError as exc:
             status = 409 if "already exists" in str(exc) else 422
             raise ActionRefused(status, str(exc), "username" if status == 409 else "password") from None
+        await self.live.changed("accounts")
+        return created
 
     async def delete_user(self, who: Principal, host: str, user: str) -> None:
         self.check(who, roles.USERS_DELETE, host)
@@ -166,6 +176,7 @@ class AdminActions:
             raise ActionRefused(409, str(exc)) from None
         except AccountError as exc:
             raise ActionRefused(404, str(exc)) from None
+        await self.live.changed("accounts")          # its sessions end in its home worker
 
     async def set_password(self, who: Principal, host: str, user: str, password: str) -> None:
         self.check(who, roles.USERS_PASSWORD, host)
@@ -185,47 +196,29 @@ class AdminActions:
         return was_locked
 
     async def revoke(self, who: Principal, host: str, user: str) -> int:
-        """End every session of the account (resumable ones too); how many were live here."""
+        """End every session of the account (resumable ones too), in whichever worker holds them;
+        how many were live."""
         self.check(who, roles.USERS_REVOKE, host)
         username = await self._existing(host, user)
-        before = len(self.sessions.of_user(JID(username, host, None)))
-        ended = await self.revocations.revoke(host, username)
+        before = await self.live.count_of(host, username)
+        ended = await self.live.revoke(host, username)
         await self._record(who, host, "session.revoke", f"{username}@{host}",
                            before={"sessions": before}, after={"sessions": 0}, ended=ended)
         return ended
 
     # -- sessions -------------------------------------------------------------------------------
-    def list_sessions(self, who: Principal, host: str) -> list[dict[str, str]]:
+    async def list_sessions(self, who: Principal, host: str) -> list[dict[str, Any]]:
         self.check(who, roles.SESSIONS_READ, host)
-        if self.approved_clients is not None:
-            described = {d["jid"]: d for d in self.approved_clients.sessions()}
-        else:
-            described = {}
-        out = []
-        for session in self.sessions:
-            if session.host != host or session.is_closed:
-                continue
-            info = described.get(session.full) or session.client_info
-            out.append({"jid": session.full, "user": session.username, "resource": session.resource,
-                        "address": str(session.channel.address or ""), "client": info.get("name", "") or "",
-                        "version": info.get("version", "") or "", "since": session.created})
-        return sorted(out, key=lambda s: s["jid"])
+        return await self.live.described(host)
 
     async def end_session(self, who: Principal, host: str, user: str, resource: str) -> dict[str, str]:
         """End one session; its client gets a <policy-violation/> stream error saying why."""
         self.check(who, roles.SESSIONS_END, host)
-        try:
-            jid = JID(self._username(user, "user"), host, normalise_resource(resource))
-            session = self.sessions.get(jid)
-        except InvalidJid:
-            session = None
-        if session is None or session.is_closed:
+        before = await self.live.end(host, self._username(user, "user"), resource)
+        if before is None:
             raise ActionRefused(404, f"there is no session {user}@{host}/{resource}; list them with "
                                      f"GET /hosts/{host}/sessions")
-        before = {"jid": session.full, "client": session.client_info.get("name", ""),
-                  "version": session.client_info.get("version", "")}
-        session.close(StreamError("policy-violation", SESSION_ENDED_TEXT))
-        await self._record(who, host, "session.end", session.full, before=before, after=None)
+        await self._record(who, host, "session.end", before["jid"], before=before, after=None)
         return before
 
     # -- groups ---------------------------------------------------------------------------------
@@ -251,6 +244,7 @@ class AdminActions:
         except GroupError as exc:
             raise self._group_refused(exc) from None
         await self._record(who, host, "group.create", group.id, before=None, after=group.to_json())
+        await self.live.changed("groups")
         return {"id": group.id, "name": group.name, "source": group.source, "shared": group.shared, "members": []}
 
     async def set_members(self, who: Principal, host: str, group_id: str, members: list[str]) -> list[str]:
@@ -273,6 +267,7 @@ class AdminActions:
             raise self._group_refused(exc) from None
         await self._record(who, host, "group.members", group.id, before=sorted(group.members),
                            after=sorted(after.members))
+        await self.live.changed("groups")            # shared rosters: each worker pushes to its users
         return sorted(after.members)
 
     async def delete_group(self, who: Principal, host: str, group_id: str) -> None:
@@ -285,6 +280,7 @@ class AdminActions:
         except GroupError as exc:
             raise self._group_refused(exc) from None
         await self._record(who, host, "group.delete", group.id, before=group.to_json(), after=None)
+        await self.live.changed("groups")
 
     # -- feature permissions and approved clients ------------------------------------------------
     def _permissions(self) -> Permissions:
@@ -330,6 +326,7 @@ class AdminActions:
             rule = await service.set(host, feature, deny, allow_only=allow_only, actor=who.actor)
         except PermissionsError as exc:
             raise ActionRefused(422, str(exc)) from None
+        await self.live.changed("permissions")
         return {"feature": feature, **rule.to_json()}
 
     async def reset_permission(self, who: Principal, host: str, feature: str) -> dict[str, Any]:
@@ -340,6 +337,7 @@ class AdminActions:
             rule = await self._permissions().reset(host, feature, actor=who.actor)
         except PermissionsError as exc:
             raise ActionRefused(422, str(exc)) from None
+        await self.live.changed("permissions")
         return {"feature": feature, **rule.to_json()}
 
     def client_policy(self, who: Principal, host: str) -> dict[str, Any]:
@@ -370,10 +368,10 @@ class AdminActions:
         hosts = self.hosts(who)
         per_host = []
         failures: list[dict[str, Any]] = []
+        counts = await self.live.counts(hosts)
         for host in hosts:
-            users = {s.username for s in self.sessions if s.host == host}
-            count = sum(1 for s in self.sessions if s.host == host)
-            per_host.append({"host": host, "online": len(users), "sessions": count,
+            online, sessions = counts[host]
+            per_host.append({"host": host, "online": online, "sessions": sessions,
                              "accounts": self.accounts.count(host)})
             if who.may(roles.AUDIT_READ, host):
                 failures += await self.audit.entries(host, action="auth.failure", limit=10)

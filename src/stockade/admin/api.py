@@ -317,7 +317,7 @@ def build_api(actions: AdminActions, version: str) -> Any:
     # -- sessions ---------------------------------------------------------------------------------
     @app.get("/hosts/{host}/sessions", response_model=Sessions, summary="Live sessions with their client software")
     async def list_sessions(host: str = HostParam, who: Principal = Who) -> Any:
-        return {"sessions": actions.list_sessions(who, host)}
+        return {"sessions": await actions.list_sessions(who, host)}
 
     @app.delete("/hosts/{host}/sessions/{user}/{resource}", response_model=Done,
                 summary="End one session (the client gets a stream error)")

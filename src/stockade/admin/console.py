@@ -324,7 +324,7 @@ class Console:
         async def build(session: ConsoleSession, who: Principal) -> Response:
             host = self.host_of(request, who)
             return self.render(request, "sessions.html", session=session, who=who, host=host,
-                               sessions=self.actions.list_sessions(who, host))
+                               sessions=await self.actions.list_sessions(who, host))
         return await self.page(request, build)
 
     async def sessions_post(self, request: Request) -> Response:

@@ -111,12 +111,14 @@ class PolicyAdmin:
             await self.engine.set(host, document, actor=who.actor, **detail)
         except PolicyError as exc:
             raise ActionRefused(422, f"the policy was not changed: {exc.reason}", exc.field or None) from None
+        await self.actions.live.changed("policy")
         return self._answer(host)
 
     async def reset(self, who: Principal, host: str) -> dict[str, Any]:
         self.actions.check(who, roles.POLICY_WRITE, host)
         detail = _token(who)
         await self.engine.reset(host, actor=who.actor, **detail)
+        await self.actions.live.changed("policy")
         return self._answer(host)
 
     async def held(self, who: Principal, host: str) -> list[dict[str, Any]]:

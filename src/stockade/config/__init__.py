@@ -94,20 +94,9 @@ def _check_whole(config: ServerConfig, where: str) -> None:
         raise ConfigError(where, "c2s.require_tls",
                           "may be false only when every c2s interface is a loopback address; "
                           "clients on the network must use TLS")
-    if config.server.workers > 1:
-        _check_workers(config, where)
     if bool(config.tls.cert_path) != bool(config.tls.key_path):
         raise ConfigError(where, "tls.key_path" if config.tls.cert_path else "tls.cert_path",
                           "set both cert_path and key_path, or neither for a self-signed certificate")
-
-
-def _check_workers(config: ServerConfig, where: str) -> None:
-    """What several worker processes cannot do yet (docs/architecture.md, "Worker processes"):
-    the web listener runs in one process and does not yet reach the sessions of the others."""
-    because = "cannot run with more than one worker process yet (server.workers)"
-    if config.http.enabled:
-        raise ConfigError(where, "http.enabled", f"the web listener (admin API, console, WebSocket, upload) {because}: "
-                                                 "set [http] enabled = false or server.workers = 1")
 
 
 def resolve_path(config: ServerConfig, value: str) -> Path:

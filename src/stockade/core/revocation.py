@@ -75,6 +75,16 @@ class SessionRevocation:
                 done.append(account)
         return done
 
+    async def apply_recorded(self, host: str, username: str) -> int:
+        """Apply the account's recorded revocation now, when this process has not yet (another
+        worker process recorded it: admin/live.py). Returns how many sessions were ended."""
+        account = f"{username}@{host}"
+        record = await self.store.get(*_ALL, account)
+        at = float(record.get("at", 0)) if isinstance(record, dict) else 0.0
+        if at <= self._applied.get(account, 0.0):
+            return 0
+        return self._apply(account, at)
+
     def revoked_at(self, host: str, username: str) -> float:
         """When the account's sessions were last revoked (as far as this process knows), or 0."""
         return self._applied.get(f"{username}@{host}", 0.0)

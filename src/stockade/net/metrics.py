@@ -9,7 +9,9 @@ committed records and whether it is failing). The one figure kept for the metric
 of policy verdicts per kind (`VerdictCounts`): an integer increment when a policy gives a verdict
 other than Allow, nothing on a message that passes.
 Each server has its own CollectorRegistry, so several servers in one process (the tests) never
-mix their figures.
+mix their figures. With several worker processes, worker 0 serves /metrics and asks every other
+worker for its figures at each scrape (`ServerCollector.figures`, admin/live.py's way of asking):
+the node's figures are the sums of the workers'.
 
 Who may scrape: clients on a loopback address, and anyone presenting the bearer token set in
 `http.metrics_token` (`Authorization: Bearer <token>`). Everyone else gets 403. A reverse proxy on
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -127,55 +129,86 @@ class ServerCollector(Collector):
         self._verdicts = verdicts
         self._journal = journal          # (records committed, is failing)
 
+        self.node_figures: dict[str, Any] | None = None     # set for one scrape with several workers
+
+    def figures(self) -> dict[str, Any]:
+        """Every figure of this process, read now (JSON: another worker may ask for them)."""
+        def read(source: Callable[[], Any] | None) -> Any:
+            return None if source is None else source()
+        return {"connections": self._connections(), "sessions": self._sessions(),
+                "stanzas_received": self._stanzas_received(), "auth_failures": self._auth_failures(),
+                "archive_batches": self._archive_batches(), "audit_failures": self._audit_failures(),
+                "input_paused": read(self._input_paused), "malware": read(self._malware),
+                "alerts": read(self._alerts), "verdicts": read(self._verdicts), "journal": read(self._journal)}
+
     def collect(self) -> Iterable[Metric]:
+        f = self.node_figures or self.figures()
         connections = GaugeMetricFamily("stockade_connections", "Open connections, by kind.",
                                         labels=["kind"])
-        for kind, count in sorted(self._connections().items()):
+        for kind, count in sorted(f["connections"].items()):
             connections.add_metric([kind], count)
         yield connections
         yield GaugeMetricFamily("stockade_sessions", "Authenticated client sessions (bound resources).",
-                                value=self._sessions())
+                                value=f["sessions"])
         yield CounterMetricFamily("stockade_stanzas_received", "Stanzas received from clients and handled.",
-                                  value=self._stanzas_received())
+                                  value=f["stanzas_received"])
         yield CounterMetricFamily("stockade_auth_failures", "Failed logins (wrong password or unknown user).",
-                                  value=self._auth_failures())
+                                  value=f["auth_failures"])
         yield CounterMetricFamily("stockade_archive_batches_committed",
                                   "Group-commit transactions of archive appends committed.",
-                                  value=self._archive_batches())
+                                  value=f["archive_batches"])
         yield CounterMetricFamily("stockade_audit_write_failures",
                                   "Audit log entries that could not be written (see the error log).",
-                                  value=self._audit_failures())
-        if self._input_paused is not None:
-            pauses, seconds = self._input_paused()
+                                  value=f["audit_failures"])
+        if f["input_paused"] is not None:
+            pauses, seconds = f["input_paused"]
             yield CounterMetricFamily("stockade_input_pauses", "Times client input was paused because the "
                                       "storage writers were two batches behind (storage/backlog.py).", value=pauses)
             yield CounterMetricFamily("stockade_input_paused_seconds", "Seconds client input was paused "
                                       "while the storage writers caught up.", value=seconds)
-        yield from self._security()
+        yield from self._security(f)
 
-    def _security(self) -> Iterable[Metric]:
-        if self._malware is not None:
-            scanned, infected, unavailable = self._malware()
+    def _security(self, f: dict[str, Any]) -> Iterable[Metric]:
+        if f["malware"] is not None:
+            scanned, infected, unavailable = f["malware"]
             yield CounterMetricFamily("stockade_files_scanned", "Uploaded files the malware scanner gave a "
                                       "verdict on (clean or infected).", value=scanned)
             yield CounterMetricFamily("stockade_files_infected", "Uploaded files in which the malware scanner "
                                       "found something (quarantined).", value=infected)
             yield CounterMetricFamily("stockade_scanner_unavailable", "Scans that got no verdict: clamd down, "
                                       "too slow, or it answered with an error.", value=unavailable)
-        for source, name, text in ((self._alerts, "stockade_admin_alerts", "Administrator alerts raised, by kind."),
-                                   (self._verdicts, "stockade_policy_verdicts",
-                                    "Policy verdicts other than allow, by kind.")):
-            if source is not None:
+        for by_kind, name, text in ((f["alerts"], "stockade_admin_alerts", "Administrator alerts raised, by kind."),
+                                    (f["verdicts"], "stockade_policy_verdicts",
+                                     "Policy verdicts other than allow, by kind.")):
+            if by_kind is not None:
                 family = CounterMetricFamily(name, text, labels=["kind"])
-                for kind, count in sorted(source().items()):
+                for kind, count in sorted(by_kind.items()):
                     family.add_metric([kind], count)
                 yield family
-        if self._journal is not None:
-            committed, is_failing = self._journal()
+        if f["journal"] is not None:
+            committed, is_failing = f["journal"]
             yield CounterMetricFamily("stockade_journal_records_committed",
                                       "Compliance journal records committed.", value=committed)
             yield GaugeMetricFamily("stockade_journal_failing", "1 while the compliance journal cannot write "
                                     "(see the error log), else 0.", value=1 if is_failing else 0)
+
+
+def add_figures(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """The node's figures from its workers' (`ServerCollector.figures`): numbers add up, figures
+    by kind add up per kind, pairs and triples add up member by member (a flag is set when it is
+    set in any worker); a figure no worker has stays None."""
+    def add(values: list[Any]) -> Any:
+        present = [v for v in values if v is not None]
+        if not present:
+            return None
+        if isinstance(present[0], dict):
+            return {k: add([v.get(k) for v in present]) for k in sorted({k for v in present for k in v})}
+        if isinstance(present[0], (list, tuple)):
+            return [add(list(column)) for column in zip(*present)]
+        if isinstance(present[0], bool):
+            return any(present)
+        return sum(present)
+    return {key: add([f.get(key) for f in figures]) for key in figures[0]}
 
 
 def count_connections(client_connections: Iterable[Any], component_connections: Iterable[Any]) -> dict[str, int]:
@@ -189,8 +222,10 @@ def count_connections(client_connections: Iterable[Any], component_connections: 
     return {"c2s": c2s, "websocket": websocket, "component": sum(1 for _ in component_connections)}
 
 
-def setup_metrics(http: HttpService, collector: Collector, *, token: str) -> CollectorRegistry:
-    """Serve `collector` (in a registry of its own) at GET /metrics; returns the registry."""
+def setup_metrics(http: HttpService, collector: ServerCollector, *, token: str,
+                  elsewhere: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None) -> CollectorRegistry:
+    """Serve `collector` (in a registry of its own) at GET /metrics; returns the registry.
+    `elsewhere`: with several workers, asks the others for their figures (WorkerNode)."""
     registry = CollectorRegistry()
     registry.register(collector)
 
@@ -199,6 +234,18 @@ def setup_metrics(http: HttpService, collector: Collector, *, token: str) -> Col
         if not is_scrape_allowed(client, request.headers.get("authorization"), token):
             log.info("refused a metrics request from %s", client)
             return PlainTextResponse(REFUSED, status_code=403)
+        if elsewhere is not None:
+            try:
+                others = await elsewhere()
+            except Exception as exc:          # a worker is gone or hung: no partial figures
+                log.warning("metrics not served: %s", exc)
+                return PlainTextResponse(f"the metrics are not available: {exc}\n", status_code=503)
+            # Set and read with no await in between: a concurrent scrape cannot see these.
+            collector.node_figures = add_figures([collector.figures(), *others])
+            try:
+                return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+            finally:
+                collector.node_figures = None
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     http.add_route(METRICS_PATH, metrics, methods=["GET"])
@@ -216,5 +263,5 @@ def subscribe_verdict_count(bus: HookBus, counter: VerdictCounts) -> None:
     bus.on(VerdictGiven, counter.verdict_given, POLICY + 1)
 
 
-__all__ = ["METRICS_PATH", "ServerCollector", "StanzasReceived", "VerdictCounts", "count_connections",
+__all__ = ["METRICS_PATH", "ServerCollector", "add_figures", "StanzasReceived", "VerdictCounts", "count_connections",
            "is_scrape_allowed", "setup_metrics", "subscribe_stanza_count", "subscribe_verdict_count"]

@@ -236,6 +236,9 @@ class ServerProcess:
         if self.doc.get("component_listener", {}).get("enabled"):
             self.ports["component"] = free_port()
             self.doc["component_listener"] = {**self.doc["component_listener"], "port": self.ports["component"]}
+        if self.doc.get("http", {}).get("enabled", True):      # on by default, on a fixed port
+            self.ports["https"] = free_port()
+            self.doc["http"] = {**self.doc.get("http", {}), "port": self.ports["https"]}
         self.write_config()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -357,6 +360,10 @@ class ServerProcess:
     @property
     def component_port(self) -> int:
         return self.ports["component"]
+
+    @property
+    def https_port(self) -> int:
+        return self.ports["https"]
 
     @property
     def cert_path(self) -> Path:
