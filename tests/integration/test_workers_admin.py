@@ -1,9 +1,10 @@
-"""The admin API and metrics with several worker processes ([server] workers = 2).
+"""The admin API, metrics and file upload with several worker processes ([server] workers = 2).
 
 Worker 0 serves HTTPS; the sessions of alice (worker 1) live elsewhere. The admin API must still
 see, count and end them, and what it changes (groups, feature permissions, the threat policy,
 accounts) must apply in every worker before it answers: no worker may keep enforcing the old
-rule until its next periodic check (account_check_interval is an hour here).
+rule until its next periodic check (account_check_interval is an hour here). alice's upload slot
+comes from the upload service in worker 0, and her file is put to and fetched from its listener.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..admin.conftest import AdminApi, Reply
 from ..policy.test_dlp import refusal
 from ..policy.test_policy_engine import BLUEBIRD
 from .conftest import DOMAIN, USERS, jid
+from .test_upload import fetch, upload
 from .test_workers import home
 
 ADMIN, ADMIN_PASSWORD = "ops", "admin-password-long-1"
@@ -139,6 +141,16 @@ async def test_an_account_created_and_removed_through_the_api_is_known_in_its_wo
             error = await erin_client.next_of(erin_client.stream_errors)
             assert error["condition"] == "not-authorized" and "removed" in error["text"]
         assert not alice.pending(alice.messages)
+
+
+async def test_a_user_of_another_worker_shares_a_file(node):
+    async with client(node, jid("alice"), USERS["alice"]) as alice, \
+               client(node, jid("bob"), USERS["bob"]) as bob:
+        url = await upload(node, alice, "minutes.txt", b"the minutes of the meeting")
+        alice.send_message(mto=jid("bob"), mbody=url, mtype="chat")
+        assert (await bob.next_message())["body"] == url
+        got = await fetch(node, "GET", url)
+        assert got.status == 200 and got.body == b"the minutes of the meeting"
 
 
 async def archive_query(user) -> object:

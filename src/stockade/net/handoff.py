@@ -10,10 +10,17 @@ the connection moves:
 - a TLS connection cannot move (the TLS state lives in this process), so this worker keeps it
   and relays: the home worker gets one end of a new socket pair, as if it were the client's
   socket, and this worker copies bytes between the other end and the TLS connection, pausing
-  either side when the other cannot keep up.
+  either side when the other cannot keep up;
+- a WebSocket client (worker 0 alone serves HTTPS) is relayed the same way, framed: each
+  message crosses the socket pair followed by a NUL byte, and the home worker runs a framed
+  connection on its end (net/websocket.py, `RelayedWebSocket`; the record says
+  `"framing": "websocket"`).
 
-The home worker's connection starts where this one stopped: authenticated as the account,
-waiting for the client's new stream header (protocol/stream.py, `moved_in`).
+The record that goes with the socket says who the client is: host, username, address, whether
+the connection is encrypted (`secure`), and which worker counts it for its address
+(`counted_by`: the home worker releases it there when the connection ends). The home worker's
+connection starts where this one stopped: authenticated as the account, waiting for the
+client's new stream header (protocol/stream.py, `moved_in`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.partition import Partition
 from ..protocol.errors import StreamError
 from .c2s import C2SConnection
+from .websocket import RelayedWebSocket, WebSocketConnection
 
 if TYPE_CHECKING:
     from .c2s import C2SContext
@@ -33,6 +41,8 @@ if TYPE_CHECKING:
     from .workers import Mesh
 
 log = logging.getLogger(__name__)
+
+WEBSOCKET = "websocket"          # the record's "framing" of a relayed WebSocket client
 
 
 def _restarting() -> StreamError:
@@ -56,7 +66,8 @@ class Handoff:
         worker = self.partition.home(host, username)
         if worker == self.partition.index:
             return
-        if not isinstance(conn, C2SConnection) or conn.transport is None:
+        can_move = isinstance(conn, WebSocketConnection) or (isinstance(conn, C2SConnection) and conn.transport is not None)
+        if not can_move:
             conn.close(StreamError("internal-server-error", "this kind of connection cannot reach your account's "
                                                              "worker process; connect over TCP"))
             return
@@ -69,6 +80,11 @@ class Handoff:
         conn.flush()                                 # <success/>
         header: dict[str, Any] = {"host": host, "username": username, "address": conn.address,
                                   "secure": conn.is_secure, "counted_by": conn.counted_by}
+        if isinstance(conn, WebSocketConnection):
+            log.debug("moving %s@%s from %s to worker %d (WebSocket relayed)", username, host, conn.address, worker)
+            self._relay_websocket(conn, worker, header)
+            return
+        assert isinstance(conn, C2SConnection) and conn.transport is not None
         transport = conn.transport
         if conn.is_secure or transport.get_write_buffer_size():
             log.debug("moving %s@%s from %s to worker %d (relayed)", username, host, conn.address, worker)
@@ -83,7 +99,9 @@ class Handoff:
             conn.moved_away()
             transport.abort()                        # our descriptor only: the worker has its own
 
-    def _relay(self, conn: C2SConnection, worker: int, header: dict[str, Any]) -> None:
+    def _pass_pair(self, worker: int, header: dict[str, Any]) -> socket.socket | None:
+        """Make a socket pair and pass one end to `worker` with `header`: this worker's end, or
+        None when that worker is gone."""
         here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sent = self.mesh.hand_off(worker, header, there)
@@ -91,12 +109,27 @@ class Handoff:
             there.close()
         if not sent:
             here.close()
+            return None
+        return here
+
+    def _relay_websocket(self, conn: WebSocketConnection, worker: int, header: dict[str, Any]) -> None:
+        here = self._pass_pair(worker, {**header, "framing": WEBSOCKET})
+        if here is None:
+            conn.close(_restarting())
+            return
+        conn.relay(here)
+
+    def _relay(self, conn: C2SConnection, worker: int, header: dict[str, Any]) -> None:
+        here = self._pass_pair(worker, header)
+        if here is None:
             conn.close(_restarting())
             return
         transport = conn.transport
         assert transport is not None
         client = _ClientSide(transport)
         transport.set_protocol(client)
+        if not transport.is_reading():     # paused here (storage backlog): the relay paces it now
+            transport.resume_reading()
         conn.moved_away()
         here.setblocking(False)
         worker_side = _WorkerSide(client)
@@ -119,8 +152,17 @@ class Handoff:
             log.error("a connection for %s@%s arrived in the wrong worker", username, host)
             sock.close()
             return
+        framing = header.get("framing")
+        if framing not in (None, WEBSOCKET):
+            log.error("a connection for %s@%s arrived with an unknown framing: %r", username, host, framing)
+            sock.close()
+            return
         sock.setblocking(False)
-        conn = C2SConnection(c2s, secure, address=address)
+        conn: C2SConnection | RelayedWebSocket
+        if framing == WEBSOCKET:
+            conn = RelayedWebSocket(c2s, secure, address)
+        else:
+            conn = C2SConnection(c2s, secure, address=address)
         counted_by = header.get("counted_by")
         if isinstance(counted_by, int) and c2s.address_gate is not None and 0 <= counted_by < c2s.address_gate.count:
             conn.admission(c2s.address_gate.counts_of(counted_by), None)    # admitted where it landed

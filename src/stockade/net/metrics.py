@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from ..core.hooks import POLICY, SessionClosed, VerdictGiven
-from .websocket import WebSocketConnection
+from .websocket import RelayedWebSocket, WebSocketConnection
 
 if TYPE_CHECKING:
     from ..core.bus import HookBus
@@ -212,10 +212,11 @@ def add_figures(figures: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def count_connections(client_connections: Iterable[Any], component_connections: Iterable[Any]) -> dict[str, int]:
-    """Open connections by kind: c2s (TCP, both ports), websocket, component."""
+    """Open connections by kind: c2s (TCP, both ports), websocket (relayed from worker 0 too),
+    component."""
     websocket = c2s = 0
     for conn in client_connections:
-        if isinstance(conn, WebSocketConnection):
+        if isinstance(conn, (WebSocketConnection, RelayedWebSocket)):
             websocket += 1
         else:
             c2s += 1
