@@ -22,6 +22,7 @@ from stockade.testing.process import ServerProcess, stockade_command
 from stockade.testing.xmpp import client
 
 from ..admin.conftest import AdminApi, Reply
+from ..admin.test_console import Browser
 from ..policy.test_dlp import refusal
 from ..policy.test_policy_engine import BLUEBIRD
 from .conftest import DOMAIN, USERS, jid
@@ -71,6 +72,21 @@ async def test_the_sessions_of_every_worker_are_listed_counted_and_shown_online(
         online = {u["username"]: u["online"] for u in users.body["users"]}
         assert online["alice"] and online["bob"] and not online["carol"]
         assert await asyncio.to_thread(metric, node, "stockade_sessions") == 2
+        dashboard, sessions_page = await asyncio.to_thread(console_pages, node)
+        counts = re.search(rf'<td>{DOMAIN}</td><td>\d+</td><td class="online">(\d+)</td><td class="sessions">(\d+)</td>',
+                           dashboard)
+        assert counts and counts.groups() == ("2", "2"), dashboard
+        assert str(alice.boundjid) in sessions_page and str(bob.boundjid) in sessions_page
+
+
+def console_pages(node: ServerProcess) -> tuple[str, str]:
+    """The console's dashboard and sessions page, as the operator (no second factor here)."""
+    browser = Browser(node)
+    try:
+        assert browser.login(ADMIN, None).url.endswith("/admin/")
+        return browser.get("/").text, browser.get(f"/sessions?host={DOMAIN}").text
+    finally:
+        browser.close()
 
 
 async def test_an_admin_ends_a_session_and_revokes_an_account_in_its_own_worker(node, api):
