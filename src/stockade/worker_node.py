@@ -43,7 +43,7 @@ READY_TIMEOUT = 120.0        # seconds a started worker has to open its ports
 SWITCH_INTERVAL = 0.0002
 # Seconds a worker has to answer a question of another (`WorkerNode.ask`): an answer reads
 # memory, or the database at most; a worker that takes longer is hung.
-ASK_TIMEOUT = 30.0
+ASK_TIMEOUT = 20.0
 
 
 class WorkerUnavailable(Exception):

@@ -10,11 +10,14 @@ comes from the upload service in worker 0, and her file is put to and fetched fr
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import ssl
 import subprocess
 import urllib.request
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -167,6 +170,17 @@ async def test_a_user_of_another_worker_shares_a_file(node):
         assert (await bob.next_message())["body"] == url
         got = await fetch(node, "GET", url)
         assert got.status == 200 and got.body == b"the minutes of the meeting"
+
+
+def test_a_worker_that_does_not_answer_fails_the_request_instead_of_a_partial_answer(node, api):
+    (worker_1,) = [int(pid) for pid in Path(f"/proc/{node.pid}/task/{node.pid}/children").read_text().split()]
+    os.kill(worker_1, signal.SIGSTOP)                 # hung: its sessions cannot be asked about
+    try:
+        reply = api("GET", f"/hosts/{DOMAIN}/sessions")
+        assert reply.status == 503 and "worker process 1 did not answer" in reply.error, reply
+    finally:
+        os.kill(worker_1, signal.SIGCONT)
+    assert api("GET", f"/hosts/{DOMAIN}/sessions").status == 200      # its late answer is ignored
 
 
 async def archive_query(user) -> object:
