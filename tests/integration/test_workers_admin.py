@@ -127,6 +127,24 @@ async def test_group_and_permission_changes_apply_in_every_worker_at_once(node, 
         assert (await archive_query(alice))["type"] == "result"
 
 
+async def test_a_shared_group_made_through_the_api_reaches_the_rosters_in_both_workers(node, api):
+    async with client(node, jid("carol"), USERS["carol"]) as carol, \
+               client(node, jid("bob"), USERS["bob"]) as bob:
+        created = await call(api, "POST", f"/hosts/{DOMAIN}/groups", {"id": "desk", "name": "Desk", "shared": True})
+        assert created.status == 201, created.body
+        members = await call(api, "PUT", f"/hosts/{DOMAIN}/groups/desk/members", {"members": ["carol", "bob"]})
+        assert members.status == 200, members.body
+        for member, contact in ((carol, "bob"), (bob, "carol")):     # carol's roster is worker 1's
+            push = await member.next_of(member.roster_pushes, lambda p: jid(contact) in p["roster"]["items"])
+            assert push["roster"]["items"][jid(contact)]["subscription"] == "both"
+        deleted = await call(api, "DELETE", f"/hosts/{DOMAIN}/groups/desk")
+        assert deleted.status == 200, deleted.body
+        for member, contact in ((carol, "bob"), (bob, "carol")):
+            push = await member.next_of(member.roster_pushes, lambda p: p["roster"]["items"].get(jid(contact), {})
+                                        .get("subscription") == "remove")
+            assert push is not None
+
+
 async def test_a_policy_change_applies_to_the_next_message_in_every_worker(node, api):
     async with client(node, jid("alice"), USERS["alice"]) as alice, \
                client(node, jid("bob"), USERS["bob"]) as bob:
