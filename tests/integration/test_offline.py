@@ -6,9 +6,9 @@ import asyncio
 
 from slixmpp.xmlstream import ET
 
-from stockade.modules.offline import OfflineStore
+from stockade.modules.offline import FULL_RECOUNT, OfflineStore
 from stockade.protocol.jid import JID
-
+from stockade.testing.clock import FakeClock
 from stockade.testing.server import RunningServer
 from stockade.testing.xmpp import TIMEOUT, client
 
@@ -74,6 +74,38 @@ async def test_a_full_offline_store_answers_with_an_error_instead_of_dropping():
             assert error["body"] == "one too many"
         async with client(srv, jid("bob"), USERS["bob"]) as bob:
             assert [(await bob.next_message())["body"] for _ in range(2)] == ["m0", "m1"]
+
+
+async def test_a_full_store_emptied_by_another_process_takes_messages_again():
+    """The count is cached; retention run elsewhere (worker 0 with several worker processes,
+    `stockade retention purge`) empties the store behind the cache's back. A store that looks
+    full is counted again in the database, at most every FULL_RECOUNT seconds, before a message
+    is refused."""
+    clock = FakeClock()
+    with RunningServer([DOMAIN], clock=clock, config={"modules": {"offline": {"max_messages": 2}}}) as srv:
+        srv.add_user(jid("alice"), USERS["alice"])
+        srv.add_user(jid("bob"), USERS["bob"])
+        offline = srv.run(lambda: srv.server.ctx.services[OfflineStore])
+
+        async def refused(body: str) -> bool:
+            before = len(alice.pending(alice.messages))
+            alice.send_message(mto=jid("bob"), mbody=body, mtype="chat")
+            await alice.roundtrip()          # an error comes before the answer to the ping
+            errors = alice.pending(alice.messages)[before:]
+            assert all(e["error"]["condition"] == "service-unavailable" and e["body"] == body for e in errors)
+            return bool(errors)
+
+        async with client(srv, jid("alice"), USERS["alice"]) as alice:
+            assert not await refused("m0") and not await refused("m1")
+            assert await refused("full")
+            assert len(srv.call(offline.archive.pop_all(DOMAIN, "bob"))) == 2      # not through the cache
+            assert await refused("counted a moment ago")       # no query per message meanwhile
+            clock.advance(FULL_RECOUNT + 1)
+            assert not await refused("room again")
+        async with client(srv, jid("bob"), USERS["bob"]) as bob:
+            assert (await bob.next_message())["body"] == "room again"
+            await bob.roundtrip()
+            assert bob.pending(bob.messages) == []
 
 
 async def test_a_message_stored_just_as_the_recipient_comes_online_is_delivered():

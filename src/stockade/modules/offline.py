@@ -47,15 +47,23 @@ def is_worth_storing(stanza: Element) -> bool:
     return has_content
 
 
+# Seconds between two readings from the database of the count of a full store: another
+# process may have emptied part of it (retention in worker 0 with several worker processes,
+# `stockade retention purge`), and the cached count does not know.
+FULL_RECOUNT = 30.0
+
+
 class OfflineStore:
     """Stored messages per account. The count per account is cached so that the limit costs
-    nothing after the first message."""
+    nothing after the first message; a store that looks full is counted again in the database
+    (at most every FULL_RECOUNT seconds) before a message is refused."""
 
     def __init__(self, module: ModuleAPI) -> None:
         self.module = module
         self.archive = module.open_store("offline", "archive")
         self.max_messages = module.options.max_messages
         self._counts: dict[JID, int] = {}
+        self._recounted: dict[JID, float] = {}      # full stores: when last counted in the database
         # Storing and delivering for one account never interleave: a message stored while the
         # account comes online is either in the delivered batch or delivered directly. A lock
         # lives as long as someone holds or waits for it.
@@ -84,6 +92,8 @@ class OfflineStore:
                 session.send(stanza)
             return HANDLED
         count = await self.count_for(bare)
+        if count >= self.max_messages:
+            count = await self._recount(bare, count)
         if count >= self.max_messages:
             self.module.log.warning("offline store of %s is full (%d messages)", bare, count)
             return None             # the router answers <service-unavailable/>
@@ -115,8 +125,24 @@ class OfflineStore:
                 return              # the usual case: a read, not a write transaction
             items = await self.archive.pop_all(bare.domain, bare.local)
             self._counts[bare] = 0
+            self._recounted.pop(bare, None)
         for item in items:
             session.send(parse(item.value))
+
+    async def _recount(self, bare: JID, count: int) -> int:
+        """The count of a store that looks full, read again from the database unless it was
+        within FULL_RECOUNT seconds (a sender that keeps trying costs no query per message)."""
+        now = self.module.clock.monotonic()
+        last = self._recounted.get(bare)
+        if last is not None and now - last < FULL_RECOUNT:
+            return count
+        count = self._counts[bare] = await self.archive.count(bare.domain, bare.local)
+        if count >= self.max_messages:
+            self._recounted[bare] = now
+        else:
+            self._recounted.pop(bare, None)
+            self.module.log.info("offline store of %s has room again (%d messages)", bare, count)
+        return count
 
     def forget_counts(self, host: str, store: str = "offline") -> None:
         """Retention deleted offline messages of `host`: count them again when next needed."""
@@ -133,6 +159,7 @@ class OfflineStore:
 
     async def removed(self, event: AccountRemoved) -> None:
         self._counts.pop(JID(event.username, event.host, None), None)
+        self._recounted.pop(JID(event.username, event.host, None), None)
         await self.archive.delete(event.host, event.username)
 
 
