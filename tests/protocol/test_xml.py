@@ -291,3 +291,15 @@ def test_the_kept_attributes_of_a_stanza_follow_every_change_and_either_namespac
     assert stanza.serialize_stanza() == stanza.serialize()
     stanza.attrs["{urn:example}flag"] = 'a"b'                   # a namespaced attribute, escaped
     assert b' xmlns:ns0="urn:example" ns0:flag="a&quot;b"' in stanza.serialize("jabber:client")
+
+
+def test_a_released_reader_frees_its_parser_and_refuses_what_comes_after():
+    """What a connection that moved to another worker process keeps (net/connection.py
+    `moved_away`): no parser, and no way to parse again."""
+    reader = StreamReader()
+    assert isinstance(reader.feed(STREAM[:STREAM.index(b"<message")])[0], StreamHeader)
+    reader.release()
+    assert reader._parser is None and not reader._buf
+    with pytest.raises(XmlError) as exc:
+        reader.feed(b"<message/>")
+    assert exc.value.condition == "not-well-formed"

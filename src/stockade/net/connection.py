@@ -315,8 +315,11 @@ class ClientConnection(ABC):
 
     def moved_away(self) -> None:
         """Another worker took the client over (net/handoff.py): forget it here, end nothing.
-        It stays counted for its address where it was (`counted_by`); the new worker releases it."""
+        It stays counted for its address where it was (`counted_by`); the new worker releases it.
+        Its parser is freed: a relayed connection's object lives on as long as its client stays
+        (the transport keeps a reference to it) and parses nothing more."""
         self._counted_by = None
+        self.stream.moved_out()
         self.lost()
 
     @property

@@ -158,6 +158,11 @@ class ClientStream:
         return StreamReader(max_stanza_size=o.max_stanza_size, max_depth=o.max_depth,
                             max_attrs=o.max_attrs, framed=o.framed)
 
+    def moved_out(self) -> None:
+        """The connection moved to another worker process, which goes on with the stream
+        (`moved_in` there): this side parses nothing more."""
+        self._reader.release()
+
     def compact(self) -> bool:
         """Free the XML parser of an established, idle stream (see StreamReader.compact)."""
         return self.state is State.OPEN and self._reader.compact()

@@ -512,6 +512,14 @@ class StreamReader:
         self._buf_start = self._fed = self._mark = 0
         return True
 
+    def release(self) -> None:
+        """The stream went on elsewhere (a connection moved to another worker process): free
+        the parser and buffers for good; anything fed later is refused as after the end."""
+        self._parser = None
+        self._buf = bytearray()
+        self._buf_start = self._fed = self._mark = 0
+        self._closed = True
+
     def _revive(self) -> None:
         self._parser = self._new_parser()
         self._depth = 0
