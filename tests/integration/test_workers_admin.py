@@ -33,6 +33,7 @@ from .test_upload import fetch, upload
 from .test_workers import home
 
 ADMIN, ADMIN_PASSWORD = "ops", "admin-password-long-1"
+AUDITOR = "aud"                         # may read the audit log of example.com, not end sessions
 ERIN = ("erin", "erin-pw-4444")        # created through the API during a test (worker 1)
 
 
@@ -42,19 +43,25 @@ def node(tmp_path_factory) -> ServerProcess:
         "server": {"workers": 2, "account_check_interval": 3600.0}, "c2s": {"require_tls": False}})
     for user, password in USERS.items():
         assert proc.cli("user", "add", jid(user), "--password", password).status == 0
-    created = subprocess.run([*stockade_command(), "--config", str(proc.config_path), "admin", "create", ADMIN,
-                              "--role", "operator", "--no-totp", "--password-stdin"],
-                             input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, timeout=60)
-    assert created.returncode == 0, created.stderr
+    for name, role in ((ADMIN, "operator"), (AUDITOR, "auditor")):
+        created = subprocess.run([*stockade_command(), "--config", str(proc.config_path), "admin", "create", name,
+                                  "--role", role, *(["--host", DOMAIN] if role != "operator" else []),
+                                  "--no-totp", "--password-stdin"],
+                                 input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, timeout=60)
+        assert created.returncode == 0, created.stderr
     with proc:
         yield proc
 
 
-@pytest.fixture(scope="module")
-def api(node) -> AdminApi:
-    made = node.cli("admin", "token", ADMIN, "--scope", "all")
+def token(node: ServerProcess, name: str) -> AdminApi:
+    made = node.cli("admin", "token", name, "--scope", "all")
     assert made.status == 0, made.stderr
     return AdminApi(node, made.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def api(node) -> AdminApi:
+    return token(node, ADMIN)
 
 
 def call(api: AdminApi, method: str, path: str, body=None) -> "asyncio.Future[Reply]":
@@ -107,6 +114,16 @@ async def test_an_admin_ends_a_session_and_revokes_an_account_in_its_own_worker(
         assert revoked.status == 200 and revoked.body["ended"] == 1, revoked.body
         error = await alice.next_of(alice.stream_errors)
         assert error["condition"] == "not-authorized" and "were revoked" in error["text"]
+
+
+async def test_an_admin_without_the_right_cannot_end_a_session_in_another_worker(node):
+    """The role is checked in worker 0, before any other worker is asked."""
+    auditor = token(node, AUDITOR)
+    async with client(node, jid("alice"), USERS["alice"]) as alice:
+        refused = await call(auditor, "DELETE", f"/hosts/{DOMAIN}/sessions/alice/{alice.boundjid.resource}")
+        assert refused.status == 403 and "sessions.end" in refused.error, refused.body
+        await alice.roundtrip()                  # still connected
+        assert alice.pending(alice.stream_errors) == []
 
 
 async def test_group_and_permission_changes_apply_in_every_worker_at_once(node, api):

@@ -120,10 +120,11 @@ class LiveSessions:
     async def _home(self, host: str, username: str, what: str, /, **args: Any) -> tuple[bool, Any]:
         """(True, the answer) when the account lives in another worker; (False, None) when here."""
         node = self.node
-        if node is None or node.partition.home(host, username) == node.index:
+        worker = None if node is None else node.partition.home(host, username)
+        if worker is None or worker == node.index:
             return False, None
         try:
-            return True, await node.ask(node.partition.home(host, username), what, **args)
+            return True, await node.ask(worker, what, **args)
         except WorkerUnavailable as exc:
             raise _unavailable(exc) from None
 
@@ -147,11 +148,8 @@ class LiveSessions:
             users.update(answer)
         return users
 
-    async def end(self, host: str, user: str, resource: str) -> dict[str, str] | None:
-        try:
-            username = normalise_local(user)
-        except InvalidJid:
-            return None
+    async def end(self, host: str, username: str, resource: str) -> dict[str, str] | None:
+        """End the session `username` (normalised) has on `resource`; what it was, or None."""
         elsewhere, answer = await self._home(host, username, "end_session", host=host, user=username,
                                              resource=resource)
         return answer if elsewhere else self.end_here(host, username, resource)

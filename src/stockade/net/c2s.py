@@ -18,8 +18,8 @@ class C2SConnection(ClientConnection, asyncio.Protocol):
 
     __slots__ = ("transport", "_given_address")
 
-    def __init__(self, ctx: C2SContext, direct_tls: bool, address: str | None = None) -> None:
-        super().__init__(ctx, is_secure=direct_tls)
+    def __init__(self, ctx: C2SContext, direct_tls: bool, address: str | None = None, framed: bool = False) -> None:
+        super().__init__(ctx, is_secure=direct_tls, framed=framed)
         self.transport: asyncio.Transport | None = None
         # The client's address when the socket is not the client's own: a connection another
         # worker moved or relays here (net/handoff.py).

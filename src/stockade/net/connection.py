@@ -189,7 +189,7 @@ class C2SContext:
 class ClientConnection(ABC):
     """Transport-independent part of a client connection; also the session's channel."""
 
-    transport = "tcp"           # what the client connected over (policy asks: web_client permission)
+    kind = "tcp"                # what the client connected over (policy asks: web_client permission)
 
     __slots__ = ("_backlog", "_busy", "_closing", "_counted_by", "_dirty", "_held_back", "_input", "_paused", "_seen_input",
                  "_swept_input", "_timer", "address", "ctx", "is_secure", "sasl", "session", "stream",

@@ -158,11 +158,8 @@ class Handoff:
             sock.close()
             return
         sock.setblocking(False)
-        conn: C2SConnection | RelayedWebSocket
-        if framing == WEBSOCKET:
-            conn = RelayedWebSocket(c2s, secure, address)
-        else:
-            conn = C2SConnection(c2s, secure, address=address)
+        conn = RelayedWebSocket(c2s, secure, address) if framing == WEBSOCKET else \
+            C2SConnection(c2s, secure, address=address)
         counted_by = header.get("counted_by")
         if isinstance(counted_by, int) and c2s.address_gate is not None and 0 <= counted_by < c2s.address_gate.count:
             conn.admission(c2s.address_gate.counts_of(counted_by), None)    # admitted where it landed

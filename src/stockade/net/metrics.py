@@ -33,7 +33,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from ..core.hooks import POLICY, SessionClosed, VerdictGiven
-from .websocket import RelayedWebSocket, WebSocketConnection
 
 if TYPE_CHECKING:
     from ..core.bus import HookBus
@@ -216,7 +215,7 @@ def count_connections(client_connections: Iterable[Any], component_connections: 
     component."""
     websocket = c2s = 0
     for conn in client_connections:
-        if isinstance(conn, (WebSocketConnection, RelayedWebSocket)):
+        if conn.kind == "websocket":
             websocket += 1
         else:
             c2s += 1

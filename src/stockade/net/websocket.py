@@ -37,6 +37,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol.errors import StreamError
+from .c2s import C2SConnection
 from .connection import C2SContext, ClientConnection
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ RELAY_LOW_WATER = 16 * 1024
 
 class WebSocketConnection(ClientConnection):
     __slots__ = ("websocket", "_out", "_queued", "_can_read", "_writer", "_relay")
-    transport = "websocket"
+    kind = "websocket"
 
     def __init__(self, ctx: C2SContext, websocket: WebSocket, is_secure: bool) -> None:
         super().__init__(ctx, is_secure=is_secure, framed=True)
@@ -231,61 +232,33 @@ class _Relay(asyncio.Protocol):
             self.transport.close()
 
 
-class RelayedWebSocket(ClientConnection, asyncio.Protocol):
-    """In the home worker: a WebSocket client that worker 0 relays (see the module docstring). The
-    socket pair's end carries its messages, each followed by a NUL byte."""
+class RelayedWebSocket(C2SConnection):
+    """In the home worker: a WebSocket client that worker 0 relays (see the module docstring), on
+    the socket pair's end like a TCP client on its socket, but framed: each message is followed
+    by a NUL byte, both ways."""
 
-    __slots__ = ("_socket", "_pending")
-    transport = "websocket"
+    __slots__ = ("_pending",)
+    kind = "websocket"
 
     def __init__(self, ctx: C2SContext, is_secure: bool, address: str) -> None:
-        super().__init__(ctx, is_secure=is_secure, framed=True)
-        self.address = address
-        self._socket: asyncio.Transport | None = None
+        super().__init__(ctx, is_secure, address=address, framed=True)
         self._pending = b""
-
-    # -- asyncio callbacks ----------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._socket = transport  # type: ignore[assignment]
-        self.opened(self.address)
 
     def data_received(self, data: bytes) -> None:
         messages, self._pending = _split(self._pending, data)
         for message in messages:
             self.receive(message)
 
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost()
-
-    # -- transport hooks ------------------------------------------------------------------------
     def _write(self, units: list[bytes]) -> None:
-        transport = self._socket
+        transport = self.transport
         if transport is not None and not transport.is_closing():
             units.append(b"")             # a NUL after each unit, in one join (the list is ours)
             transport.write(END.join(units))
 
-    def _buffered(self) -> int:
-        return self._socket.get_write_buffer_size() if self._socket is not None else 0
-
     def _close_transport(self, wait_for_peer: bool) -> None:
         # Worker 0 closes the WebSocket (its closing handshake) once it has sent what came before.
-        if self._socket is not None and not self._socket.is_closing():
-            self._socket.close()
-
-    def _abort_transport(self) -> None:
-        if self._socket is not None:
-            self._socket.abort()
-
-    def _pause_input(self) -> None:
-        if self._socket is not None:
-            self._socket.pause_reading()
-
-    def _resume_input(self) -> None:
-        if self._socket is not None and not self._socket.is_closing():
-            self._socket.resume_reading()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
 
 async def serve_websocket(ctx: C2SContext, websocket: WebSocket, is_secure: bool,

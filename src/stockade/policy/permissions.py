@@ -338,7 +338,7 @@ class Permissions:
         session = event.session
         if session.host not in self._by_feature["web_client"]:
             return None
-        if getattr(session.channel.connection, "transport", None) != "websocket":
+        if getattr(session.channel.connection, "kind", None) != "websocket":
             return None
         denial = self.refuse(session.host, session.username, "web_client")
         if denial is None:
