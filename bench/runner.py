@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     print(f"bench: {started}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
-          f"servers on core 0, generator on core {GENERATOR_CORE}", flush=True)
+          f"servers on core {SERVER_CORE}, generator on core {GENERATOR_CORE}", flush=True)
     try:
         bench.setup(needed)
         bench.run(scenarios)

@@ -29,8 +29,11 @@ from .dataset import Dataset
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
-SERVER_CORE = 0                  # the server runs here; the generator on GENERATOR_CORE
-GENERATOR_CORE = 1
+# The server runs on SERVER_CORE, the generator on GENERATOR_CORE (BENCH_SERVER_CORE and
+# BENCH_GENERATOR_CORE in the environment change them: two runs side by side, one per core, show
+# what the machine itself gives a second busy core).
+SERVER_CORE = int(os.environ.get("BENCH_SERVER_CORE", "0"))
+GENERATOR_CORE = int(os.environ.get("BENCH_GENERATOR_CORE", "1"))
 PORT_RANGE = (20001, 29999)      # below ip_local_port_range (32768-60999): never an outgoing port
 BACKLOG = 1024                   # listen backlog every server gets (Stockade's built-in value)
 MAX_STANZA_SIZE = 262144         # bytes; the same limit on every server (their common default)

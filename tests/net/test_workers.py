@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from stockade.net.workers import Mesh, WorkerSpec, make_links
+from stockade.net.workers import Link, Mesh, WorkerSpec, make_links, stanza_frame
 from stockade.protocol import ns
-from stockade.protocol.xml import Element
+from stockade.protocol.xml import Element, StreamReader, parse
 from stockade.storage.backlog import WriteBacklog
 
 TIMEOUT = 30.0
@@ -16,6 +16,14 @@ def worker_0_and_the_ends_of_worker_1() -> tuple[Mesh, tuple]:
     ends = make_links(2)
     mine = {peer: (s.detach(), h.detach()) for peer, (s, h) in ends[0].items()}
     return Mesh(WorkerSpec(0, 2, {}, mine)), ends[1][0]
+
+
+def read(xml: str) -> Element:
+    """A stanza as a client connection reads it: with its raw content kept."""
+    reader = StreamReader()
+    [stanza] = [e for e in reader.feed(f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}'>{xml}".encode())
+                if isinstance(e, Element)]
+    return stanza
 
 
 def message(n: int) -> Element:
@@ -74,6 +82,83 @@ async def test_input_pauses_while_the_other_worker_does_not_read_and_resumes_onc
             if not reading.done():
                 reading.cancel()
         assert not backlog.congested
+    finally:
+        mesh.close()
+        stream.close()
+        handoff.close()
+
+
+async def test_a_stanza_crosses_as_the_same_tree_with_its_raw_content():
+    """What the other worker rebuilds is the element the sender had: names, namespaces,
+    namespaced attributes, mixed text, and the raw content it was read with, which the receiving
+    side serialises again unchanged and drops once a child changes."""
+    mesh, (stream, handoff) = worker_0_and_the_ends_of_worker_1()
+    await mesh.start()
+    other = Mesh(WorkerSpec(1, 2, {}, {0: (stream.detach(), handoff.detach())}))
+    got: list[Element] = []
+    controls: list[Element] = []
+    arrived = asyncio.Event()
+    other.on_stanza = lambda peer, stanza: (got.append(stanza), arrived.set())
+    other.on_control = lambda peer, element: controls.append(element)
+    await other.start()
+    try:
+        stanza = read("<message from='alice@example.com/a' to='bob@example.com' "
+                       "xml:lang='en' type='chat'><body>a &lt;b&gt; &amp; c</body>"
+                       "<x xmlns='urn:example:x' xmlns:e='urn:example:e' e:flag='1'>one<y/>two</x></message>")
+        assert stanza._inner is not None
+        mesh.control(1, "ready", {"n": "1"})
+        assert mesh.forward(1, stanza)
+        await asyncio.wait_for(arrived.wait(), TIMEOUT)
+        [crossed] = got
+        assert [(c.name, c.attrs) for c in controls] == [("ready", {"n": "1"})]
+        assert crossed.serialize() == stanza.serialize()
+        assert crossed._inner == stanza._inner
+        assert crossed.attrs == {"from": "alice@example.com/a", "to": "bob@example.com", "xml:lang": "en",
+                                 "type": "chat"}
+        x = crossed.find("x", "urn:example:x")
+        assert x is not None and x.attrs == {"{urn:example:e}flag": "1"} and x.children[0] == "one"
+        assert crossed.find_text("body") == "a <b> & c"
+        x.set("{urn:example:e}flag", "2")
+        assert crossed._inner is None
+        assert parse(crossed.serialize()).find("x", "urn:example:x").attrs == {"{urn:example:e}flag": "2"}
+    finally:
+        mesh.close()
+        other.close()
+
+
+def test_frames_split_over_many_reads_arrive_whole():
+    """However the socket cuts the stream, each frame is read once it is complete: a head
+    arriving byte by byte, a large stanza in pieces, two frames in one read."""
+    mesh, (stream, handoff) = worker_0_and_the_ends_of_worker_1()
+    got: list[Element] = []
+    mesh.on_stanza = lambda peer, stanza: got.append(stanza)
+    link = Link(mesh, 1)
+    data = stanza_frame(message(1)) + stanza_frame(message(2)) + stanza_frame(message(3))
+    cuts = [*range(0, 10), *range(10, len(data) - 70000, 4093), len(data) - 70000]   # the last read: 2 frames' ends
+    for start, stop in zip(cuts, [*cuts[1:], len(data)]):
+        link.data_received(data[start:stop])
+        if stop < len(data) - 140000:
+            assert not got
+    assert [s.attrs["id"] for s in got] == ["1", "2", "3"]
+    assert got[2].find_text("body") == "x" * 65536
+    stream.close()
+    handoff.close()
+
+
+async def test_a_link_that_carries_what_no_worker_writes_is_given_up():
+    mesh, (stream, handoff) = worker_0_and_the_ends_of_worker_1()
+    lost = asyncio.Event()
+    mesh.on_lost = lambda peer: lost.set()
+    got: list[Element] = []
+    mesh.on_stanza = lambda peer, stanza: got.append(stanza)
+    await mesh.start()
+    try:
+        stream.setblocking(False)
+        await asyncio.get_running_loop().sock_sendall(
+            stream, stanza_frame(message(1)) + b"<message to='bob@example.com'><body>hi</body></message>")
+        await asyncio.wait_for(lost.wait(), TIMEOUT)
+        assert [s.attrs["id"] for s in got] == ["1"]
+        assert not mesh.is_up(1)
     finally:
         mesh.close()
         stream.close()

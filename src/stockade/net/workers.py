@@ -8,10 +8,14 @@ Every worker accepts clients on the same ports (SO_REUSEPORT: the kernel spreads
 over them) and runs the whole server for the accounts whose home it is (core/partition.py).
 Each pair of workers shares two Unix socket pairs, made by worker 0 before it starts the others:
 
-- a stream of XML, like a stream between two servers: each side writes a header once, then the
-  stanzas it forwards to the other (the router decided the recipient lives there) and control
-  elements in NS_WORKER (ready, login failures for the brute-force limits). Stanzas keep their
-  serialised form: the receiving side reads them in bulk with the same reader as client input;
+- a stream of frames: the stanzas it forwards to the other (the router decided the recipient
+  lives there) and control elements (ready, login failures for the brute-force limits, questions
+  and answers). A frame is a length, a kind and the element's tree in `marshal`'s format (names,
+  attributes, text, and the raw content the stanza was read with), so the other side rebuilds
+  the same Element without parsing XML again: parsing was a fifth of what a message between two
+  workers cost (docs/benchmarks.md, "Worker processes"). `marshal` reads only what a process of
+  this same program wrote: the link is a socket pair worker 0 made before it started the others,
+  and what a client sent is in it only as strings;
 - a packet socket that carries connections: after SASL, a client whose account lives in another
   worker moves there with its file descriptor (net/handoff.py).
 
@@ -27,21 +31,21 @@ import array
 import asyncio
 import json
 import logging
+import marshal
 import os
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..protocol import ns
-from ..protocol.xml import Element, StreamHeader, StreamReader, XmlError
+from ..protocol.xml import Element, Node
 from .connection import Flusher
 
 log = logging.getLogger(__name__)
 
 NS_WORKER = "urn:stockade:worker:0"
 SPEC_ENV = "STOCKADE_WORKER"          # the JSON WorkerSpec of a started worker
-LINK_HEADER = f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}'>".encode()
-MAX_FORWARDED = 1 << 24               # a stanza passed the sender's own size limit already
+MAX_FORWARDED = 1 << 24               # bytes of one frame: a stanza passed the sender's own size limit already
 MAX_HANDOFF = 65536                   # bytes of one handoff record (its header)
 # Bytes waiting to be written to another worker before client input pauses (Link.pause_writing).
 # Far above what one event-loop turn forwards under load (asyncio's default of 64 KiB was
@@ -80,37 +84,112 @@ def make_links(count: int) -> dict[int, dict[int, tuple[socket.socket, socket.so
     return ends
 
 
+# A frame on the link: its payload's length and kind, then the payload (`marshal`).
+_HEAD = struct.Struct("!IB")
+_STANZA = 1              # payload: the stanza's tree (`_tree`)
+_CONTROL = 2             # payload: (name, attributes) of an element in NS_WORKER
+# (name, namespace, attributes, raw content or None, children: text or trees)
+Tree = tuple[str, str, dict[str, str], "bytes | None", list[Any]]
+
+
+def _tree(el: Element) -> Tree:
+    return (el.name, el.xmlns, el.attrs, el._inner,
+            [_tree(c) if type(c) is Element else c for c in el.children])
+
+
+def _element(tree: Tree, top: Element | None = None) -> Element:
+    """The Element `_tree` was made from, its raw content kept. Below the top-level element,
+    each element's owner is the top-level one, as the XML reader makes them: a change to one of
+    them drops the cached raw content that includes it."""
+    name, xmlns, attrs, inner, children = tree
+    el = Element(name, xmlns, attrs)
+    el._inner = inner
+    if top is None:
+        top = el
+    else:
+        el._owner = top
+    if children:
+        kids: list[Node] = el.children
+        for child in children:
+            kids.append(_element(child, top) if type(child) is tuple else child)
+    return el
+
+
+def stanza_frame(stanza: Element) -> bytes:
+    payload = marshal.dumps(_tree(stanza))
+    return _HEAD.pack(len(payload), _STANZA) + payload
+
+
+def control_frame(name: str, attrs: dict[str, str]) -> bytes:
+    payload = marshal.dumps((name, attrs))
+    return _HEAD.pack(len(payload), _CONTROL) + payload
+
+
+class LinkError(Exception):
+    """What came over a link is not a frame this program writes (a bug: the peer is itself)."""
+
+
 class Link(asyncio.Protocol):
-    """The XML stream to one other worker."""
+    """The stream of frames to one other worker."""
 
     def __init__(self, mesh: Mesh, peer: int) -> None:
         self.mesh = mesh
         self.peer = peer
         self.transport: asyncio.Transport | None = None
-        self.reader = StreamReader(max_stanza_size=MAX_FORWARDED, max_depth=64, max_attrs=256)
         self._out: list[bytes] = []
+        self._partial = bytearray()    # the start of a frame not yet complete
+        self._needed = 0               # bytes _partial must reach before anything can be read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=LINK_HIGH_WATER)  # type: ignore[attr-defined]
-        transport.write(LINK_HEADER)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
+        partial = self._partial
+        if partial:
+            partial += data
+            if len(partial) < self._needed:
+                return
+            data = bytes(partial)
+            self._partial = bytearray()
         try:
-            events = self.reader.feed(data)
-        except XmlError as exc:      # a bug, not an attack: the peer is this program
-            log.error("the link to worker %d broke: %s", self.peer, exc.text)
+            self._frames(data)
+        except LinkError as exc:
+            log.error("the link to worker %d broke: %s", self.peer, exc)
             self.mesh.link_lost(self.peer)
-            return
+            if self.transport is not None:
+                self.transport.close()
+
+    def _frames(self, data: bytes) -> None:
         on_stanza, on_control = self.mesh.on_stanza, self.mesh.on_control
-        for item in events:
-            if type(item) is Element:
-                if item.xmlns == NS_WORKER:
-                    on_control(self.peer, item)
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        while end - pos >= 5:
+            size, kind = _HEAD.unpack_from(data, pos)
+            if size > MAX_FORWARDED:
+                raise LinkError(f"a frame of {size} bytes")
+            stop = pos + 5 + size
+            if stop > end:
+                break
+            try:
+                value = marshal.loads(view[pos + 5:stop])
+                if kind == _STANZA:
+                    element = _element(value)
+                elif kind == _CONTROL:
+                    name, attrs = value
+                    element = Element(name, NS_WORKER, attrs)
                 else:
-                    on_stanza(self.peer, item)
-            elif not isinstance(item, StreamHeader):
-                self.mesh.link_lost(self.peer)
+                    raise LinkError(f"a frame of unknown kind {kind}")
+            except (ValueError, TypeError, EOFError) as exc:
+                raise LinkError(f"an unreadable frame: {exc}") from None
+            pos = stop
+            if kind == _STANZA:
+                on_stanza(self.peer, element)
+            else:
+                on_control(self.peer, element)
+        if pos < end:
+            self._partial = bytearray(view[pos:])
+            self._needed = 5 + _HEAD.unpack_from(data, pos)[0] if end - pos >= 5 else 5
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.mesh.on_congestion(self.peer, False)
@@ -184,15 +263,13 @@ class Mesh:
         link = self.links.get(peer)
         if link is None or peer in self._lost:
             return False
-        # With its namespace written out: the form the archive's and journal's copies made
-        # already (Element.serialize_stanza), reused rather than made again.
-        link.send(stanza.serialize_stanza())
+        link.send(stanza_frame(stanza))
         return True
 
     def control(self, peer: int, name: str, attrs: dict[str, str] | None = None) -> None:
         link = self.links.get(peer)
         if link is not None and peer not in self._lost:
-            link.send(Element(name, NS_WORKER, attrs or {}).serialize(ns.CLIENT))
+            link.send(control_frame(name, attrs or {}))
 
     def broadcast(self, name: str, attrs: dict[str, str] | None = None) -> None:
         for peer in self.links:
