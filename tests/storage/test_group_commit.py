@@ -197,9 +197,10 @@ async def test_appends_after_close_are_refused(storage_url: str) -> None:
 
 async def test_a_batch_split_into_several_insert_statements_keeps_every_row_in_order(
         storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # SQLite writes a batch as INSERTs of many rows each (engine.BulkInsert); 7 rows per
-    # statement makes a batch of 100 span 14 full statements and a remainder of 2.
-    monkeypatch.setattr("stockade.storage.engine.SQLITE_ROWS_PER_INSERT", 7)
+    # SQLite writes a batch as INSERTs of many rows each (engine.BulkInsert): with 16 rows per
+    # statement a batch of 100 spans 6 full statements and a rest of 4; a rest of 1-15 rows goes
+    # in statements of 8, 4, 2 and 1 rows. Every size of rest, and rests after full statements.
+    monkeypatch.setattr("stockade.storage.engine.SQLITE_ROWS_PER_INSERT", 16)
     opened = await Storage.open(storage_url)
     try:
         archive = opened.archive("mam")
@@ -213,5 +214,14 @@ async def test_a_batch_split_into_several_insert_statements_keeps_every_row_in_o
             assert [i.value for i in items] == [v for who, v in calls if who == user]
             assert [i.id for i in items] == sorted(i.id for i in items)
         assert sum([await archive.count(HOST, user) for user in USERS]) == 100
+
+        written = [v for who, v in calls if who == "alice"]
+        for size in (*range(1, 18), 31, 47, 48):
+            values = [f"<message id='{size}-{n}'/>" for n in range(size)]
+            await asyncio.gather(*[archive.append_nowait(HOST, "alice", value) for value in values])
+            written += values
+        items = await archive.query(HOST, "alice", limit=len(written))
+        assert [i.value for i in items] == written
+        assert [i.id for i in items] == sorted(i.id for i in items)
     finally:
         await opened.close()

@@ -30,7 +30,8 @@ here and nowhere else:
 - Upsert and insert-or-ignore (ON CONFLICT, spelled by each dialect's `insert`).
 - Plain SQL for the group-commit writers' bulk inserts (`bulk_insert`, archive and journal):
   tuples straight to the DBAPI skip SQLAlchemy's per-row work. On SQLite a batch goes out as
-  INSERTs of many rows each (`SQLITE_ROWS_PER_INSERT`), not an executemany: Python's sqlite3
+  INSERTs of many rows each (`SQLITE_ROWS_PER_INSERT`, then the rest of the batch in statements
+  of 512, 256, ... rows), not an executemany: Python's sqlite3
   gives up the interpreter lock around each statement's step and must take it back for the next,
   so an executemany in a writer thread waits for the busy event loop's thread once per row (up
   to the interpreter's switch interval, 5 ms, each time), while one statement of a thousand rows
@@ -567,6 +568,7 @@ class BulkInsert:
         markers = ("?" for _ in columns) if self._is_sqlite else (f"${n}" for n in range(1, self._width + 1))
         self._row = "(" + ", ".join(markers) + ")"
         self._multi: tuple[str, int] | None = None     # SQLite: (statement, rows in it), on first use
+        self._by_size: dict[int, str] = {}               # SQLite: statements for fewer rows, by count
 
     def __call__(self, conn: Connection, rows: Sequence[tuple]) -> None:
         single = self._head + self._row
@@ -577,8 +579,25 @@ class BulkInsert:
         full = len(rows) - len(rows) % per
         for start in range(0, full, per):
             conn.exec_driver_sql(multi, tuple(chain.from_iterable(rows[start:start + per])))
-        if full < len(rows):
-            conn.exec_driver_sql(single, rows[full:])
+        # The rest in statements of 512, 256, ... rows (a few statements SQLite keeps prepared)
+        # rather than an executemany, which steps and hands the interpreter lock back once per row.
+        start, rest = full, len(rows) - full
+        size = 1 << (rest.bit_length() - 1) if rest else 0
+        while rest:
+            if rest >= size:
+                if size == 1:
+                    conn.exec_driver_sql(single, rows[start])
+                else:
+                    conn.exec_driver_sql(self._sized(size), tuple(chain.from_iterable(rows[start:start + size])))
+                start += size
+                rest -= size
+            size >>= 1
+
+    def _sized(self, count: int) -> str:
+        statement = self._by_size.get(count)
+        if statement is None:
+            statement = self._by_size[count] = self._head + ", ".join(self._row for _ in range(count))
+        return statement
 
     def _multi_statement(self, conn: Connection) -> tuple[str, int]:
         limit = conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
