@@ -20,7 +20,7 @@ def worker_0_and_the_ends_of_worker_1() -> tuple[Mesh, tuple]:
 
 def read(xml: str) -> Element:
     """A stanza as a client connection reads it: with its raw content kept."""
-    reader = StreamReader()
+    reader = StreamReader(max_stanza_size=1 << 25)
     [stanza] = [e for e in reader.feed(f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}'>{xml}".encode())
                 if isinstance(e, Element)]
     return stanza
@@ -141,6 +141,27 @@ def test_frames_split_over_many_reads_arrive_whole():
             assert not got
     assert [s.attrs["id"] for s in got] == ["1", "2", "3"]
     assert got[2].find_text("body") == "x" * 65536
+    stream.close()
+    handoff.close()
+
+
+def test_a_stanza_of_the_largest_size_a_client_may_send_crosses():
+    """[c2s] max_stanza_size goes up to 16 MiB; a frame holds the raw content and the text, so
+    a stanza that large makes a frame of about twice that, which the link still takes."""
+    mesh, (stream, handoff) = worker_0_and_the_ends_of_worker_1()
+    got: list[Element] = []
+    lost: list[int] = []
+    mesh.on_stanza = lambda peer, stanza: got.append(stanza)
+    mesh.on_lost = lost.append
+    link = Link(mesh, 1)
+    body = "y" * (16 * 1024 * 1024 - 200)
+    stanza = read(f"<message from='alice@example.com/a' to='bob@example.com'><body>{body}</body></message>")
+    data = stanza_frame(stanza)
+    assert len(data) > 2 * len(body) > 1 << 24
+    for start in range(0, len(data), 1 << 20):
+        link.data_received(data[start:start + (1 << 20)])
+    assert len(got) == 1 and got[0].find_text("body") == body
+    assert not lost
     stream.close()
     handoff.close()
 

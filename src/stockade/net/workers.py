@@ -45,7 +45,10 @@ log = logging.getLogger(__name__)
 
 NS_WORKER = "urn:stockade:worker:0"
 SPEC_ENV = "STOCKADE_WORKER"          # the JSON WorkerSpec of a started worker
-MAX_FORWARDED = 1 << 24               # bytes of one frame: a stanza passed the sender's own size limit already
+# Bytes of one frame. A stanza passed the sender's own size limit already (at most 16 MiB,
+# [c2s] max_stanza_size); its frame holds its raw content and its text again, so up to about
+# twice that.
+MAX_FORWARDED = 1 << 26
 MAX_HANDOFF = 65536                   # bytes of one handoff record (its header)
 # Bytes waiting to be written to another worker before client input pauses (Link.pause_writing).
 # Far above what one event-loop turn forwards under load (asyncio's default of 64 KiB was
