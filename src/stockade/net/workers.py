@@ -177,19 +177,16 @@ class Link(asyncio.Protocol):
             try:
                 value = marshal.loads(view[pos + 5:stop])
                 if kind == _STANZA:
-                    element = _element(value)
+                    element, deliver = _element(value), on_stanza
                 elif kind == _CONTROL:
                     name, attrs = value
-                    element = Element(name, NS_WORKER, attrs)
+                    element, deliver = Element(name, NS_WORKER, attrs), on_control
                 else:
                     raise LinkError(f"a frame of unknown kind {kind}")
             except (ValueError, TypeError, EOFError) as exc:
                 raise LinkError(f"an unreadable frame: {exc}") from None
             pos = stop
-            if kind == _STANZA:
-                on_stanza(self.peer, element)
-            else:
-                on_control(self.peer, element)
+            deliver(self.peer, element)
         if pos < end:
             self._partial = bytearray(view[pos:])
             self._needed = 5 + _HEAD.unpack_from(data, pos)[0] if end - pos >= 5 else 5

@@ -567,43 +567,34 @@ class BulkInsert:
         self._is_sqlite = dialect == "sqlite"
         markers = ("?" for _ in columns) if self._is_sqlite else (f"${n}" for n in range(1, self._width + 1))
         self._row = "(" + ", ".join(markers) + ")"
-        self._multi: tuple[str, int] | None = None     # SQLite: (statement, rows in it), on first use
-        self._by_size: dict[int, str] = {}               # SQLite: statements for fewer rows, by count
+        self._per = 0                                    # SQLite: rows in a full statement, on first use
+        self._statements: dict[int, str] = {}            # SQLite: the INSERT of n rows, by n
 
     def __call__(self, conn: Connection, rows: Sequence[tuple]) -> None:
-        single = self._head + self._row
         if not self._is_sqlite or len(rows) < 2:
-            conn.exec_driver_sql(single, rows)          # PostgreSQL's executemany, or one row
+            conn.exec_driver_sql(self._head + self._row, rows)      # PostgreSQL's executemany, or one row
             return
-        multi, per = self._multi or self._multi_statement(conn)
-        full = len(rows) - len(rows) % per
-        for start in range(0, full, per):
-            conn.exec_driver_sql(multi, tuple(chain.from_iterable(rows[start:start + per])))
-        # The rest in statements of 512, 256, ... rows (a few statements SQLite keeps prepared)
-        # rather than an executemany, which steps and hands the interpreter lock back once per row.
-        start, rest = full, len(rows) - full
-        size = 1 << (rest.bit_length() - 1) if rest else 0
-        while rest:
-            if rest >= size:
-                if size == 1:
-                    conn.exec_driver_sql(single, rows[start])
-                else:
-                    conn.exec_driver_sql(self._sized(size), tuple(chain.from_iterable(rows[start:start + size])))
-                start += size
-                rest -= size
-            size >>= 1
+        per = self._per or self._rows_per_statement(conn)
+        # Full statements, then the rest in statements of 512, 256, ... rows (a few statements
+        # SQLite keeps prepared) rather than an executemany, which steps and hands the
+        # interpreter lock back once per row.
+        start, left = 0, len(rows)
+        while left:
+            size = per if left >= per else 1 << (left.bit_length() - 1)
+            conn.exec_driver_sql(self._statement(size), tuple(chain.from_iterable(rows[start:start + size])))
+            start += size
+            left -= size
 
-    def _sized(self, count: int) -> str:
-        statement = self._by_size.get(count)
+    def _statement(self, count: int) -> str:
+        statement = self._statements.get(count)
         if statement is None:
-            statement = self._by_size[count] = self._head + ", ".join(self._row for _ in range(count))
+            statement = self._statements[count] = self._head + ", ".join(self._row for _ in range(count))
         return statement
 
-    def _multi_statement(self, conn: Connection) -> tuple[str, int]:
+    def _rows_per_statement(self, conn: Connection) -> int:
         limit = conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        per = max(1, min(SQLITE_ROWS_PER_INSERT, limit // self._width))
-        self._multi = (self._head + ", ".join(self._row for _ in range(per)), per)
-        return self._multi
+        self._per = max(1, min(SQLITE_ROWS_PER_INSERT, limit // self._width))
+        return self._per
 
 
 # -- for migrations, which get a Connection only --------------------------------------------------
