@@ -54,7 +54,7 @@ docs: $(VENV)/.installed
 	$(PY) -m stockade.config.docs > docs/configuration.md
 
 # The load benchmark beside Prosody and ejabberd (docs/benchmarks.md); installs the peers from
-# Debian when missing (as root). BENCH_ARGS passes options, e.g. BENCH_ARGS="--rounds 3 --json r.json".
+# Debian when missing (as root). BENCH_ARGS passes options, e.g. BENCH_ARGS="--rounds 5 --json r.json".
 .PHONY: bench
 bench: $(VENV)/.installed
 	@scripts/ensure-debs prosody ejabberd

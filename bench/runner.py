@@ -1,8 +1,8 @@
 """bench/run: every scenario against Stockade, Prosody and ejabberd, alternately, in one run.
 
-    bench/run all                          # every scenario, 2 rounds, the issue-4 parameters
+    bench/run all                          # every scenario, 3 rounds, the issue-4 parameters
     bench/run one_to_one --rounds 3        # one scenario
-    bench/run all --quick                  # small parameters: a functional check in about 2 minutes
+    bench/run all --quick                  # small parameters: a functional check in a few minutes
     bench/run all --json results.json      # also write every raw result
 
 Each measurement starts the server afresh (pinned to core SERVER_CORE with taskset) from its
@@ -78,6 +78,10 @@ UNPINNED = {"stockade-2cores", "stockade-workers", "stockade-journal-workers"}
 # `make bench`; it is there to compare archives like for like. The journal in worker processes
 # is a figure for docs/benchmarks.md, not a target, and would add a minute to every round.
 OPT_IN = {"ejabberd-mam", "stockade-journal-workers"}
+# Rounds per server and scenario. The figures are medians over the rounds: with two rounds that
+# is their mean, and one round disturbed by the machine moved three targets in the full run at
+# 3112e86 (docs/benchmarks.md, "Runs at 3112e86"); the median of three rounds leaves one out.
+DEFAULT_ROUNDS = 3
 PY_SPY = "py-spy==0.4.3"          # the sampling profiler behind --profile, installed when missing
 SERVER_LABELS = {"stockade": "Stockade", "stockade-journal": "Stockade journal+policy+encryption",
                  "stockade-journal-plain": "Stockade journal+policy",
@@ -431,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", nargs="?", default="all", choices=["all", *SCENARIOS])
-    parser.add_argument("--rounds", type=int, default=2, help="measurements per server and scenario (default 2)")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help=f"measurements per server and scenario (default {DEFAULT_ROUNDS})")
     parser.add_argument("--servers", default=None,
                         help="comma-separated subset of " + ",".join(SERVER_LABELS) + " (default: all)")
     parser.add_argument("--accounts", type=int, default=dataset.DEFAULT_USERS, help="plain accounts provisioned (default 10000)")
@@ -470,8 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    print(f"bench: {started}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
-          f"servers on core {SERVER_CORE}, generator on core {GENERATOR_CORE}", flush=True)
+    print(f"bench: {started}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+          f"({machine()['cpu']}); servers on core {SERVER_CORE}, generator on core {GENERATOR_CORE}",
+          flush=True)
     try:
         bench.setup(needed)
         bench.run(scenarios)
