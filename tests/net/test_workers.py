@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import marshal
+import struct
+
+import pytest
 
 from stockade.net.workers import Link, Mesh, WorkerSpec, make_links, stanza_frame
 from stockade.protocol import ns
@@ -166,7 +170,17 @@ def test_a_stanza_of_the_largest_size_a_client_may_send_crosses():
     handoff.close()
 
 
-async def test_a_link_that_carries_what_no_worker_writes_is_given_up():
+# What no worker writes on a link: XML (its first bytes read as a length far over the limit), a
+# frame of a kind that does not exist, and a frame whose payload is not marshal data.
+FOREIGN = {
+    "xml": b"<message to='bob@example.com'><body>hi</body></message>",
+    "unknown kind": struct.pack("!IB", len(marshal.dumps("hello")), 9) + marshal.dumps("hello"),
+    "not marshal": struct.pack("!IB", 4, 1) + b"\xff\xfe\xfd\xfc",
+}
+
+
+@pytest.mark.parametrize("foreign", FOREIGN.values(), ids=FOREIGN.keys())
+async def test_a_link_that_carries_what_no_worker_writes_is_given_up(foreign: bytes):
     mesh, (stream, handoff) = worker_0_and_the_ends_of_worker_1()
     lost = asyncio.Event()
     mesh.on_lost = lambda peer: lost.set()
@@ -176,7 +190,7 @@ async def test_a_link_that_carries_what_no_worker_writes_is_given_up():
     try:
         stream.setblocking(False)
         await asyncio.get_running_loop().sock_sendall(
-            stream, stanza_frame(message(1)) + b"<message to='bob@example.com'><body>hi</body></message>")
+            stream, stanza_frame(message(1)) + foreign)
         await asyncio.wait_for(lost.wait(), TIMEOUT)
         assert [s.attrs["id"] for s in got] == ["1"]
         assert not mesh.is_up(1)

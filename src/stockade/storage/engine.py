@@ -571,8 +571,8 @@ class BulkInsert:
         self._statements: dict[int, str] = {}            # SQLite: the INSERT of n rows, by n
 
     def __call__(self, conn: Connection, rows: Sequence[tuple]) -> None:
-        if not self._is_sqlite or len(rows) < 2:
-            conn.exec_driver_sql(self._head + self._row, rows)      # PostgreSQL's executemany, or one row
+        if not self._is_sqlite:
+            conn.exec_driver_sql(self._head + self._row, rows)      # PostgreSQL's executemany
             return
         per = self._per or self._rows_per_statement(conn)
         # Full statements, then the rest in statements of 512, 256, ... rows (a few statements
