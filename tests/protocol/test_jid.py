@@ -2,7 +2,7 @@
 
 import pytest
 
-from stockade.protocol.jid import InvalidJid, parse_jid
+from stockade.protocol.jid import JID, InvalidJid, parse_jid
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -32,3 +32,33 @@ def test_bare_and_equality():
     assert full.bare.is_bare and not full.is_bare
     assert parse_jid("example.com").is_domain
     assert hash(full) == hash(parse_jid("alice@example.com/phone"))
+
+
+def test_equal_jids_are_one_object_however_they_are_made():
+    """JIDs compare and hash by identity (in C): that is only right if every way of making a
+    JID gives the one object in use for that address."""
+    import copy
+    import pickle
+
+    from stockade.protocol import jid as jid_module
+    parsed = parse_jid("Bob@Example.COM/desk")
+    made = [JID("bob", "example.com", "desk"), parse_jid("bob@example.com").with_resource("desk"),
+            copy.copy(parsed), copy.deepcopy(parsed), pickle.loads(pickle.dumps(parsed))]
+    jid_module._cache.clear()              # past the parse cache: parsing again normalises anew
+    made.append(parse_jid("BOB@example.com/desk"))
+    assert all(j is parsed for j in made)
+    assert {parsed: 1}.get(JID("bob", "example.com", "desk")) == 1
+    assert parsed.bare is JID("bob", "example.com", None) is parse_jid("bob@example.com")
+    assert parsed != parse_jid("bob@example.com/phone") and parsed != "bob@example.com/desk"
+
+
+def test_a_jid_no_longer_used_is_not_kept():
+    import gc
+    import weakref
+
+    from stockade.protocol import jid as jid_module
+    text = "carol@example.com/only-here"
+    ref = weakref.ref(parse_jid(text))
+    jid_module._cache.clear()
+    gc.collect()
+    assert ref() is None and text not in jid_module._interned

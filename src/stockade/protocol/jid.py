@@ -9,6 +9,7 @@ bounded cache, so the routing path pays for normalisation once per distinct addr
 from __future__ import annotations
 
 import re
+import weakref
 
 import precis_i18n
 
@@ -27,24 +28,47 @@ class InvalidJid(ValueError):
 
 
 class JID:
-    """An immutable, normalised JID. Compare and hash by value; `str()` gives the canonical form."""
+    """An immutable, normalised JID; `str()` gives the canonical form.
 
-    __slots__ = ("local", "domain", "resource", "_str", "_bare")
+    JIDs are interned: while a JID is in use, constructing an equal one returns the same object.
+    Two JIDs are therefore equal exactly when they are the same object, so they compare and hash
+    by identity, in C: the message path looks JIDs up in dicts (sessions, rosters, caches)
+    several times per stanza, and a `__hash__` or `__eq__` written in Python cost a call each
+    time. `bare` is the JID without its resource, made with the JID (reading it is an
+    attribute, not a call).
+    """
 
-    def __init__(self, local: str | None, domain: str, resource: str | None) -> None:
-        self.local = local
-        self.domain = domain
-        self.resource = resource
+    __slots__ = ("local", "domain", "resource", "bare", "_str", "__weakref__")
+
+    local: str | None
+    domain: str
+    resource: str | None
+    bare: JID
+    _str: str
+
+    def __new__(cls, local: str | None, domain: str, resource: str | None) -> JID:
         s = domain if local is None else f"{local}@{domain}"
-        self._bare: JID | None = None if resource is not None else self
-        self._str = s if resource is None else f"{s}/{resource}"
+        text = s if resource is None else f"{s}/{resource}"
+        jid = _interned.get(text)
+        if jid is not None:
+            return jid
+        jid = object.__new__(cls)
+        jid.local = local
+        jid.domain = domain
+        jid.resource = resource
+        jid._str = text
+        jid.bare = jid if resource is None else JID(local, domain, None)
+        _interned[text] = jid
+        return jid
 
-    @property
-    def bare(self) -> JID:
-        """This JID without its resource."""
-        if self._bare is None:
-            self._bare = JID(self.local, self.domain, None)
-        return self._bare
+    def __reduce__(self) -> tuple[type, tuple[str | None, str, str | None]]:
+        return (JID, (self.local, self.domain, self.resource))     # copies are the same object
+
+    def __copy__(self) -> JID:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> JID:
+        return self
 
     @property
     def is_bare(self) -> bool:
@@ -63,12 +87,9 @@ class JID:
     def __repr__(self) -> str:
         return f"JID({self._str!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, JID) and other._str == self._str
 
-    def __hash__(self) -> int:
-        return hash(self._str)
-
+# Every JID in use, by canonical form (see JID): an entry goes when its JID is no longer used.
+_interned: weakref.WeakValueDictionary[str, JID] = weakref.WeakValueDictionary()
 
 _cache: dict[str, JID] = {}
 _CACHE_MAX = 100_000
