@@ -19,6 +19,10 @@ class HookBus:
         self._chains: dict[type, tuple[tuple[Callable[..., Any], bool], ...]] = {}
         self._plain: dict[type, tuple[Callable[..., Any], ...]] = {}    # _chains' handlers alone, for fire
         self._order = 0
+        # `has(hook)`: whether a hook has handlers. Asked before building an event, several
+        # times per stanza, so it is the C method of a dict holding only the hooks with handlers.
+        self._handled: dict[type, bool] = {}
+        self.has: Callable[[type], bool] = self._handled.__contains__
 
     def on(self, hook: type, handler: Callable[..., Any], priority: int = 0) -> None:
         if hook not in CATALOGUE:
@@ -42,6 +46,10 @@ class HookBus:
     def _chain(self, hook: type, entries: list[tuple[int, int, Callable[..., Any], bool]]) -> None:
         self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
         self._plain[hook] = tuple(h for _, _, h, _ in entries)
+        if entries:
+            self._handled[hook] = True
+        else:
+            self._handled.pop(hook, None)
 
     def toggle(self, hook: type, handler: Callable[..., Any], priority: int, wanted: bool) -> None:
         """Register `handler` while `wanted`, unregister it otherwise; idempotent. For controls
@@ -52,9 +60,6 @@ class HookBus:
             self.on(hook, handler, priority)
         elif not wanted and present:
             self.off(hook, handler)
-
-    def has(self, hook: type) -> bool:
-        return bool(self._chains.get(hook))
 
     def fire(self, event: Any) -> Any:
         """Run a sync hook's chain; the first non-None result ends it and is returned."""

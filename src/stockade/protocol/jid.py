@@ -111,6 +111,9 @@ def try_jid(text: str | None) -> JID | None:
     """Parse `text`, or None when it is absent or invalid."""
     if not text:
         return None
+    hit = _cache.get(text)          # parse_jid's first step, here: one call less per address
+    if hit is not None:
+        return hit
     try:
         return parse_jid(text)
     except InvalidJid:
