@@ -38,13 +38,13 @@ class JID:
     attribute, not a call).
     """
 
-    __slots__ = ("local", "domain", "resource", "bare", "_str", "__weakref__")
+    __slots__ = ("local", "domain", "resource", "bare", "text", "__weakref__")
 
     local: str | None
     domain: str
     resource: str | None
     bare: JID
-    _str: str
+    text: str              # the canonical form, as str() gives it (an attribute: no call)
 
     def __new__(cls, local: str | None, domain: str, resource: str | None) -> JID:
         s = domain if local is None else f"{local}@{domain}"
@@ -56,7 +56,7 @@ class JID:
         jid.local = local
         jid.domain = domain
         jid.resource = resource
-        jid._str = text
+        jid.text = text
         jid.bare = jid if resource is None else JID(local, domain, None)
         _interned[text] = jid
         return jid
@@ -82,10 +82,10 @@ class JID:
         return JID(self.local, self.domain, resource)
 
     def __str__(self) -> str:
-        return self._str
+        return self.text
 
     def __repr__(self) -> str:
-        return f"JID({self._str!r})"
+        return f"JID({self.text!r})"
 
 
 # Every JID in use, by canonical form (see JID): an entry goes when its JID is no longer used.

@@ -474,6 +474,9 @@ class ClientStream:
         """Queue a top-level element (a stanza, or a stream-level element) for the client."""
         if self.state is State.CLOSED:
             return
+        if element.xmlns == self.content_ns and not self.options.framed:
+            self._out.append(element.serialize(self.content_ns))    # a stanza: _top_bytes' last case
+            return
         self._write_top(element)
 
     def send_raw(self, data: bytes) -> None:

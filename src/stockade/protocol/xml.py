@@ -250,8 +250,8 @@ class Element:
     def _with_content(self, inner: bytes, tail: bytes, default_ns: str) -> bytes:
         name = self.name.encode()
         if self.xmlns != default_ns:
-            return b"".join((b"<", name, _attr("xmlns", self.xmlns).encode(), tail, b">", inner,
-                             b"</", name, b">"))
+            xmlns = _ATTR_CACHE.get(("xmlns", self.xmlns)) or _attr("xmlns", self.xmlns)
+            return b"".join((b"<", name, xmlns.encode(), tail, b">", inner, b"</", name, b">"))
         return b"".join((b"<", name, tail, b">", inner, b"</", name, b">"))
 
     def serialize_stanza(self) -> bytes:
@@ -330,6 +330,8 @@ def _attributes(el: Element) -> str:
         fragment = cached((key, value))       # _attr's cache, looked up here: most are in it
         if fragment is not None:
             parts.append(fragment)
+        elif key == "id" and _ATTR_SPECIAL(value) is None:
+            parts.append(f' id="{value}"')        # _attr's case for ids, without its two calls
         elif key[0] == "{":
             uri, local = key[1:].split("}", 1)
             prefixes = prefixes if prefixes is not None else {}

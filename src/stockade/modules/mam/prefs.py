@@ -12,7 +12,7 @@ archive decides on the message path, which cannot wait for storage.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from ...core.module_api import ModuleAPI
 from ...protocol.errors import StanzaError
@@ -114,9 +114,9 @@ class PrefsService:
         self.store = module.open_store("mam_prefs", "keyval")
         self.server_default = ArchivePrefs(server_default)
         self._cache: dict[JID, ArchivePrefs] = {}
-
-    def cached(self, owner: JID) -> ArchivePrefs | None:
-        return self._cache.get(owner)
+        # `cached(owner)`: the preferences in memory, or None. Asked twice per message (both
+        # archive copies): the dict's own C method, not a Python call around it.
+        self.cached: Callable[[JID], ArchivePrefs | None] = self._cache.get
 
     async def get(self, owner: JID) -> ArchivePrefs:
         prefs = self._cache.get(owner)
