@@ -6,7 +6,8 @@ Every server:
   outgoing connections can never take it), with the benchmark's plaintext c2s listener;
 - runs pinned to one core (`taskset -c SERVER_CORE`), in a temp dir removed at `cleanup()`;
 - is provisioned once (outside every timed run) and then started and stopped for each
-  measurement, so every measurement begins from the same state;
+  measurement, so every measurement begins with the same accounts and rosters (what a
+  measurement stores stays: Stockade's archive grows from one 1:1 measurement to the next);
 - is stopped by its PID (SIGTERM, then SIGKILL after a grace period).
 """
 
