@@ -135,3 +135,25 @@ async def test_new_connections_per_minute_from_one_address_are_limited(clock):
         finally:
             for raw in streams:
                 raw.writer.close()
+
+
+def test_flood_limits_are_on_the_message_path_only_while_a_host_has_them():
+    """Off on every host, the limits cost a stanza nothing: their hook is not registered; a host
+    turning them on (a policy change at run time) registers it again, once."""
+    from stockade.config.schema import FloodSection, PolicySection
+    from stockade.core.bus import HookBus
+    from stockade.core.hooks import StanzaFromClient
+    from stockade.policy.flood import FloodControl
+
+    bus, flood = HookBus(), FloodControl(FakeClock(), None, None)       # type: ignore[arg-type]
+    flood.subscribe(bus)
+    assert not bus.has(StanzaFromClient)            # no host applied yet
+    flood.apply(DOMAIN, PolicySection(flood=FloodSection(enabled=False)))
+    assert not bus.has(StanzaFromClient)
+    flood.apply(DOMAIN, PolicySection(flood=FloodSection()))
+    flood.apply("other.example", None)              # the defaults: on
+    assert bus.has(StanzaFromClient)
+    flood.apply(DOMAIN, PolicySection(flood=FloodSection(enabled=False)))
+    assert bus.has(StanzaFromClient)                # still on for other.example
+    flood.apply("other.example", PolicySection(flood=FloodSection(enabled=False)))
+    assert not bus.has(StanzaFromClient)

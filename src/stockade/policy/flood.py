@@ -131,6 +131,7 @@ class FloodControl:
         self.suspend = suspend
         self._limits: dict[str, FloodSection] = {}
         self._users: dict[JID, _UserState] = {}
+        self._bus: HookBus | None = None
         self.refused_total = 0
         self.worms_total = 0
 
@@ -140,10 +141,18 @@ class FloodControl:
             self._limits[host] = section
         else:
             self._limits.pop(host, None)
+        self._sync_hook()
 
     def subscribe(self, bus: HookBus) -> None:
-        bus.on(StanzaFromClient, self.on_stanza, FLOOD_PRIORITY)
+        self._bus = bus
+        self._sync_hook()
         bus.on(SessionClosed, self._session_closed)
+
+    def _sync_hook(self) -> None:
+        """The stanza hook is registered only while some host has flood limits: off, they cost
+        the message path nothing."""
+        if self._bus is not None:
+            self._bus.toggle(StanzaFromClient, self.on_stanza, FLOOD_PRIORITY, bool(self._limits))
 
     def is_throttled(self, host: str, username: str) -> bool:
         user = self._users.get(JID(username, host, None))
