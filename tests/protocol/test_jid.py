@@ -62,3 +62,38 @@ def test_a_jid_no_longer_used_is_not_kept():
     jid_module._cache.clear()
     gc.collect()
     assert ref() is None and text not in jid_module._interned
+
+
+def test_two_threads_making_the_same_new_jid_at_once_get_one_object(monkeypatch):
+    """Both threads find no JID for the address and go on to make one: the second to enter
+    must take the first's, or the two would be equal addresses that are not equal."""
+    import itertools
+    import threading
+
+    from stockade.protocol import jid as jid_module
+
+    both_missed = threading.Barrier(2, timeout=30)
+    interned = jid_module._interned
+
+    class Table:
+        """The intern table, whose first two look-ups wait for each other (the race)."""
+        def __init__(self) -> None:
+            self.lookups = itertools.count(1)     # next() is atomic: no count is lost
+
+        def get(self, key):
+            found = interned.get(key)
+            if next(self.lookups) <= 2:
+                both_missed.wait()
+            return found
+
+        def __setitem__(self, key, value):
+            interned[key] = value
+
+    monkeypatch.setattr(jid_module, "_interned", Table())
+    made: list[JID] = []
+    threads = [threading.Thread(target=lambda: made.append(JID("dave", "example.com", None))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(made) == 2 and made[0] is made[1]

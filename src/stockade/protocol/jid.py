@@ -9,6 +9,7 @@ bounded cache, so the routing path pays for normalisation once per distinct addr
 from __future__ import annotations
 
 import re
+import threading
 import weakref
 
 import precis_i18n
@@ -35,7 +36,8 @@ class JID:
     by identity, in C: the message path looks JIDs up in dicts (sessions, rosters, caches)
     several times per stanza, and a `__hash__` or `__eq__` written in Python cost a call each
     time. `bare` is the JID without its resource, made with the JID (reading it is an
-    attribute, not a call).
+    attribute, not a call). Making a JID not in use takes a lock, so that two threads making the
+    same one at once get one object.
     """
 
     __slots__ = ("local", "domain", "resource", "bare", "text", "__weakref__")
@@ -52,13 +54,17 @@ class JID:
         jid = _interned.get(text)
         if jid is not None:
             return jid
-        jid = object.__new__(cls)
-        jid.local = local
-        jid.domain = domain
-        jid.resource = resource
-        jid.text = text
-        jid.bare = jid if resource is None else JID(local, domain, None)
-        _interned[text] = jid
+        bare = None if resource is None else JID(local, domain, None)
+        with _interning:          # two threads making the same JID at once must get one object
+            jid = _interned.get(text)
+            if jid is None:
+                jid = object.__new__(cls)
+                jid.local = local
+                jid.domain = domain
+                jid.resource = resource
+                jid.text = text
+                jid.bare = jid if bare is None else bare
+                _interned[text] = jid
         return jid
 
     def __reduce__(self) -> tuple[type, tuple[str | None, str, str | None]]:
@@ -90,6 +96,7 @@ class JID:
 
 # Every JID in use, by canonical form (see JID): an entry goes when its JID is no longer used.
 _interned: weakref.WeakValueDictionary[str, JID] = weakref.WeakValueDictionary()
+_interning = threading.Lock()     # held while a new JID is made and entered (JID.__new__)
 
 _cache: dict[str, JID] = {}
 _CACHE_MAX = 100_000
