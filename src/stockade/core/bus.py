@@ -20,9 +20,8 @@ class HookBus:
         self._plain: dict[type, tuple[Callable[..., Any], ...]] = {}    # _chains' handlers alone, for fire
         self._order = 0
         # `has(hook)`: whether a hook has handlers. Asked before building an event, several
-        # times per stanza, so it is the C method of a dict holding only the hooks with handlers.
-        self._handled: dict[type, bool] = {}
-        self.has: Callable[[type], bool] = self._handled.__contains__
+        # times per stanza: the C method of _plain, which holds only the hooks with handlers.
+        self.has: Callable[[type], bool] = self._plain.__contains__
 
     def on(self, hook: type, handler: Callable[..., Any], priority: int = 0) -> None:
         if hook not in CATALOGUE:
@@ -44,12 +43,12 @@ class HookBus:
         self._chain(hook, entries)
 
     def _chain(self, hook: type, entries: list[tuple[int, int, Callable[..., Any], bool]]) -> None:
-        self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
-        self._plain[hook] = tuple(h for _, _, h, _ in entries)
         if entries:
-            self._handled[hook] = True
+            self._chains[hook] = tuple((h, a) for _, _, h, a in entries)
+            self._plain[hook] = tuple(h for _, _, h, _ in entries)
         else:
-            self._handled.pop(hook, None)
+            self._chains.pop(hook, None)
+            self._plain.pop(hook, None)
 
     def toggle(self, hook: type, handler: Callable[..., Any], priority: int, wanted: bool) -> None:
         """Register `handler` while `wanted`, unregister it otherwise; idempotent. For controls

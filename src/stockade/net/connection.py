@@ -367,9 +367,7 @@ class ClientConnection(ABC):
 
     def send_stanza(self, stanza: Element) -> None:
         self.stream.send(stanza)
-        if not self._dirty:                   # _mark, here: one call less per delivered stanza
-            self._dirty = True
-            self.ctx.flusher.mark(self)
+        self._mark()
 
     def send_bytes(self, data: bytes) -> None:
         self.stream.send_raw(data)

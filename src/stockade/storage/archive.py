@@ -181,6 +181,12 @@ class ArchiveWriter:
         this dict, the store reads it on every append."""
         return self._owner_ids.setdefault(store, {})
 
+    @property
+    def joined(self) -> _Batch:
+        """The batch the last submitted row joined (`submit` leaves it open)."""
+        assert self._open is not None
+        return self._open
+
     def submit(self, row: QueuedRow) -> _Batch:
         """Queue one row; its batch's `commit` resolves once it is committed."""
         batch = self._open
@@ -360,7 +366,7 @@ class ArchiveStore:
         """`append_nowait` for a caller that gives every field itself, each already of the right
         type (the message archive, twice per message: strings it made, a time from its clock),
         so that nothing is checked or defaulted again."""
-        owner = self._owner_ids.get((host, user))           # _queue, here: one call less per copy
+        owner = self._owner_ids.get((host, user))
         if owner is None:
             owner = (self.store, host, user)
         if self._cipher is not None:
@@ -380,15 +386,8 @@ class ArchiveStore:
             raise TypeError(f"key must be a string or None, not {type(key).__name__}")
         if not isinstance(host, str) or not isinstance(user, str):
             raise TypeError(f"an archive belongs to a host and a user (str), not {host!r}, {user!r}")
-        return self._queue(host, user, value, with_jid, self._clock() if when is None else when, key)
-
-    def _queue(self, host: str, user: str, value: str, with_jid: str | None, when: float, key: str) -> _Batch:
-        owner = self._owner_ids.get((host, user))
-        if owner is None:
-            owner = (self.store, host, user)
-        if self._cipher is not None:
-            value = self._cipher.seal_text(value, self._aad(host, user))
-        return self._writer.submit((owner, key, float(when), with_jid, value))
+        self.queue(host, user, value, with_jid, self._clock() if when is None else when, key)
+        return self._writer.joined
 
     def _aad(self, host: str, user: str) -> bytes:
         return self._aad_prefix + f"{host}\0{user}".encode()
