@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import marshal
 import struct
+import weakref
 
 import pytest
 
@@ -147,6 +149,28 @@ def test_frames_split_over_many_reads_arrive_whole():
     assert got[2].find_text("body") == "x" * 65536
     stream.close()
     handoff.close()
+
+
+def test_a_stanza_read_from_another_worker_is_freed_without_the_cyclic_collector():
+    """Its children know it by a weak reference, as the XML reader makes them (protocol/xml.py):
+    no reference cycle per forwarded stanza."""
+    mesh, (stream, handoff) = worker_0_and_the_ends_of_worker_1()
+    got: list[Element] = []
+    mesh.on_stanza = lambda peer, stanza: got.append(stanza)
+    link = Link(mesh, 1)
+    gc.collect()
+    gc.disable()
+    try:
+        link.data_received(stanza_frame(read("<message to='bob@example.com'><body>hi</body></message>")))
+        crossed = got.pop()
+        assert crossed._inner is not None and crossed.find_text("body") == "hi"
+        freed = weakref.ref(crossed)
+        del crossed
+        assert freed() is None
+    finally:
+        gc.enable()
+        stream.close()
+        handoff.close()
 
 
 def test_a_stanza_of_the_largest_size_a_client_may_send_crosses():

@@ -37,6 +37,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from weakref import ref
 
 from ..protocol.xml import Element, Node
 from .connection import Flusher
@@ -110,7 +111,7 @@ def _element(tree: Tree, top: Element | None = None) -> Element:
     if top is None:
         top = el
     else:
-        el._owner = top
+        el._owner = ref(top)         # weak, as the XML reader makes it (protocol/xml.py, Element)
     if children:
         kids: list[Node] = el.children
         for child in children:
