@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.message_calls                     # default modules
     .venv/bin/python -m bench.message_calls --journal --top 60  # with the journal and the policy set
+    .venv/bin/python -m bench.message_calls --garbage           # cyclic garbage per message instead
 
 Starts a throwaway server in this process (plaintext listener on loopback, the benchmark's
 configuration: journal, encryption at rest and flood limits off unless `--journal`), logs two
@@ -14,16 +15,22 @@ On this server a Python call on the message path costs about 0.1-0.3 us with eve
 it (docs/benchmarks.md, "Fewer Python calls per message"), so this count is the quickest way to
 see what a change adds to or takes from the message path, without the noise of a timed run.
 The writer threads' work (the archive's and the journal's inserts) is not in it.
+
+With `--garbage` it counts instead the objects the measured burst left in reference cycles,
+which only the cyclic garbage collector frees (gc.DEBUG_SAVEALL, the whole process): a message
+should leave none. Seven per message (a stanza and its children referring to each other) kept
+the collector busy for about a seventh of a loaded server's time (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections import Counter
 from types import FrameType
-from typing import Any
+from typing import Any, Callable
 
 from stockade.testing.raw import RawStream
 from stockade.testing.server import RunningServer
@@ -58,12 +65,41 @@ class CallCounter:
 
 
 def count(messages: int, journal: bool) -> CallCounter:
+    """The calls the server's thread made for `messages` messages."""
     counter = CallCounter()
+    exchange(messages, journal,
+             lambda server: server.run(lambda: sys.setprofile(counter)),
+             lambda server: server.run(lambda: sys.setprofile(None)))
+    return counter
+
+
+def cyclic_garbage(messages: int, journal: bool) -> Counter[str]:
+    """The objects, by type, that `messages` messages left in reference cycles (whole process)."""
+    found: Counter[str] = Counter()
+
+    def start(_server: RunningServer) -> None:
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+
+    def stop(_server: RunningServer) -> None:
+        gc.collect()
+        gc.set_debug(0)
+        found.update(type(o).__name__ for o in gc.garbage)
+        gc.garbage.clear()
+
+    exchange(messages, journal, start, stop)
+    return found
+
+
+def exchange(messages: int, journal: bool, start: Callable[[RunningServer], None],
+             stop: Callable[[RunningServer], None]) -> None:
+    """Two clients of a throwaway server: a warm-up burst, then `messages` messages from one to
+    the other between `start(server)` and `stop(server)`."""
     with RunningServer(config=config(journal)) as server:
         server.add_user("alice@localhost", PASSWORD)
         server.add_user("bob@localhost", PASSWORD)
 
-        async def exchange() -> None:
+        async def clients() -> None:
             alice, bob = await RawStream.open(server), await RawStream.open(server)
             for client, name in ((alice, "alice"), (bob, "bob")):
                 answer = await client.authenticate(name, PASSWORD)
@@ -79,16 +115,15 @@ def count(messages: int, journal: bool) -> CallCounter:
                 await bob.read_until(f"@{tag}{messages - 1:x}:1 ")
 
             await burst("w")                  # warm-up: sessions, caches and the archive writer started
-            server.run(lambda: sys.setprofile(counter))
+            start(server)
             try:
                 await burst("m")
             finally:
-                server.run(lambda: sys.setprofile(None))
+                stop(server)
             await alice.close()
             await bob.close()
 
-        asyncio.run(exchange())
-    return counter
+        asyncio.run(clients())
 
 
 def main() -> None:
@@ -96,11 +131,20 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--journal", action="store_true", help="the compliance journal and the default policy set on")
     parser.add_argument("--top", type=int, default=40, help="functions listed")
+    parser.add_argument("--garbage", action="store_true", help="count objects left in reference cycles instead")
     args = parser.parse_args()
+    what = "journal + policy" if args.journal else "default modules"
+    if args.garbage:
+        found = cyclic_garbage(args.messages, args.journal)
+        print(f"{sum(found.values()) / args.messages:.2f} objects in reference cycles per message "
+              f"({args.messages} messages, {what})")
+        for name, n in found.most_common(args.top):
+            print(f"{n / args.messages:7.2f}  {name}")
+        return
     counter = count(args.messages, args.journal)
     c_calls = sum(counter.calls.values()) - counter.python_calls()
     print(f"{counter.python_calls() / args.messages:.1f} Python calls and {c_calls / args.messages:.1f} "
-          f"C calls per message ({args.messages} messages, {'journal + policy' if args.journal else 'default modules'})")
+          f"C calls per message ({args.messages} messages, {what})")
     for name, n in counter.calls.most_common(args.top):
         print(f"{n / args.messages:7.2f}  {name}")
 
