@@ -151,9 +151,10 @@ class Element:
         self._drop_owners_cache()
 
     def _drop_owners_cache(self) -> None:
-        owner = self._owner() if self._owner is not None else None
-        if owner is not None:
-            owner._inner = None
+        """Drop the raw content of the stanza that includes us, if it is still alive."""
+        owner = self._owner
+        if owner is not None and (top := owner()) is not None:
+            top._inner = None
 
     def set(self, key: str, value: str | None) -> None:
         """Set an attribute; None removes it. Top-level attributes never invalidate raw content."""
