@@ -133,12 +133,36 @@ class Target:
     check: Callable[[dict[str, float]], tuple[float | None, float, bool] | None]   # (value, goal, met)
 
 
-def _with_baseline(servers: tuple[str, ...]) -> tuple[str, ...]:
-    """`servers` with the --baseline Stockade right after the default one, where that runs."""
-    if "stockade" not in servers:
+def _with_baseline(servers: tuple[str, ...], of: str = "stockade") -> tuple[str, ...]:
+    """`servers` with the --baseline Stockade right after the configuration it is compared with
+    (`of`, --baseline-of), where that runs."""
+    if of not in servers:
         return servers
-    at = servers.index("stockade") + 1
+    at = servers.index(of) + 1
     return servers[:at] + ("stockade-baseline",) + servers[at:]
+
+
+def ab_lines(results: list[dict[str, Any]], scenarios: list[Scenario], of: str) -> list[str]:
+    """The --baseline comparison of each scenario's main figure: the working tree's `of` against
+    the baseline, as the ratio of their medians and round by round (each round measures the two
+    one right after the other)."""
+    lines = []
+    for scenario in scenarios:
+        if of not in scenario.servers or "stockade-baseline" not in scenario.servers:
+            continue
+        rounds: dict[int, dict[str, float]] = {}
+        for r in results:
+            value = None if r.get("errors") else dig(r, scenario.metric)
+            if r["scenario"] == scenario.name and r["server"] in (of, "stockade-baseline") and value is not None:
+                rounds.setdefault(r["round"], {})[r["server"]] = value
+        pairs = [(n, v[of], v["stockade-baseline"]) for n, v in sorted(rounds.items()) if len(v) == 2]
+        if not pairs:
+            continue
+        median = _ratio(statistics.median(a for _, a, _ in pairs), statistics.median(b for _, _, b in pairs))
+        by_round = ", ".join(f"{a / b:.3f}" for _, a, b in pairs)
+        lines.append(f"A/B {scenario.name}: {SERVER_LABELS[of]} / {SERVER_LABELS['stockade-baseline']} "
+                     f"{scenario.unit}: {median:.3f} by the medians (rounds: {by_round})")
+    return lines
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -209,7 +233,7 @@ class Bench:
             if "stockade-baseline" in needed:
                 baseline_src = self._export(self.args.baseline)
                 # Provisioned by its own code: its schema may be older than the working tree's.
-                baseline = Stockade(self.data, "default", source=baseline_src)
+                baseline = Stockade(self.data, STOCKADE_VARIANTS[self.args.baseline_of], source=baseline_src)
                 baseline.name = SERVER_LABELS["stockade-baseline"]
                 baseline.source_digest = f"git {self.args.baseline}"
                 self.servers["stockade-baseline"] = baseline
@@ -276,7 +300,8 @@ class Bench:
                                  "loadavg_before": [round(x, 2) for x in load_before]}
         out = self.workdir / f"{scenario.name}-{key}-{round_no}.json"
         try:
-            server.start(core=None if key in UNPINNED else SERVER_CORE)
+            unpinned = key in UNPINNED or (key == "stockade-baseline" and self.args.baseline_of in UNPINNED)
+            server.start(core=None if unpinned else SERVER_CORE)
         except ServerError as exc:
             entry["errors"] = [str(exc)]
             return entry
@@ -450,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run Stockade (default modules) from src/ at this git revision, beside the working "
                              "tree's, in every scenario Stockade runs in: an A/B comparison in one run (the ratio "
                              "column then compares the two); it provisions its own database")
+    parser.add_argument("--baseline-of", metavar="SERVER", default="stockade",
+                        choices=sorted(STOCKADE_VARIANTS),
+                        help="with --baseline: the Stockade configuration the baseline runs as and is compared "
+                             "with, right after it in every round (default: stockade; e.g. stockade-workers, "
+                             "stockade-journal-plain); an A/B line after the table gives their ratio")
     for name in sorted({p for s in SCENARIOS.values() for p in s.params}):
         parser.add_argument("--" + name.replace("_", "-"), dest=name,
                             type=float if name in ("duration", "warmup", "hold") else int, default=None,
@@ -459,8 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     chosen = set(args.servers.split(",")) if args.servers else set(SERVER_LABELS) - OPT_IN - {"stockade-baseline"}
     if args.baseline:
         chosen.add("stockade-baseline")
-        SERVER_LABELS["stockade-baseline"] = f"Stockade at {args.baseline}"
-        scenarios = [Scenario(**{**s.__dict__, "servers": _with_baseline(s.servers)}) for s in scenarios]
+        SERVER_LABELS["stockade-baseline"] = f"{SERVER_LABELS[args.baseline_of]} at {args.baseline}"
+        scenarios = [Scenario(**{**s.__dict__, "servers": _with_baseline(s.servers, args.baseline_of)})
+                     for s in scenarios]
+    elif args.baseline_of != "stockade":
+        parser.error("--baseline-of needs --baseline")
     unknown = chosen - set(SERVER_LABELS)
     if unknown:
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
@@ -497,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     for t in targets:
         verdict = "n/a" if t["met"] is None else ("MET" if t["met"] else "MISSED")
         print(f"target: {t['target']}: {verdict} (value {_fmt(t['value'])}, goal {t['goal']})")
+    if args.baseline:
+        for line in ab_lines(bench.results, scenarios, args.baseline_of):
+            print(line)
     errors = [r for r in bench.results if r.get("errors")]
     for r in errors:
         print(f"errors in {r['scenario']} / {SERVER_LABELS[r['server']]} round {r['round']}: {r['errors']}")

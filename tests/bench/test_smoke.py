@@ -174,6 +174,26 @@ def test_the_rate_follows_deliveries_that_come_in_waves() -> None:
     assert abs(even.rate() - 1000) < 10
 
 
+def test_the_baseline_comparison_pairs_rounds_and_skips_failed_ones() -> None:
+    """The A/B line of --baseline: the ratio of the medians and each round's ratio, from the
+    rounds where both ran without errors."""
+    from bench.runner import SCENARIOS, ab_lines
+
+    def result(server: str, round_no: int, value: float, errors: bool = False) -> dict:
+        return {"scenario": "one_to_one", "server": server, "round": round_no,
+                "msgs_per_s": value, **({"errors": ["stopped"]} if errors else {})}
+
+    scenario = SCENARIOS["one_to_one"]
+    results = [result("stockade-workers", 1, 110.0), result("stockade-baseline", 1, 100.0),
+               result("stockade-workers", 2, 90.0), result("stockade-baseline", 2, 100.0),
+               result("stockade-workers", 3, 500.0), result("stockade-baseline", 3, 1.0, errors=True),
+               result("stockade", 1, 50.0)]
+    scenario = type(scenario)(**{**scenario.__dict__, "servers": ("stockade", "stockade-workers", "stockade-baseline")})
+    [line] = ab_lines(results, [scenario], "stockade-workers")
+    assert "1.000 by the medians" in line and "rounds: 1.100, 0.900)" in line
+    assert ab_lines(results, [scenario], "stockade-journal-plain") == []
+
+
 def test_a_baseline_revision_runs_beside_the_default_stockade(tmp_path: Path) -> None:
     """bench/run --baseline REV: src/ at REV, exported from git, runs right after the default
     Stockade in every scenario that has one; a revision git does not know is refused by name."""
@@ -183,6 +203,8 @@ def test_a_baseline_revision_runs_beside_the_default_stockade(tmp_path: Path) ->
     assert _with_baseline(("stockade", "stockade-routing", "ejabberd")) == (
         "stockade", "stockade-baseline", "stockade-routing", "ejabberd")
     assert _with_baseline(("prosody", "ejabberd")) == ("prosody", "ejabberd")
+    assert _with_baseline(("stockade", "stockade-workers", "ejabberd"), "stockade-workers") == (
+        "stockade", "stockade-workers", "stockade-baseline", "ejabberd")
     if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
         pytest.skip("not a git checkout: nothing to export")
     for n, (revision, error) in enumerate((("HEAD", None), ("no-such-revision", "no-such-revision"))):
