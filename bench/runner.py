@@ -152,14 +152,16 @@ def ab_lines(results: list[dict[str, Any]], scenarios: list[Scenario], of: str) 
             continue
         rounds: dict[int, dict[str, float]] = {}
         for r in results:
-            value = None if r.get("errors") else dig(r, scenario.metric)
-            if r["scenario"] == scenario.name and r["server"] in (of, "stockade-baseline") and value is not None:
+            if r["scenario"] != scenario.name or r["server"] not in (of, "stockade-baseline") or r.get("errors"):
+                continue
+            value = dig(r, scenario.metric)
+            if value:                                    # a zero figure has no ratio
                 rounds.setdefault(r["round"], {})[r["server"]] = value
-        pairs = [(n, v[of], v["stockade-baseline"]) for n, v in sorted(rounds.items()) if len(v) == 2]
+        pairs = [(v[of], v["stockade-baseline"]) for _, v in sorted(rounds.items()) if len(v) == 2]
         if not pairs:
             continue
-        median = _ratio(statistics.median(a for _, a, _ in pairs), statistics.median(b for _, _, b in pairs))
-        by_round = ", ".join(f"{a / b:.3f}" for _, a, b in pairs)
+        median = statistics.median(a for a, _ in pairs) / statistics.median(b for _, b in pairs)
+        by_round = ", ".join(f"{a / b:.3f}" for a, b in pairs)
         lines.append(f"A/B {scenario.name}: {SERVER_LABELS[of]} / {SERVER_LABELS['stockade-baseline']} "
                      f"{scenario.unit}: {median:.3f} by the medians (rounds: {by_round})")
     return lines
@@ -472,9 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-gil", action="store_true",
                         help="with --profile: sample only the thread holding the interpreter lock (where CPU goes)")
     parser.add_argument("--baseline", metavar="REVISION", default=None,
-                        help="also run Stockade (default modules) from src/ at this git revision, beside the working "
-                             "tree's, in every scenario Stockade runs in: an A/B comparison in one run (the ratio "
-                             "column then compares the two); it provisions its own database")
+                        help="also run Stockade from src/ at this git revision, as the configuration --baseline-of "
+                             "names (default modules unless told), right after the working tree's in every round: "
+                             "an A/B comparison in one run, whose ratio a line after the table gives; it provisions "
+                             "its own database")
     parser.add_argument("--baseline-of", metavar="SERVER", default="stockade",
                         choices=sorted(STOCKADE_VARIANTS),
                         help="with --baseline: the Stockade configuration the baseline runs as and is compared "

@@ -176,7 +176,7 @@ def test_the_rate_follows_deliveries_that_come_in_waves() -> None:
 
 def test_the_baseline_comparison_pairs_rounds_and_skips_failed_ones() -> None:
     """The A/B line of --baseline: the ratio of the medians and each round's ratio, from the
-    rounds where both ran without errors."""
+    rounds where both ran without errors and delivered something."""
     from bench.runner import SCENARIOS, ab_lines
 
     def result(server: str, round_no: int, value: float, errors: bool = False) -> dict:
@@ -187,6 +187,7 @@ def test_the_baseline_comparison_pairs_rounds_and_skips_failed_ones() -> None:
     results = [result("stockade-workers", 1, 110.0), result("stockade-baseline", 1, 100.0),
                result("stockade-workers", 2, 90.0), result("stockade-baseline", 2, 100.0),
                result("stockade-workers", 3, 500.0), result("stockade-baseline", 3, 1.0, errors=True),
+               result("stockade-workers", 4, 80.0), result("stockade-baseline", 4, 0.0),
                result("stockade", 1, 50.0)]
     scenario = type(scenario)(**{**scenario.__dict__, "servers": ("stockade", "stockade-workers", "stockade-baseline")})
     [line] = ab_lines(results, [scenario], "stockade-workers")
