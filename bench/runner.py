@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from . import dataset
 from .peers import Ejabberd, EjabberdMam, Prosody
-from .servers import (GENERATOR_CORE, REPO, SERVER_CORE, VENV_BIN, Server, ServerError, Stockade, git_commit, pinned,
-                      snapshot_source, source_importable)
+from .servers import (GENERATOR_CORE, REPO, SERVER_CORE, VENV_BIN, WORKER_VARIANTS, Server, ServerError, Stockade,
+                      git_commit, pinned, snapshot_source, source_importable)
 
 LOADGEN_TIMEOUT = 900.0          # seconds one measurement may take before it is abandoned
 SNAPSHOT_WAIT = 600.0            # seconds to wait for src/ to import again (another edit in progress)
@@ -230,8 +230,15 @@ class Bench:
             self._provision(main)
             for key, variant in STOCKADE_VARIANTS.items():
                 if key != "stockade" and key in needed:
-                    self.servers[key] = Stockade(self.data, variant, share_dir=main.data_dir, source=source)
+                    # Variants with several workers keep their archive in a file per worker
+                    # (storage/archive_files.py): on the single process's data they would move
+                    # every archive at each start, so they get data of their own.
+                    own = variant in WORKER_VARIANTS
+                    self.servers[key] = Stockade(self.data, variant, share_dir=None if own else main.data_dir,
+                                                 source=source)
                     self.servers[key].source_digest = digest
+                    if own:
+                        self._provision(self.servers[key])
             if "stockade-baseline" in needed:
                 baseline_src = self._export(self.args.baseline)
                 # Provisioned by its own code: its schema may be older than the working tree's.

@@ -96,7 +96,11 @@ class Server:
         # Encryption at rest (storage/crypto.py): a damaged, missing or wrong master key stops
         # the start here (KeyFileError), before anything is written.
         from .storage.keyfile import load_keyring
-        self.storage = storage = await Storage.open(url, keyring=load_keyring(config, self.data_dir))
+        # On a SQLite file, each worker's archives in a file of their own (storage/archive_files.py):
+        # the first worker moves archives between files if the number of workers changed.
+        files = config.server.workers if self.worker_spec is None else None
+        self.storage = storage = await Storage.open(url, keyring=load_keyring(config, self.data_dir),
+                                                    archive_files=files)
         domains = set(config.domains)
         self.bus = bus = HookBus()
         self.sessions = sessions = SessionManager()

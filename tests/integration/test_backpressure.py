@@ -80,7 +80,7 @@ async def bob_and_carol(server) -> tuple[RawStream, RawStream]:
 def stall_the_database(server) -> asyncio.Event:
     """Hold every archive commit until the returned event is set, with batches of 50 (so that
     the writer is behind after 100 queued appends)."""
-    writer = server.server.storage._archive_writer
+    writer = server.server.storage.archive_files.writers[0]
     gate = server.run(asyncio.Event)
 
     def stall() -> None:
@@ -100,10 +100,10 @@ async def assert_no_input_is_read_while_behind(server, carol: RawStream, rows: i
     """`rows`: the archive rows the whole storm makes (two per chat message between users)."""
     storage = server.server.storage
     await wait_for(server, lambda: storage.backlog.congested)
-    queued = server.run(lambda: storage._archive_writer._queued)
+    queued = server.run(lambda: storage.archive_files.writers[0]._queued)
     await carol.send(f"<iq type='get' id='ping1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
     await carol.read_until(b"ping1")              # the event loop went on meanwhile
-    assert server.run(lambda: storage._archive_writer._queued) == queued, \
+    assert server.run(lambda: storage.archive_files.writers[0]._queued) == queued, \
         "input was read while the writer was behind"
     assert queued < rows                          # part of the storm still waits in the network
 

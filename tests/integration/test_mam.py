@@ -342,7 +342,7 @@ async def test_both_copies_of_a_message_share_one_stored_string():
     with RunningServer(domains=[DOMAIN], config={"encryption": {"enabled": False}}) as srv:
         for user in ("alice", "bob"):
             srv.add_user(jid(user), USERS[user])
-        writer = srv.server.storage._archive_writer
+        writer = srv.server.storage.archive_files.writers[0]
         queued: list[tuple] = []
 
         def capture() -> None:

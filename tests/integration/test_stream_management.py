@@ -156,7 +156,7 @@ async def test_an_acknowledgement_waits_until_the_message_is_archived(server):
     """XEP-0198: acknowledged means durable. With the archive's commits held, bob gets alice's
     message at once (delivery does not wait for the archive), but her <a/> only comes once the
     archive copies are committed."""
-    writer = server.server.storage._archive_writer
+    writer = server.server.storage.archive_files.writers[0]
     gate = server.run(asyncio.Event)
     commit = writer._commit
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import zlib
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from stockade.testing.xmpp import client
 
 from .conftest import DOMAIN, USERS, jid
 from .test_component import Component
+from .test_mam import MAM_PLUGINS
 from .test_muc_support import create, enter, muc_client, room
 from .test_pep import TUNE, event_items, events_about, next_event, pep_client, publish
 from .test_presence import befriend
@@ -174,6 +176,40 @@ async def test_a_message_for_an_offline_account_in_the_other_worker_waits_for_it
     async with client(workers, jid(JUDY[0]), JUDY[1]) as judy:
         msg = await judy.next_message()
         assert msg["body"] == "while you were out" and msg["from"].bare == jid("carol")
+
+
+async def test_each_workers_archives_are_in_a_file_of_its_own(workers):
+    """carol lives in worker 1, judy in worker 0: carol's copy of their conversation is archived
+    in stockade.archive-1.db by worker 1, judy's in the database itself by worker 0
+    (storage/archive_files.py); each reads hers back over MAM."""
+    body = "archived in each worker's own file"
+    raw = await RawStream.open(workers, DOMAIN)
+    try:
+        assert b"success" in await raw.authenticate("carol", USERS["carol"])
+        await raw.bind("archive")
+        await raw.send("<enable xmlns='urn:xmpp:sm:3'/>")
+        await raw.read_until(b"<enabled")
+        await raw.send(f"<message to='{jid(JUDY[0])}' type='chat'><body>{body}</body></message>"
+                       "<r xmlns='urn:xmpp:sm:3'/>")
+        await raw.read_until(r"<a [^>]*/>")          # acknowledged: both copies are stored
+    finally:
+        await raw.close()
+
+    def archived(path: Path, user: str, partner: str) -> bool:
+        # (The values are encrypted at rest: the partner tells the conversation.)
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT count(*) FROM archive JOIN archive_owners o ON o.id = archive.owner "
+                                "WHERE o.username = ? AND o.store = 'mam' AND archive.with_jid = ?",
+                                (user, jid(partner))).fetchone()[0] > 0
+
+    files = [workers.data_dir / "stockade.db", workers.data_dir / "stockade.archive-1.db"]
+    assert [archived(path, "carol", JUDY[0]) for path in files] == [False, True]
+    assert [archived(path, JUDY[0], "carol") for path in files] == [True, False]
+    for user, password in (("carol", USERS["carol"]), JUDY):
+        async with client(workers, jid(user), password, plugins=MAM_PLUGINS) as someone:
+            result = await someone.plugin["xep_0313"].retrieve()
+            bodies = [m["mam_result"]["forwarded"]["stanza"]["body"] for m in result["mam"]["results"]]
+            assert body in bodies, (user, bodies)
 
 
 async def recording_stream(workers, user: str) -> RawStream:

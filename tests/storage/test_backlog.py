@@ -38,7 +38,7 @@ def test_the_backlog_clears_only_when_every_writer_is_back_under_its_mark() -> N
 
 
 async def test_archive_appends_past_two_batches_congest_until_the_writer_catches_up(storage: Storage) -> None:
-    writer = storage._archive_writer
+    writer = storage.archive_files.writers[0]
     writer._max_batch, writer._high = 10, 20
     gate = asyncio.Event()
     commit = writer._commit
@@ -64,7 +64,7 @@ async def test_archive_appends_past_two_batches_congest_until_the_writer_catches
 
 
 async def test_a_failing_batch_still_clears_the_backlog(storage: Storage) -> None:
-    writer = storage._archive_writer
+    writer = storage.archive_files.writers[0]
     writer._max_batch, writer._high = 5, 10
     gate = asyncio.Event()
 

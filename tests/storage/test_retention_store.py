@@ -17,7 +17,7 @@ async def test_archive_items_go_per_owner_cutoff_and_a_dry_run_only_counts(stora
             await mam.append("example.com", user, f"<message>{n}</message>", when=NOW + n)
     await storage.archive("offline").append("example.com", "alice", "<message/>", when=NOW)
     retention = storage.retention()
-    owners = {o.username: o.id for o in await retention.archive_owners("mam")}
+    owners = {o.username: o for o in await retention.archive_owners("mam")}
     assert set(owners) == {"alice", "bob"}
     cutoffs = {owners["alice"]: NOW + 3, owners["bob"]: NOW + 1}
     assert await retention.purge_archive(cutoffs, dry_run=True) == 4

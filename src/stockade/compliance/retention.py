@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..core.clock import Clock
     from ..directory.groups import GroupService
     from ..modules.upload.catalog import Catalog
-    from ..storage.retention import RetentionStore
+    from ..storage.retention import ArchiveOwner, RetentionStore
     from .audit import AuditLog
     from .holds import LegalHolds
 
@@ -190,13 +190,13 @@ class Retention:
 
     async def _purge_archive(self, policy: HostRetention, host: str, now: float, held: set[str], store: str,
                              dry_run: bool) -> int:
-        cutoffs: dict[int, float] = {}
+        cutoffs: dict[ArchiveOwner, float] = {}
         for owner in await self.store.archive_owners(store):
             if owner.host != host or owner.username in held:
                 continue
             cutoff = self._cutoff(now, self._user_days(policy, host, store, owner.username))
             if cutoff is not None:
-                cutoffs[owner.id] = cutoff
+                cutoffs[owner] = cutoff
         return await self.store.purge_archive(cutoffs, dry_run=dry_run) if cutoffs else 0
 
     async def _purge_rooms(self, policy: HostRetention, host: str, now: float, held: set[str],
@@ -216,7 +216,7 @@ class Retention:
         for owner in await self.store.archive_owners(MUC_STORE):
             mine = next((d for d in served if owner.host.endswith("." + d)), None)
             if mine == host:
-                cutoffs[owner.id] = cutoff
+                cutoffs[owner] = cutoff
         return await self.store.purge_archive(cutoffs, dry_run=dry_run) if cutoffs else 0
 
     async def _purge_journal(self, policy: HostRetention, host: str, now: float, held: set[str],

@@ -48,7 +48,7 @@ class ServerSection:
     use_uvloop: bool = option(True, help="Run on uvloop when it is installed (faster event loop).")
     disabled_modules: list[str] = option(help="Feature modules not to load (e.g. [\"mam\", \"carbons\"] for a routing-only benchmark). The core modules roster, presence and disco cannot be disabled.", factory=list,
                                          check=lambda v: next((f"{m!r} cannot be disabled: other modules need it" for m in v if m in ("roster", "presence", "disco")), None))
-    workers: int = option(1, help="Worker processes that serve clients (all on the same ports; each account lives in one of them, see docs/architecture.md, \"Worker processes\"). 1: one process.", min=1, max=64)
+    workers: int = option(1, help="Worker processes that serve clients (all on the same ports; each account lives in one of them, see docs/architecture.md, \"Worker processes\"). 1: one process. With SQLite, each worker's archives go to a file of their own beside the database (stockade.archive-1.db, ...); a change of this number moves them at the next start.", min=1, max=64)
     account_check_interval: float = option(10.0, help="Seconds between checks for accounts added or removed outside the server (by `stockade user` on the same database); a removed account loses its sessions at the next check.", min=1.0, max=3600.0)
 
 

@@ -15,11 +15,11 @@ stanzas to their domains are forwarded there.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from typing import Callable
 
 from ..protocol.jid import JID
 from ..protocol.xml import Element
+from ..storage.archive_files import account_slot
 
 SERVICE_WORKER = 0
 
@@ -40,7 +40,7 @@ class Partition:
 
     def home(self, host: str, username: str) -> int:
         """The worker an account lives in. Stable across processes and restarts (not hash())."""
-        return zlib.crc32(f"{username}@{host}".encode()) % self.count
+        return account_slot(host, username, self.count)
 
     def is_here(self, jid: JID) -> bool:
         """Whether the account `jid` names lives in this worker (True for a domain or a service)."""

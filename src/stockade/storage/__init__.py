@@ -10,8 +10,9 @@ numbered migrations. Modules never touch SQL; they get a store by name:
 
 Where things are: `engine.py` (URLs, pools, every SQLite/PostgreSQL difference), `schema.py`
 (tables), `migrate.py` and `migrations/` (schema versions), `accounts.py`, `stores.py` (key-value
-and map), `archive.py` (archive and its group-commit writer), `keys.py` (time-ordered archive
-keys), `service.py` (`Storage`).
+and map), `archive.py` (archive and its group-commit writer), `archive_files.py` (the archive
+in a file per worker process on SQLite), `keys.py` (time-ordered archive keys), `service.py`
+(`Storage`).
 """
 
 from stockade.protocol.sasl.scram import ScramCredential

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, Insert, and_, bindparam, delete, func, insert
 
 from stockade.protocol.sasl.scram import ScramCredential
 
-from .archive import ArchiveWriter
+from .archive_files import ArchiveFiles
 from .engine import Database
 from .errors import AccountExists
 from .schema import USER_DATA_TABLES, accounts, archive, archive_owners, change_counters, credentials
@@ -56,10 +56,10 @@ def _credential_rows(host: str, username: str, creds: Iterable[ScramCredential])
 class AccountStore:
     """Who may log in on each host, and the SCRAM keys to check them with."""
 
-    def __init__(self, db: Database, archive_writer: ArchiveWriter,
+    def __init__(self, db: Database, archive_files: ArchiveFiles,
                  clock: Callable[[], float]) -> None:
         self._db = db
-        self._archive_writer = archive_writer
+        self._archive_files = archive_files
         self._clock = clock
         self._insert_account = db.insert_ignore(accounts, ("host", "username"))
 
@@ -99,7 +99,11 @@ class AccountStore:
     async def remove(self, host: str, username: str) -> bool:
         """Delete the account and ALL its data in every store; False if there is no such account."""
         # Archive appends already queued for this user would otherwise land after the wipe.
-        await self._archive_writer.flush()
+        await self._archive_files.flush()
+        # An archive file first (a transaction of its own): should the process stop in between,
+        # the account is still there to remove again, never an archive left without its account.
+        if self._archive_files.count > 1 and await self.exists(host, username):
+            await self._archive_files.remove_user(host, username)
         return await self._db.write("account.remove", _remove, {"host": host, "username": username})
 
     async def list(self, host: str | None = None) -> list[tuple[str, str]]:

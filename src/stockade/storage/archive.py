@@ -151,8 +151,10 @@ class _Batch:
 class ArchiveWriter:
     """The group-commit queue shared by every archive store of one Storage."""
 
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH, backlog: WriteBacklog | None = None) -> None:
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH, backlog: WriteBacklog | None = None,
+                 name: str = "archive") -> None:
         self._db = db
+        self._name = name                     # what the backlog calls this writer
         self._max_batch = max_batch
         # Backpressure (backlog.py): over `_high` queued appends, client input pauses until the
         # queue is back to one batch. Two batches: one committing, a full one waiting.
@@ -198,13 +200,13 @@ class ArchiveWriter:
             self._batches.append(batch)
             if self._task is None:
                 # Started lazily so that whatever else is queued in this loop turn joins the batch.
-                self._task = loop.create_task(self._run(), name="stockade-archive-writer")
+                self._task = loop.create_task(self._run(), name=f"stockade-{self._name.replace(' ', '-')}-writer")
         batch.rows.append(row)
         self._queued += 1
         if row[0].__class__ is tuple:
             self._unresolved += 1
         if self._queued - self._finished > self._high:
-            self.backlog.over("archive", True)           # idempotent: only the first call counts
+            self.backlog.over(self._name, True)           # idempotent: only the first call counts
         return batch
 
     async def flush(self) -> None:
@@ -300,7 +302,7 @@ class ArchiveWriter:
     def _finish(self, count: int) -> None:
         self._finished += count
         if self._queued - self._finished <= self._max_batch:
-            self.backlog.over("archive", False)
+            self.backlog.over(self._name, False)
         still_waiting = []
         for target, waiter in self._flush_waiters:
             if self._finished >= target:

@@ -312,6 +312,8 @@ class Database:
                  sa_dialect: Any, inline: Engine | None = None) -> None:
         self.dialect: str = url.get_backend_name()          # "sqlite" | "postgresql"
         self.display_url = url.render_as_string(hide_password=True)
+        # The file of a SQLite database (None: PostgreSQL, or SQLite in memory).
+        self.path: str | None = url.database if self.dialect == "sqlite" and not _is_memory(url) else None
         self._writer = writer
         self._reader = reader
         self._runners = tuple(runners)                       # what dispose() closes

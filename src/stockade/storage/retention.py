@@ -3,7 +3,7 @@
 Three kinds of rows are purged, each the way its table needs:
 
 - Archive items (MAM, offline, room archives): deleted per owner, older than that owner's
-  cutoff. Owners with the same cutoff are purged by one statement each chunk, through the
+  cutoff, in the archive file the owner is in (storage/archive_files.py). Owners with the same cutoff are purged by one statement each chunk, through the
   (owner, ts, id) index that serves every archive read: a purge reads only the rows it deletes.
 - Journal records (storage/schema.py `journal`, written by storage/journal.py): never deleted.
   A purge NULLs `conversation`, `participants` and `payload` and sets `purged` to the time; the
@@ -37,10 +37,12 @@ _OWNERS = select(_o.id, _o.host, _o.username).where(_o.store == bindparam("store
 
 class ArchiveOwner(NamedTuple):
     """One archive of a store: `host` and `username` as the store names them (for room
-    archives: the MUC service domain and the room name)."""
+    archives: the MUC service domain and the room name); `id` is its number in archive file
+    `file`."""
     id: int
     host: str
     username: str
+    file: int = 0
 
 
 class JournalCandidate(NamedTuple):
@@ -53,31 +55,36 @@ class JournalCandidate(NamedTuple):
 class RetentionStore:
     """Purges for retention. Counting (dry run) reads exactly what deleting would delete."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, archive_dbs: Sequence[Database] | None = None) -> None:
         self._db = db
+        self._archive_dbs = tuple(archive_dbs or (db,))       # the archive's files, db first
         self._has_journal: bool | None = None
 
     # -- archives -------------------------------------------------------------------------------
     async def archive_owners(self, store: str) -> list[ArchiveOwner]:
         """Every archive of `store` (owners are never deleted, so some may be empty)."""
-        rows = await self._db.fetch_all("retention.owners", _OWNERS, {"store": store})
-        return [ArchiveOwner(*row) for row in rows]
+        owners = []
+        for file, db in enumerate(self._archive_dbs):
+            rows = await db.fetch_all("retention.owners", _OWNERS, {"store": store})
+            owners.extend(ArchiveOwner(*row, file) for row in rows)
+        return owners
 
-    async def purge_archive(self, cutoffs: dict[int, float], *, dry_run: bool = False) -> int:
-        """Delete (or, with `dry_run`, count) the items of each owner id strictly older than its
+    async def purge_archive(self, cutoffs: dict[ArchiveOwner, float], *, dry_run: bool = False) -> int:
+        """Delete (or, with `dry_run`, count) the items of each owner strictly older than its
         cutoff (unix time). Returns how many items that is."""
-        by_cutoff: dict[float, list[int]] = {}
+        by_cutoff: dict[tuple[int, float], list[int]] = {}
         for owner, cutoff in cutoffs.items():
-            by_cutoff.setdefault(cutoff, []).append(owner)
+            by_cutoff.setdefault((owner.file, cutoff), []).append(owner.id)
         total = 0
-        for cutoff, owners in sorted(by_cutoff.items()):
+        for (file, cutoff), owners in sorted(by_cutoff.items()):
+            db = self._archive_dbs[file]
             for chunk in _chunks(sorted(owners)):
                 where = (_a.owner.in_(chunk), _a.ts < cutoff)
                 if dry_run:
-                    total += await self._db.scalar("retention.archive_count",
-                                                   select(func.count()).select_from(archive).where(*where))
+                    total += await db.scalar("retention.archive_count",
+                                             select(func.count()).select_from(archive).where(*where))
                 else:
-                    total += await self._db.execute("retention.archive_purge", delete(archive).where(*where))
+                    total += await db.execute("retention.archive_purge", delete(archive).where(*where))
         return total
 
     # -- journal --------------------------------------------------------------------------------

@@ -43,6 +43,15 @@ change_counters = Table(
     Column("value", BigInteger, nullable=False),
 )
 
+# How the database is laid out over files (storage/archive_files.py): "archive_files" is how many
+# files hold the archive (1: only the database itself); "archive_files_next", present only while
+# archives move between files, how many there will be.
+storage_layout = Table(
+    "storage_layout", metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
 credentials = Table(
     "credentials", metadata,
     Column("host", Text, primary_key=True),

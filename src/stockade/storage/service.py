@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 
 from .accounts import AccountStore
-from .archive import ArchiveStore, ArchiveWriter
+from .archive import ArchiveStore
+from .archive_files import ArchiveFiles, SplitArchiveStore, open_archive_files
 from .audit import AuditStore
 from .backlog import WriteBacklog
 from .crypto import Cipher, Keyring, KeyFileError
@@ -25,8 +26,10 @@ class Storage:
     the queued archive appends. A Storage belongs to the event loop that opened it.
     """
 
-    def __init__(self, db: Database, clock: Callable[[], float], cipher: Cipher | None = None) -> None:
-        """Use `Storage.open()`; this only wires already-built parts."""
+    def __init__(self, db: Database, clock: Callable[[], float], cipher: Cipher | None = None,
+                 archive_dbs: list[Database] | None = None) -> None:
+        """Use `Storage.open()`; this only wires already-built parts. `archive_dbs`: the archive's
+        files, `db` first (archive_files.py); None: the archive is in `db` alone."""
         self._db = db
         self._clock = clock
         # Encryption at rest (crypto.py); None: off. Archive values are sealed with it here,
@@ -35,20 +38,20 @@ class Storage:
         self.data_keys = DataKeyStore(db, clock)
         # Backpressure from the group-commit writers (archive, journal) to client input.
         self.backlog = WriteBacklog()
-        self._archive_writer = ArchiveWriter(db, backlog=self.backlog)
+        self.archive_files = ArchiveFiles(archive_dbs or [db], self.backlog)
         self.dialect: str = db.dialect                 # "sqlite" | "postgresql"
-        self.accounts = AccountStore(db, self._archive_writer, clock)
+        self.accounts = AccountStore(db, self.archive_files, clock)
         self.audit = AuditStore(db)
         self.journal = JournalStore(db)           # the compliance journal (storage/journal.py)
         # Store objects are cheap but each builds its dialect's upsert once: keep them.
         self._keyval: dict[str, KeyValueStore] = {}
         self._map: dict[str, MapStore] = {}
-        self._archive: dict[str, ArchiveStore] = {}
+        self._archive: dict[str, ArchiveStore | SplitArchiveStore] = {}
         self._is_closed = False
 
     @classmethod
     async def open(cls, url: str, *, clock: Callable[[], float] = time.time,
-                   keyring: Keyring | None = None) -> Storage:
+                   keyring: Keyring | None = None, archive_files: int | None = None) -> Storage:
         """Connect to `url`, apply pending migrations and, with a `keyring`, load the data keys
         of encryption at rest (storage/crypto.py; None: encryption off).
 
@@ -57,15 +60,22 @@ class Storage:
         archive items that come without a time. Raises StorageError (with what to do) if the
         database cannot be opened or its schema is newer than this code, KeyFileError if the
         keyring cannot unwrap its data keys or is a new one while the database has data keys.
+
+        `archive_files`: in how many files a SQLite file database keeps the archive (the server
+        asks for one per worker process; archive_files.py). Archives are moved between files
+        first when the database has another number; None: as many as it has.
         """
         db = Database.from_url(url)
+        archive_dbs = [db]
         try:
             await upgrade(db)
             cipher = await _open_cipher(db, clock, keyring) if keyring is not None else None
+            archive_dbs = await open_archive_files(db, archive_files)
         except BaseException:
-            await db.dispose()
+            for opened in (*archive_dbs[1:], db):
+                await opened.dispose()
             raise
-        return cls(db, clock, cipher)
+        return cls(db, clock, cipher, archive_dbs)
 
     async def close(self) -> None:
         """Commit the queued archive appends, then close every connection. Safe to call twice."""
@@ -73,18 +83,18 @@ class Storage:
             return
         self._is_closed = True
         try:
-            await self._archive_writer.close()
+            await self.archive_files.close()
         finally:
             await self._db.dispose()
 
     async def flush(self) -> None:
         """Wait until every archive append queued so far is committed (or has failed)."""
-        await self._archive_writer.flush()
+        await self.archive_files.flush()
 
     @property
     def archive_batches_committed(self) -> int:
         """How many group-commit transactions have committed so far (for metrics and tests)."""
-        return self._archive_writer.batches_committed
+        return self.archive_files.batches_committed
 
     def keyval(self, store: str) -> KeyValueStore:
         """The key-value store named `store` (one JSON value per user)."""
@@ -100,13 +110,12 @@ class Storage:
 
     def retention(self) -> RetentionStore:
         """The purges of retention (storage/retention.py): archive items, journal records."""
-        return RetentionStore(self._db)
+        return RetentionStore(self._db, self.archive_files.dbs)
 
-    def archive(self, store: str) -> ArchiveStore:
+    def archive(self, store: str) -> ArchiveStore | SplitArchiveStore:
         """The archive store named `store` (ordered items per user, group-committed appends)."""
         if store not in self._archive:
-            self._archive[store] = ArchiveStore(self._db, self._archive_writer, _store_name(store),
-                                                self._clock, self.cipher)
+            self._archive[store] = self.archive_files.store(_store_name(store), self._clock, self.cipher)
         return self._archive[store]
 
 
