@@ -216,7 +216,8 @@ class Server:
         self._setup_live()
         if self.node is not None:
             self.node.attach(router, self.throttle, storage)
-            await self.node.start()
+            # On SQLite every worker appends to the one journal (the archive: a file each).
+            await self.node.start(shared_writes=storage.dialect == "sqlite" and config.journal.enabled)
         await bus.fire_async(ServerStarted())
         await self._start_listeners()
         if self.node is not None:

@@ -32,14 +32,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("stockade.workers")
 
 READY_TIMEOUT = 120.0        # seconds a started worker has to open its ports
-# The interpreter's switch interval in a worker (Python's default: 5 ms). A storage writer
-# thread gives up the interpreter lock around every SQLite statement and, while the event loop
-# is busy, waits up to this long to get it back; meanwhile it holds the database's write lock,
-# which the other workers' writers wait for (one SQLite file, one writer at a time). With the
+# The interpreter's switch interval in a worker whose storage writers share a write lock with
+# the other workers' on the message path (Python's default: 5 ms): on SQLite with the compliance
+# journal on, every worker appends to the one journal in the database file. A storage writer
+# thread gives up the interpreter lock around every SQLite statement and, while the event loop is
+# busy, waits up to this long to get it back, holding the write lock all the while. With the
 # default, the workers' event loops spent a fifth to a third of the 1:1 benchmark idle, their
-# input paused until the archive caught up, and two workers delivered 1.26-1.33x one process;
-# at 0.2 ms they were idle about a tenth of the time and delivered 1.55x (docs/benchmarks.md,
-# "Worker processes").
+# input paused until the writers caught up, and two workers delivered 1.26-1.33x one process; at
+# 0.2 ms they were idle about a tenth of the time and delivered 1.55x (docs/benchmarks.md,
+# "Worker processes"). Without the journal each worker's archive has a file of its own
+# (storage/archive_files.py), nothing is shared, and the default's fewer switches deliver more:
+# 1.064x the 1:1 messages at 0.2 ms (docs/benchmarks.md, "An archive file per worker").
 SWITCH_INTERVAL = 0.0002
 # Seconds a worker has to answer a question of another (`WorkerNode.ask`): an answer reads
 # memory, or the database at most; a worker that takes longer is hung.
@@ -113,8 +116,11 @@ class WorkerNode:
         throttle.shared = lambda what, key, number: self.mesh.broadcast(
             "throttle", {"what": what, "key": key, "n": repr(number)})
 
-    async def start(self) -> None:
-        sys.setswitchinterval(SWITCH_INTERVAL)
+    async def start(self, *, shared_writes: bool) -> None:
+        """Connect to the other workers. `shared_writes`: this worker's storage writers share a
+        write lock with the others' on the message path (see SWITCH_INTERVAL)."""
+        if shared_writes:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         loop = asyncio.get_running_loop()
         self._ready = {peer: loop.create_future() for peer in self.mesh.spec.links}
         await self.mesh.start()
