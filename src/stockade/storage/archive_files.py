@@ -6,7 +6,8 @@ worker that serves the archive's account. With one database file, the writers of
 turns at the file's one write lock, and each one's transactions push the pages the other has
 cached out of the page cache, grow the WAL the other must checkpoint, and wait for the other's
 syncs. Removing any one of those costs alone changed nothing measurable; a file per worker removes
-them all, and two workers delivered 5-6% more 1:1 messages per second (docs/benchmarks.md).
+them all, and two workers delivered 4.8% more 1:1 messages per second than with the shared file,
+in the same benchmark run (docs/benchmarks.md, "An archive file per worker").
 
 Layout. The archive's two tables (`archive_owners`, `archive`) are in N files: file 0 is the
 database itself, file k (1 <= k < N) is `<stem>.archive-<k><suffix>` beside it (for
@@ -267,6 +268,7 @@ def _lock_moves(database: str):
 async def _move(main: Database, count: int, target: int) -> None:
     """Move every archive to its file among `target` files, from files 0..max(count, target)-1
     (an interrupted move leaves archives in either place), then record `target`."""
+    log.info("moving archives from %d file(s) to %d; the server starts serving once they are moved", count, target)
     files = await _open_files(main, max(count, target))
     try:
         moved = 0
