@@ -178,12 +178,10 @@ async def test_a_message_for_an_offline_account_in_the_other_worker_waits_for_it
         assert msg["body"] == "while you were out" and msg["from"].bare == jid("carol")
 
 
-async def test_each_workers_archives_are_in_a_file_of_its_own(workers):
-    """carol lives in worker 1, judy in worker 0: carol's copy of their conversation is archived
-    in stockade.archive-1.db by worker 1, judy's in the database itself by worker 0
-    (storage/archive_files.py); each reads hers back over MAM."""
-    body = "archived in each worker's own file"
-    raw = await RawStream.open(workers, DOMAIN)
+async def carol_writes_to_judy(proc: ServerProcess, body: str) -> None:
+    """carol (worker 1 of 2) sends judy a chat message and waits for its acknowledgement: both
+    archive copies are stored."""
+    raw = await RawStream.open(proc, DOMAIN)
     try:
         assert b"success" in await raw.authenticate("carol", USERS["carol"])
         await raw.bind("archive")
@@ -191,9 +189,23 @@ async def test_each_workers_archives_are_in_a_file_of_its_own(workers):
         await raw.read_until(b"<enabled")
         await raw.send(f"<message to='{jid(JUDY[0])}' type='chat'><body>{body}</body></message>"
                        "<r xmlns='urn:xmpp:sm:3'/>")
-        await raw.read_until(r"<a [^>]*/>")          # acknowledged: both copies are stored
+        await raw.read_until(r"<a [^>]*/>")
     finally:
         await raw.close()
+
+
+async def archived_bodies(proc: ServerProcess, user: str, password: str) -> list[str]:
+    async with client(proc, jid(user), password, plugins=MAM_PLUGINS) as someone:
+        result = await someone.plugin["xep_0313"].retrieve()
+        return [m["mam_result"]["forwarded"]["stanza"]["body"] for m in result["mam"]["results"]]
+
+
+async def test_each_workers_archives_are_in_a_file_of_its_own(workers):
+    """carol lives in worker 1, judy in worker 0: carol's copy of their conversation is archived
+    in stockade.archive-1.db by worker 1, judy's in the database itself by worker 0
+    (storage/archive_files.py); each reads hers back over MAM."""
+    body = "archived in each worker's own file"
+    await carol_writes_to_judy(workers, body)
 
     def archived(path: Path, user: str, partner: str) -> bool:
         # (The values are encrypted at rest: the partner tells the conversation.)
@@ -206,10 +218,7 @@ async def test_each_workers_archives_are_in_a_file_of_its_own(workers):
     assert [archived(path, "carol", JUDY[0]) for path in files] == [False, True]
     assert [archived(path, JUDY[0], "carol") for path in files] == [True, False]
     for user, password in (("carol", USERS["carol"]), JUDY):
-        async with client(workers, jid(user), password, plugins=MAM_PLUGINS) as someone:
-            result = await someone.plugin["xep_0313"].retrieve()
-            bodies = [m["mam_result"]["forwarded"]["stanza"]["body"] for m in result["mam"]["results"]]
-            assert body in bodies, (user, bodies)
+        assert body in await archived_bodies(workers, user, password), user
 
 
 async def recording_stream(workers, user: str) -> RawStream:
@@ -439,6 +448,33 @@ async def connect(proc: ServerProcess) -> tuple[RawStream, bool]:
     await raw.writer.start_tls(RawStream._tls(raw.cert), server_hostname="localhost")
     raw.received = b""
     return raw, True
+
+
+async def test_a_new_number_of_workers_moves_the_archives_and_loses_nothing(tmp_path):
+    """Two workers, then one process, then two again (storage/archive_files.py): each start moves
+    the archives whose file changed before serving, and both sides of the conversation still
+    read their whole archive, in order, over MAM."""
+    proc = ServerProcess(tmp_path, [DOMAIN], config={
+        "server": {"workers": 2}, "http": {"enabled": False}, "c2s": {"require_tls": False}})
+    for user, password in (("carol", USERS["carol"]), JUDY):
+        assert proc.cli("user", "add", jid(user), "--password", password).status == 0
+    second_file = proc.data_dir / "stockade.archive-1.db"
+    expected = []
+    for workers in (2, 1, 2):
+        proc.doc["server"]["workers"] = workers
+        await proc.astart()
+        try:
+            assert second_file.exists() == (workers == 2)
+            body = f"written with {workers} worker(s), message {len(expected) + 1}"
+            await carol_writes_to_judy(proc, body)
+            expected.append(body)
+            for user, password in (("carol", USERS["carol"]), JUDY):
+                assert await archived_bodies(proc, user, password) == expected, (workers, user)
+        finally:
+            proc.stop()
+    with sqlite3.connect(second_file) as conn:        # carol's archive is back in worker 1's file
+        assert conn.execute("SELECT count(*) FROM archive JOIN archive_owners o ON o.id = archive.owner "
+                            "WHERE o.username = 'carol' AND o.store = 'mam'").fetchone()[0] == 3
 
 
 async def test_the_connections_per_address_limit_holds_for_the_whole_node(tmp_path):
