@@ -345,6 +345,7 @@ log_level = "warning"
 use_uvloop = true
 disabled_modules = [{modules}]
 {f"workers = {WORKERS}" if self.variant in WORKER_VARIANTS else ""}
+{"pin_workers = true" if self.variant in WORKER_VARIANTS else ""}
 
 [[hosts]]
 domain = "{dataset.DOMAIN}"

@@ -217,7 +217,8 @@ class Server:
         if self.node is not None:
             self.node.attach(router, self.throttle, storage)
             # On SQLite every worker appends to the one journal (the archive: a file each).
-            await self.node.start(shared_writes=storage.dialect == "sqlite" and config.journal.enabled)
+            await self.node.start(shared_writes=storage.dialect == "sqlite" and config.journal.enabled,
+                                  pin=config.server.pin_workers)
         await bus.fire_async(ServerStarted())
         await self._start_listeners()
         if self.node is not None:

@@ -569,3 +569,23 @@ async def test_the_other_workers_exit_when_worker_0_is_killed(tmp_path):
     finally:
         os.close(pidfd)
     assert "worker process 0 is gone" in proc.log
+
+
+def test_pinned_workers_run_every_thread_on_a_core_of_their_own(tmp_path):
+    """[server] pin_workers: worker 0 on the first core it may use, worker 1 on the second,
+    every thread of each (the database writer and readers included)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs two CPU cores")
+    proc = ServerProcess(tmp_path, [DOMAIN], config={
+        "server": {"workers": 2, "pin_workers": True}, "http": {"enabled": False},
+        "c2s": {"require_tls": False}})
+    proc.start()
+    try:
+        [worker_1] = children_of(proc.pid)
+        for pid, core in ((proc.pid, cores[0]), (worker_1, cores[1])):
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            assert len(threads) > 1
+            assert {t: os.sched_getaffinity(t) for t in threads} == {t: {core} for t in threads}
+    finally:
+        proc.stop()

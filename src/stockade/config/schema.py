@@ -49,6 +49,7 @@ class ServerSection:
     disabled_modules: list[str] = option(help="Feature modules not to load (e.g. [\"mam\", \"carbons\"] for a routing-only benchmark). The core modules roster, presence and disco cannot be disabled.", factory=list,
                                          check=lambda v: next((f"{m!r} cannot be disabled: other modules need it" for m in v if m in ("roster", "presence", "disco")), None))
     workers: int = option(1, help="Worker processes that serve clients (all on the same ports; each account lives in one of them, see docs/architecture.md, \"Worker processes\"). 1: one process. With SQLite, each worker's archives go to a file of their own beside the database (stockade.archive-1.db, ...); a change of this number moves them at the next start.", min=1, max=64)
+    pin_workers: bool = option(False, help="With several workers, run worker N on one CPU core (the Nth of those the server may use, modulo their number), like nginx's worker_cpu_affinity: for a machine that runs little else; measured in docs/benchmarks.md (\"An archive file per worker\").")
     account_check_interval: float = option(10.0, help="Seconds between checks for accounts added or removed outside the server (by `stockade user` on the same database); a removed account loses its sessions at the next check.", min=1.0, max=3600.0)
 
 

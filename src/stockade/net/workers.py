@@ -64,16 +64,17 @@ class WorkerSpec:
     count: int
     ports: dict[str, int]
     links: dict[int, tuple[int, int]] = field(default_factory=dict)   # peer -> (stream fd, handoff fd)
+    cores: list[int] = field(default_factory=list)      # the CPUs worker 0 started on ([server] pin_workers)
 
     def to_json(self) -> str:
         return json.dumps({"index": self.index, "count": self.count, "ports": self.ports,
-                           "links": {str(k): list(v) for k, v in self.links.items()}})
+                           "links": {str(k): list(v) for k, v in self.links.items()}, "cores": self.cores})
 
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         data = json.loads(text)
         return cls(index=data["index"], count=data["count"], ports=data["ports"],
-                   links={int(k): (v[0], v[1]) for k, v in data["links"].items()})
+                   links={int(k): (v[0], v[1]) for k, v in data["links"].items()}, cores=data.get("cores", []))
 
 
 def make_links(count: int) -> dict[int, dict[int, tuple[socket.socket, socket.socket]]]:
