@@ -141,6 +141,10 @@ class WorkerNode:
                 os.sched_setaffinity(int(task), {core})
             except (ProcessLookupError, ValueError):        # a thread that ended meanwhile
                 pass
+            except OSError as exc:          # not allowed here (a container's policy): unpinned
+                log.warning("worker %d cannot be pinned to core %d (%s); it runs unpinned "
+                            "([server] pin_workers)", self.index, core, exc.strerror)
+                return
         log.info("worker %d runs on core %d", self.index, core)
 
     def _forward(self, worker: int, stanza: Element, confirm: bool) -> asyncio.Future[None] | None:
