@@ -107,7 +107,7 @@ class ArchiveFiles:
     def store(self, name: str, clock: Callable[[], float], cipher: Cipher | None) -> ArchiveStore | SplitArchiveStore:
         """The archive store `name`: a plain ArchiveStore on one file."""
         stores = [ArchiveStore(db, writer, name, clock, cipher) for db, writer in zip(self.dbs, self.writers)]
-        return stores[0] if self.count == 1 else SplitArchiveStore(name, stores)
+        return stores[0] if self.count == 1 else SplitArchiveStore(name, stores, self.index)
 
     @property
     def batches_committed(self) -> int:
@@ -139,15 +139,16 @@ class SplitArchiveStore:
     """An archive store over several files: each call goes to the ArchiveStore of the file the
     archive is in (see ArchiveStore for what the calls do)."""
 
-    def __init__(self, store: str, stores: Sequence[ArchiveStore]) -> None:
+    def __init__(self, store: str, stores: Sequence[ArchiveStore], index: Callable[[str, str], int]) -> None:
         self.store = store
         self._stores = tuple(stores)
+        self._index = index                   # ArchiveFiles.index: the one place that decides
         self._by_owner: dict[tuple[str, str], ArchiveStore] = {}     # queue() runs per message
 
     def _of(self, host: str, user: str) -> ArchiveStore:
         store = self._by_owner.get((host, user))
         if store is None:
-            store = self._by_owner[(host, user)] = self._stores[account_slot(host, user, len(self._stores))]
+            store = self._by_owner[(host, user)] = self._stores[self._index(host, user)]
         return store
 
     async def track_owners(self) -> None:
