@@ -63,7 +63,7 @@ def database(server: RunningServer, statement: str) -> None:
 
 
 def break_journal(server: RunningServer) -> None:
-    database(server, "CREATE TRIGGER journal_refuses BEFORE INSERT ON journal "
+    database(server, "CREATE TRIGGER journal_refuses BEFORE INSERT ON journal_blocks "
                      "BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stockade.compliance.journal_verify import public_pem
-from stockade.storage.journal import record_digest, record_hash
+from stockade.storage.journal import Block, block_digest, block_hash, decode_stored, encode_block
 from stockade.testing.process import CliResult, ServerProcess, StartError, run_cli, to_toml
 from stockade.testing.server import RunningServer
 from stockade.testing.xmpp import client
@@ -69,8 +70,28 @@ def sql(data: Path, *statements: str) -> list:
         db.close()
 
 
+def block_holding(data: Path, record_id: int) -> Block:
+    """The journal block that holds a record, decoded."""
+    [row] = sql(data, f"SELECT id, last_id, body, prev_hash, hash FROM journal_blocks WHERE id <= {record_id} "
+                      "ORDER BY id DESC LIMIT 1")
+    return decode_stored(row)
+
+
+def store_block(data: Path, block: Block) -> None:
+    """Write a changed block back over the one with the same first id, as an attacker could."""
+    sql(data, f"UPDATE journal_blocks SET body = x'{encode_block(block).hex()}', hash = '{block.hash}', "
+              f"prev_hash = '{block.prev_hash}' WHERE id = {block.id}")
+
+
+def rehashed(block: Block) -> Block:
+    """The block with its hash computed again over its (changed) contents."""
+    times = b"".join(struct.pack("<d", t) for t in block.times)
+    heads = "\n".join(f"{h}\t{k}" for h, k in block.heads).encode()
+    return block._replace(hash=block_hash(block.id, block.prev_hash, times, heads, b"".join(block.digests)))
+
+
 def test_an_intact_journal_verifies(data: Path) -> None:
-    [(last_id, last_hash)] = sql(data, "SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1")
+    [(last_id, last_hash)] = sql(data, "SELECT last_id, hash FROM journal_blocks ORDER BY id DESC LIMIT 1")
     result = verify(data)
     assert result.status == 0, result.stderr
     assert f"journal intact: {MESSAGES} records, last id {last_id}" in result.stdout
@@ -83,53 +104,62 @@ def test_an_intact_journal_verifies(data: Path) -> None:
 
 
 def test_an_edited_record_is_named(data: Path) -> None:
-    [(payload,)] = sql(data, "SELECT payload FROM journal WHERE id = 3")
-    sql(data, "UPDATE journal SET payload = ? WHERE id = 3".replace("?", f"x'{bytes(payload)[:-1].hex()}00'"))
+    block = block_holding(data, 3)
+    payloads = list(block.payloads)
+    payloads[3 - block.id] = payloads[3 - block.id][:-1] + b"\x00"
+    store_block(data, block._replace(payloads=payloads))
     result = verify(data)
     assert result.status == 1
-    assert "record 3 was changed" in result.stderr and "2 record(s) before it verified" in result.stderr
+    assert "record 3 was changed" in result.stderr
+    assert f"{block.id - 1} record(s) before it verified" in result.stderr
 
 
 def test_an_edited_record_with_recomputed_digest_and_hash_is_named(data: Path) -> None:
-    # Someone who knows the algorithm rewrites record 2 consistently: its successor no longer fits.
-    [(ts, host, kind, conversation, participants, prev)] = sql(
-        data, "SELECT ts, host, kind, conversation, participants, prev_hash FROM journal WHERE id = 2")
+    # Someone who knows the algorithm rewrites record 2 and its block's hash consistently: the
+    # next block no longer fits, or, when the block was the last, the shutdown checkpoint.
+    block = block_holding(data, 2)
     forged = b'{"stanza":"<message><body>forged</body></message>"}'
-    digest = record_digest(conversation, participants, forged)
-    hash_ = record_hash(2, ts, host, kind, digest, prev)
-    sql(data, f"UPDATE journal SET payload = x'{forged.hex()}', digest = '{digest}', hash = '{hash_}' "
-              "WHERE id = 2")
+    at = 2 - block.id
+    payloads, digests = list(block.payloads), list(block.digests)
+    payloads[at], digests[at] = forged, block_digest(*block.parties[at], forged)
+    store_block(data, rehashed(block._replace(payloads=payloads, digests=digests)))
     result = verify(data)
     assert result.status == 1
-    assert "record 3 was inserted or re-chained" in result.stderr
+    last = block.last_id
+    assert (f"record {last + 1} was inserted or re-chained" in result.stderr
+            or f"records {last + 1} to" in result.stderr and "were inserted or re-chained" in result.stderr
+            or f"signed record {last} with another hash" in result.stderr), result.stderr
 
 
 def test_an_inserted_record_is_named(data: Path) -> None:
-    # A forged record with a valid hash of its own, claiming to follow the second-to-last record.
-    [(last_id, prev_of_last)] = sql(data, "SELECT id, prev_hash FROM journal ORDER BY id DESC LIMIT 1")
+    # A forged block with a valid hash of its own, claiming to follow the block before the last.
+    [(last_id, prev_of_last)] = sql(data, "SELECT last_id, prev_hash FROM journal_blocks ORDER BY id DESC LIMIT 1")
     new_id, ts = last_id + 1, 1_800_000_000.0
     payload = b'{"stanza":"<message><body>never said</body></message>"}'
-    digest = record_digest("a b", "a b", payload)
-    hash_ = record_hash(new_id, ts, DOMAIN, "chat", digest, prev_of_last)
-    sql(data, "INSERT INTO journal (id, ts, host, kind, conversation, participants, payload, digest, "
-              f"prev_hash, hash) VALUES ({new_id}, {ts}, '{DOMAIN}', 'chat', 'a b', 'a b', "
-              f"x'{payload.hex()}', '{digest}', '{prev_of_last}', '{hash_}')")
+    forged = rehashed(Block(new_id, prev_of_last, "", [ts], [None], [block_digest("a b", "a b", payload)],
+                            [(DOMAIN, "chat")], [("a b", "a b")], [payload], True))
+    sql(data, "INSERT INTO journal_blocks (id, last_id, ts_first, ts_last, live, body, prev_hash, hash) "
+              f"VALUES ({new_id}, {new_id}, {ts}, {ts}, 1, x'{encode_block(forged).hex()}', "
+              f"'{prev_of_last}', '{forged.hash}')")
     result = verify(data)
     assert result.status == 1
     assert f"record {new_id} was inserted or re-chained" in result.stderr
 
 
 def test_a_deleted_record_is_named(data: Path) -> None:
-    sql(data, "DELETE FROM journal WHERE id = 2")
+    block = block_holding(data, 2)
+    sql(data, f"DELETE FROM journal_blocks WHERE id = {block.id}")
     result = verify(data)
     assert result.status == 1
-    assert "record 2 removed" in result.stderr
+    missing = f"record {block.id}" if block.last_id == block.id else f"records {block.id} to {block.last_id}"
+    assert f"{missing} removed" in result.stderr
 
 
 def test_deleting_the_last_records_is_caught_by_the_checkpoint(data: Path) -> None:
-    kept = MESSAGES - 2
-    sql(data, f"DELETE FROM journal WHERE id > {kept}")
-    # The shutdown checkpoint signed record MESSAGES; one every 4 records may name record 5.
+    [(last_block,)] = sql(data, "SELECT max(id) FROM journal_blocks")
+    sql(data, f"DELETE FROM journal_blocks WHERE id = {last_block}")
+    kept = last_block - 1
+    # The shutdown checkpoint signed record MESSAGES; one every 4 records may name an earlier one.
     [(first_lost,)] = sql(data, f"SELECT min(last_id) FROM journal_checkpoints WHERE last_id > {kept}")
     result = verify(data)
     assert result.status == 1
@@ -158,8 +188,11 @@ def test_checkpoints_signed_by_another_key_fail_with_the_given_public_key(data: 
 
 
 def test_a_purged_record_still_verifies(data: Path) -> None:
-    sql(data, "UPDATE journal SET conversation = NULL, participants = NULL, payload = NULL, "
-              "purged = 1900000000.0 WHERE id = 2")
+    block = block_holding(data, 2)
+    at = 2 - block.id
+    purged, parties, payloads = list(block.purged), list(block.parties), list(block.payloads)
+    purged[at], parties[at], payloads[at] = 1_900_000_000.0, (None, None), None
+    store_block(data, block._replace(purged=purged, parties=parties, payloads=payloads))
     result = verify(data)
     assert result.status == 0, result.stderr
     assert "purged records: 1" in result.stdout

@@ -1,14 +1,17 @@
-"""Storage fixtures: an open Storage on a fresh database, a fake clock, raw SQL access."""
+"""Storage fixtures: an open Storage on a fresh database, a fake clock, raw SQL access, journal
+block edits."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text, update
 
 from stockade.storage import Storage
 from stockade.storage.engine import Database
+from stockade.storage.journal import BLOCK_COLUMNS, Block, decode_stored, encode_block
+from stockade.storage.schema import journal_blocks
 
 
 class FakeClock:
@@ -54,6 +57,33 @@ def run_sql(storage_url: str) -> RunSql:
         db = Database.from_url(storage_url)
         try:
             return await db.write("test.run_sql", statements_in, statements)
+        finally:
+            await db.dispose()
+
+    return run
+
+
+BlockChange = Callable[[Block], Block]
+
+
+@pytest.fixture
+def edit_block(storage_url: str) -> Callable[[int, BlockChange], Awaitable[None]]:
+    """Rewrite the journal block that holds a record, as someone who can write the database
+    would: decode it, change it, encode it again (its stored hash stays unless the change
+    gives another)."""
+
+    def rewrite(conn: Connection, record_id: int, change: BlockChange) -> None:
+        b = journal_blocks.c
+        row = conn.execute(select(*BLOCK_COLUMNS).where(b.id <= record_id).order_by(b.id.desc()).limit(1)).one()
+        changed = change(decode_stored(row))
+        conn.execute(update(journal_blocks).where(b.id == row[0])
+                     .values(id=changed.id, last_id=changed.last_id, body=encode_block(changed),
+                             prev_hash=changed.prev_hash, hash=changed.hash))
+
+    async def run(record_id: int, change: BlockChange) -> None:
+        db = Database.from_url(storage_url)
+        try:
+            await db.write("test.edit_block", rewrite, record_id, change)
         finally:
             await db.dispose()
 

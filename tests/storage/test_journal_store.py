@@ -1,8 +1,11 @@
-"""The journal's tables on SQLite and PostgreSQL: batches chain, checkpoints sign, verify catches edits."""
+"""The journal's tables on SQLite and PostgreSQL: batches are blocks that chain, checkpoints sign,
+verify catches edits, journals written before blocks still read, verify and purge."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -11,7 +14,8 @@ from stockade.compliance.journal import ROUTED, decode_payload, prepare
 from stockade.protocol.xml import Element
 from stockade.compliance.journal_verify import make_signer, verify_journal
 from stockade.storage import Storage
-from stockade.storage.journal import GENESIS_HASH, record_digest, record_hash
+from stockade.storage.journal import (GENESIS_HASH, Block, BlockError, block_digest, decode_block, encode_block,
+                                     record_digest, record_hash, row_intact)
 
 NOW = 1_700_000_000.0
 
@@ -22,22 +26,38 @@ def _entry(n: int, kind: str = "chat") -> tuple:
             stanza, None)
 
 
-async def test_a_batch_is_chained_in_order(storage: Storage) -> None:
+async def test_a_batch_is_one_block_chained_in_order(storage: Storage, run_sql) -> None:
     store = storage.journal
     assert await store.head() == (0, GENESIS_HASH)
     head = await store.append_batch([_entry(n) for n in range(3)], prepare, None, 1000, None, NOW)
     rows = await store.rows(0, 10)
     assert [r.id for r in rows] == [1, 2, 3]
-    assert rows[0].prev_hash == GENESIS_HASH
-    assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
+    assert {(r.block, r.prev_hash, r.hash, r.chained) for r in rows} == {(1, GENESIS_HASH, rows[0].hash, True)}
     assert head == (3, rows[-1].hash) == await store.head()
+    assert await run_sql("SELECT id, last_id, live FROM journal_blocks", "SELECT count(*) FROM journal") \
+        == [[(1, 3, 3)], [(0,)]]
     first = rows[0]
     assert first.conversation == "alice@example.com bob@example.com"
     assert first.participants == "alice@example.com bob@example.com"
-    assert first.digest == record_digest(first.conversation, first.participants, first.payload)
-    assert first.hash == record_hash(1, first.ts, "example.com", "chat", first.digest, GENESIS_HASH)
+    assert first.digest == block_digest(first.conversation, first.participants, first.payload).hex()
+    assert [r.ts for r in rows] == [NOW, NOW + 1, NOW + 2]
     payload = json.loads(first.payload)
     assert payload["from"] == "alice@example.com/phone" and "hello 0" in payload["stanza"]
+    assert all(row_intact(r) for r in rows)
+
+
+async def test_the_block_hash_is_its_definition(storage: Storage, run_sql) -> None:
+    """block_hash over the first id, the count, prev_hash, the times (float64 little-endian),
+    the digests and the heads, as storage/journal.py defines it."""
+    await storage.journal.append_batch([_entry(n, kind) for n, kind in enumerate(["chat", "groupchat"])],
+                                       prepare, None, 1000, None, NOW)
+    rows = await storage.journal.rows(0, 10)
+    times = b"".join(struct.pack("<d", r.ts) for r in rows)
+    digests = b"".join(bytes.fromhex(r.digest) for r in rows)
+    heads = b"example.com\tchat\nexample.com\tgroupchat"
+    expected = hashlib.sha256(b"stockade-journal-block:1\n1\n2\n" + GENESIS_HASH.encode() + b"\n"
+                              + times + digests + heads).hexdigest()
+    assert rows[0].hash == expected
 
 
 async def test_the_next_batch_continues_the_chain_and_filters_work(storage: Storage) -> None:
@@ -45,11 +65,14 @@ async def test_the_next_batch_continues_the_chain_and_filters_work(storage: Stor
     await store.append_batch([_entry(0)], prepare, None, 1000, None, NOW)
     await store.append_batch([_entry(1, "groupchat"), _entry(2)], prepare, None, 1000, None, NOW)
     rows = await store.rows(0, 10)
-    assert [r.id for r in rows] == [1, 2, 3]
-    assert rows[1].prev_hash == rows[0].hash
+    assert [(r.id, r.block) for r in rows] == [(1, 1), (2, 2), (3, 2)]
+    assert rows[1].prev_hash == rows[0].hash != rows[1].hash
     assert rows[1].conversation == "bob@example.com"            # the room
     assert [r.id for r in await store.rows(0, 10, kind="groupchat")] == [2]
     assert await store.rows(0, 10, host="other.example") == []
+    assert [r.id for r in await store.rows(2, 10)] == [3]          # from inside a block
+    assert [r.id for r in await store.rows(0, 2)] == [1, 2]
+    assert [r.id for r in await store.rows_by_id([3, 1, 7])] == [1, 3]
 
 
 async def test_payloads_are_sealed_with_the_cipher_and_the_digest_covers_the_sealed_bytes(
@@ -57,11 +80,12 @@ async def test_payloads_are_sealed_with_the_cipher_and_the_digest_covers_the_sea
     def seal(plaintext: bytes, aad: bytes) -> bytes:
         return b"SEALED" + aad + bytes(reversed(plaintext))
 
-    await storage.journal.append_batch([_entry(0)], prepare, seal, 1000, None, NOW)
-    [row] = await storage.journal.rows(0, 10)
-    assert row.payload.startswith(b"SEALEDstockade-journal:1")
-    assert b"hello" not in row.payload
-    assert row.digest == record_digest(row.conversation, row.participants, row.payload)
+    await storage.journal.append_batch([_entry(0), _entry(1)], prepare, seal, 1000, None, NOW)
+    first, second = await storage.journal.rows(0, 10)
+    assert first.payload.startswith(b"SEALEDstockade-journal:1")
+    assert second.payload.startswith(b"SEALEDstockade-journal:2")
+    assert b"hello" not in first.payload
+    assert first.digest == block_digest(first.conversation, first.participants, first.payload).hex()
 
 
 async def test_checkpoints_are_signed_when_the_chain_crosses_a_multiple(storage: Storage) -> None:
@@ -82,30 +106,139 @@ async def test_checkpoints_are_signed_when_the_chain_crosses_a_multiple(storage:
     assert result.is_intact and (result.count, result.checkpoints, result.last_id) == (5, 2, 5)
 
 
-async def test_verify_names_an_edited_row_and_accepts_a_purged_one(storage: Storage, run_sql) -> None:
+async def test_verify_names_an_edited_record_and_accepts_a_purged_one(storage: Storage, edit_block) -> None:
     store = storage.journal
     await store.append_batch([_entry(n) for n in range(4)], prepare, None, 1000, None, NOW)
-    await run_sql("UPDATE journal SET conversation = NULL, participants = NULL, payload = NULL, "
-                  f"purged = {NOW + 99} WHERE id = 2")
+    assert await storage.retention().purge_journal([2], NOW + 99) == 1
+    [purged] = await store.rows_by_id([2])
+    assert (purged.conversation, purged.participants, purged.payload, purged.purged) == (None, None, None, NOW + 99)
+    assert purged.chained and not row_intact(purged)
     result = await verify_journal(store, None)
     assert result.is_intact and result.purged == 1 and result.count == 4
-    await run_sql("UPDATE journal SET participants = 'mallory@example.com' WHERE id = 3")
+    await edit_block(3, lambda b: b._replace(parties=[p if i != 2 else ("mallory@example.com", p[1])
+                                                      for i, p in enumerate(b.parties)]))
     result = await verify_journal(store, None)
     assert not result.is_intact and result.bad_id == 3
-    assert "record 3 was changed" in result.problem
+    assert "record 3 was changed: its content does not match its digest" in result.problem
+    [edited] = await store.rows_by_id([3])
+    assert not row_intact(edited)
+    # Retention leaves an edited record as it is, so that verify still sees the edit.
+    assert await storage.retention().purge_journal([3], NOW + 100) == 0
 
 
-async def test_a_deleted_row_is_a_gap_and_ids_are_not_reused(storage: Storage, run_sql) -> None:
+async def test_verify_names_a_record_whose_digest_was_recomputed(storage: Storage, edit_block) -> None:
     store = storage.journal
     await store.append_batch([_entry(n) for n in range(3)], prepare, None, 1000, None, NOW)
-    await run_sql("DELETE FROM journal WHERE id = 2")
+    forged = b'{"stanza":"<message><body>forged</body></message>"}'
+
+    def forge(block):
+        payloads, digests = list(block.payloads), list(block.digests)
+        payloads[1] = forged
+        digests[1] = block_digest(*block.parties[1], forged)
+        return block._replace(payloads=payloads, digests=digests)
+
+    await edit_block(2, forge)
     result = await verify_journal(store, None)
-    assert not result.is_intact and result.bad_id == 2 and "record 2 removed" in result.problem
+    assert not result.is_intact and result.bad_id == 1
+    assert "records 1 to 3 were changed: the block's hash does not match" in result.problem
+    assert not any(row_intact(r) for r in await store.rows(0, 10))
+
+
+async def test_a_deleted_block_is_a_gap_and_ids_are_not_reused(storage: Storage, run_sql) -> None:
+    store = storage.journal
+    for n in range(3):
+        await store.append_batch([_entry(2 * n), _entry(2 * n + 1)], prepare, None, 1000, None, NOW)
+    await run_sql("DELETE FROM journal_blocks WHERE id = 3")
+    result = await verify_journal(store, None)
+    assert not result.is_intact and result.bad_id == 3 and "records 3 to 4 removed" in result.problem
     if storage.dialect == "sqlite":
-        # The high-water mark keeps a deleted last id used: the next record leaves a gap.
-        await run_sql("DELETE FROM journal WHERE id = 3")
+        # The high-water mark keeps a deleted last block's first id used: the next block leaves a gap.
+        await run_sql("DELETE FROM journal_blocks WHERE id = 5")
         head = await store.append_batch([_entry(9)], prepare, None, 1000, None, NOW)
-        assert head[0] == 4
+        assert head[0] == 6
+
+
+async def test_a_damaged_block_is_named(storage: Storage, run_sql) -> None:
+    store = storage.journal
+    await store.append_batch([_entry(0)], prepare, None, 1000, None, NOW)
+    await store.append_batch([_entry(1), _entry(2)], prepare, None, 1000, None, NOW)
+    await run_sql("UPDATE journal_blocks SET last_id = 4 WHERE id = 2")
+    result = await verify_journal(store, None)
+    assert not result.is_intact and "the block holds 2 record(s), its row says 3" in result.problem
+    for body in [b"SJB1", b"not a block at all", b"SJB1\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"]:
+        with pytest.raises(BlockError):
+            decode_block(2, body, GENESIS_HASH, GENESIS_HASH)
+
+
+@pytest.mark.parametrize("parties, payload", [
+    (("a b", "a b"), b"one"), ((None, None), None), (("", ""), b""), (("caf\u00e9 x", None), b"\x00\xff"),
+    (("line\nbreak \"q\"", "tab\there"), b"<m/>"),
+])
+def test_a_block_decodes_to_what_was_encoded(parties, payload) -> None:
+    block = Block(7, GENESIS_HASH, "", [NOW, NOW + 0.5], [None, NOW + 9], [bytes(32), bytes(range(32))],
+                  [("example.com", "chat"), ("example.org", "verdict")], [parties, ("x", "y")],
+                  [payload, b"second"], True)
+    decoded = decode_block(7, encode_block(block), GENESIS_HASH, "")
+    assert decoded._replace(chained=True) == block
+    assert decoded.last_id == 8
+
+
+def test_a_host_with_a_line_break_cannot_be_written() -> None:
+    block = Block(1, GENESIS_HASH, "", [NOW], [None], [bytes(32)], [("example.com\tchat", "chat")],
+                  [(None, None)], [b""], True)
+    with pytest.raises(ValueError):
+        encode_block(block)
+
+
+async def test_legacy_rows_read_verify_and_purge_and_blocks_go_on_from_them(storage: Storage, run_sql) -> None:
+    """A journal written before blocks (one row per record) stays as it is; the first block
+    chains on from its last row, and verify, reads and retention take both."""
+    prev = GENESIS_HASH
+    for record_id in (1, 2):
+        payload = b'{"stanza":"<message><body>old %d</body></message>"}' % record_id
+        digest = record_digest("a@example.com b@example.com", "a@example.com b@example.com", payload)
+        hash_ = record_hash(record_id, NOW + record_id, "example.com", "chat", digest, prev)
+        literal = f"x'{payload.hex()}'" if storage.dialect == "sqlite" else f"'\\x{payload.hex()}'::bytea"
+        await run_sql("INSERT INTO journal (id, ts, host, kind, conversation, participants, payload, digest, "
+                      f"prev_hash, hash) VALUES ({record_id}, {NOW + record_id}, 'example.com', 'chat', "
+                      f"'a@example.com b@example.com', 'a@example.com b@example.com', {literal}, '{digest}', "
+                      f"'{prev}', '{hash_}')")
+        prev = hash_
+    store = storage.journal
+    assert await store.head() == (2, prev)
+    await store.append_batch([_entry(3), _entry(4)], prepare, None, 1000, None, NOW)
+    rows = await store.rows(0, 10)
+    assert [(r.id, r.block) for r in rows] == [(1, None), (2, None), (3, 3), (4, 3)]
+    assert rows[2].prev_hash == prev
+    assert all(row_intact(r) for r in rows)
+    assert [r.id for r in await store.rows(1, 2)] == [2, 3]
+    assert [r.id for r in await store.rows_by_id([4, 2])] == [2, 4]
+    candidates = await storage.retention().journal_candidates("example.com", NOW + 10)
+    assert [c.id for c in candidates] == [1, 2, 3, 4]
+    assert [c.id for c in await storage.retention().journal_candidates("example.com", NOW + 10, after_id=1, limit=2)] \
+        == [2, 3]
+    assert await storage.retention().purge_journal([2, 3], NOW + 99) == 2
+    result = await verify_journal(store, None)
+    assert result.is_intact and (result.count, result.purged, result.last_id) == (4, 2, 4)
+    assert [c.id for c in await storage.retention().journal_candidates("example.com", NOW + 10)] == [1, 4]
+    await run_sql("UPDATE journal SET participants = 'mallory@example.com' WHERE id = 1")
+    result = await verify_journal(store, None)
+    assert not result.is_intact and result.bad_id == 1
+
+
+async def test_candidates_page_through_blocks_by_host_and_time(storage: Storage) -> None:
+    store = storage.journal
+    entries = [(NOW + n, "example.com" if n % 2 else "example.org") + _entry(n)[2:] for n in range(10)]
+    await store.append_batch(entries[:6], prepare, None, 1000, None, NOW)
+    await store.append_batch(entries[6:], prepare, None, 1000, None, NOW)
+    retention = storage.retention()
+    assert [c.id for c in await retention.journal_candidates("example.com", NOW + 8)] == [2, 4, 6, 8]
+    assert [c.id for c in await retention.journal_candidates("example.com", NOW + 8, limit=3)] == [2, 4, 6]
+    assert [c.id for c in await retention.journal_candidates("example.com", NOW + 8, after_id=6)] == [8]
+    assert [(c.ts, c.participants) for c in await retention.journal_candidates("example.org", NOW + 1)] \
+        == [(NOW, "alice@example.com bob@example.com")]
+    await retention.purge_journal([2, 4, 6, 8], NOW + 50)
+    assert await retention.journal_candidates("example.com", NOW + 8) == []
 
 
 def _reference_digest(conversation: str | None, participants: str | None, payload: bytes | None) -> str:

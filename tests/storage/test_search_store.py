@@ -68,18 +68,17 @@ async def test_records_are_found_by_words_people_dates_and_kinds(storage: Storag
     assert "quarterly" not in dump.lower() and "figures" not in dump.lower()
 
 
-async def test_purged_records_leave_the_index_and_the_results(storage: Storage, run_sql) -> None:
+async def test_purged_records_leave_the_index_and_the_results(storage: Storage) -> None:
     await _append(storage, [_message(T0, f"alice@{A}", f"bob@{A}", "merger plans"),
                             _message(T0 + 1, f"alice@{A}", f"bob@{A}", "merger is off")])
     index = SearchIndex(storage)
     assert await _ids(index, text="merger") == [1, 2]
-    await run_sql("UPDATE journal SET conversation = NULL, participants = NULL, payload = NULL, purged = 5 "
-                  "WHERE id = 1")
+    assert await storage.retention().purge_journal([1], 5.0) == 1
     assert await _ids(index, text="merger") == [2]              # the search checks the journal row
     assert await _ids(index, with_any=(f"alice@{A}",)) == [2]
-    assert await index.store.counts() == {"docs": 2, "participants": 4}
+    assert await index.store.counts() == {"records": 1, "docs": 2, "participants": 4}
     assert await index.sweep_purged() == 1
-    assert await index.store.counts() == {"docs": 1, "participants": 2}
+    assert await index.store.counts() == {"records": 1, "docs": 1, "participants": 2}
     assert await _ids(index, text="merger") == [2]
     assert await index.sweep_purged() == 0
 

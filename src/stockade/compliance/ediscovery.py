@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.jid import InvalidJid, parse_jid
-from ..storage.journal import record_digest, record_hash
+from ..storage.journal import row_intact
 from ..storage.search import Criteria
 from .search_index import Record, SearchIndex, open_record
 
@@ -160,10 +160,7 @@ class Page:
 def verified(row: Any) -> bool:
     """Whether a journal row's digest and hash match its contents (the chain as a whole is
     `stockade archive verify`'s business)."""
-    if row.purged is not None:
-        return False
-    return (record_digest(row.conversation, row.participants, row.payload) == row.digest
-            and record_hash(row.id, row.ts, row.host, row.kind, row.digest, row.prev_hash) == row.hash)
+    return row_intact(row)
 
 
 class EDiscovery:
@@ -190,7 +187,9 @@ class EDiscovery:
     async def _records(self, ids: Sequence[int]) -> list[tuple[Record, bool]]:
         rows = await self.index.store.journal_rows(ids)
         cipher = self.index.cipher
-        return [(await open_record(cipher, row), verified(row)) for row in rows]
+        # A record purged while the index still had it (between retention and the next sweep)
+        # is never shown.
+        return [(await open_record(cipher, row), verified(row)) for row in rows if row.purged is None]
 
     async def find(self, query: Query, *, after_id: int = 0, limit: int = 100) -> Page:
         """One page of matching records, decrypted (not audited: `search` is the audited entry)."""

@@ -18,8 +18,8 @@ Cost on the message path. `record_stanza` runs for every stanza a client sends: 
 stanza kind, takes the serialised bytes (mostly the reader's cached raw content, protocol/xml.py),
 and appends one tuple to the open batch. Everything else (bare JIDs, the payload, sealing with
 storage.cipher, digests, hashes, the insert) happens in the database thread, one transaction per
-batch (group commit, like storage/archive.py): a batch is whatever was queued while the previous
-one was being written.
+batch (group commit, like storage/archive.py), stored as one block (storage/journal.py): a batch
+is whatever was queued while the previous one was being written.
 
 Durability. A batch's future resolves only after its transaction committed; the sender's session
 tracks it (`track_write`), so a XEP-0198 ack waits for it: acknowledged means recorded. A batch

@@ -10,12 +10,15 @@ longer matches the signed hashes, and a new signature needs the key. Keep a copy
 elsewhere and verify with `stockade archive verify --public-key FILE`: then even someone who took
 the private key from this machine cannot make a checkpoint that passes.
 
-`verify_journal` walks every record in id order and checks:
-- digest: recomputed from conversation, participants and payload (not for purged rows, whose
-  content retention removed: their stored digest is still covered by their hash);
-- hash: recomputed from (id, ts, host, kind, digest, prev_hash);
-- id: one more than the previous record's (ids are never reused, so a gap is a removed record);
-- prev_hash: the previous record's hash (a mismatch is an inserted or re-chained record);
+`verify_journal` walks the chain in id order: the legacy rows (one record each, written before
+schema version 10), then the blocks (storage/journal.py). It checks
+- each record's digest, recomputed from conversation, participants and payload (not for purged
+  records, whose content retention removed: their stored digest is still covered by the hash);
+- each legacy row's hash, recomputed from (id, ts, host, kind, digest, prev_hash), and each
+  block's, from its first id, record count, prev_hash and its records' times, hosts, kinds and
+  digests; and that a block decodes and holds the records its row says;
+- ids: one more than the previous record's (ids are never reused, so a gap is a removed record);
+- prev_hash: the hash of the row or block before (a mismatch is an inserted or re-chained one);
 and every checkpoint: its signature (by the configured or given public key), and that the
 record it names exists with the hash it signed (a missing one: records at the end were removed).
 It reports the FIRST problem.
@@ -31,10 +34,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..storage.journal import (GENESIS_HASH, JournalStore, Signer, checkpoint_message, record_digest,
-                               record_hash)
+from ..storage.journal import (GENESIS_HASH, BlockError, JournalStore, Signer, block_digest, checkpoint_message,
+                               decode_block, record_digest, record_hash)
 
-VERIFY_BATCH = 2000            # records read per query while verifying
+VERIFY_BATCH = 2000            # legacy rows read per query while verifying
+VERIFY_BLOCKS = 50             # blocks read per query while verifying
 DEFAULT_KEY_NAME = "journal-signing.pem"
 
 
@@ -157,7 +161,7 @@ async def verify_journal(store: JournalStore, public_key: Ed25519PublicKey | Non
         return JournalVerifyResult(False, count, last_id or None, expected_prev, 0, purged, problem, bad_id)
 
     while True:
-        rows = await store.rows(last_id, batch_size)
+        rows = await store.legacy_rows(last_id, batch_size)
         for row in rows:
             if row.purged is None:
                 if record_digest(row.conversation, row.participants, row.payload) != row.digest:
@@ -170,10 +174,7 @@ async def verify_journal(store: JournalStore, public_key: Ed25519PublicKey | Non
             if record_hash(row.id, row.ts, row.host, row.kind, row.digest, row.prev_hash) != row.hash:
                 return broken(f"record {row.id} was changed: its hash does not match its fields", row.id)
             if row.id != last_id + 1:
-                missing = (f"record {last_id + 1}" if row.id == last_id + 2
-                           else f"records {last_id + 1} to {row.id - 1}")
-                return broken(f"{missing} removed: the journal goes from record "
-                              f"{last_id or '(start)'} to record {row.id}", last_id + 1)
+                return broken(_gap(last_id, row.id), last_id + 1)
             if row.prev_hash != expected_prev:
                 return broken(f"record {row.id} was inserted or re-chained: its prev_hash is not "
                               f"the hash of record {last_id or '(start)'}", row.id)
@@ -186,6 +187,50 @@ async def verify_journal(store: JournalStore, public_key: Ed25519PublicKey | Non
             last_id, expected_prev = row.id, row.hash
         if len(rows) < batch_size:
             break
+    after_block = 0
+    while True:
+        stored = await store.blocks(after_block, VERIFY_BLOCKS)
+        for first, stored_last, body, prev_hash, hash_ in stored:
+            where, were = (f"records {first} to {stored_last}", "were") if stored_last > first else (f"record {first}", "was")
+            if first <= last_id:
+                return broken(f"{where} {were} inserted: record {first} comes again after record {last_id}", first)
+            if first != last_id + 1:
+                return broken(_gap(last_id, first), last_id + 1)
+            try:
+                block = decode_block(first, body, prev_hash, hash_)
+            except BlockError as exc:
+                return broken(f"{where} {were} changed: {exc}", first)
+            if block.last_id != stored_last:
+                return broken(f"{where} {were} changed: the block holds {len(block.times)} record(s), "
+                              f"its row says {stored_last - first + 1}", first)
+            for i, (digest, (conversation, participants), payload, when) in enumerate(
+                    zip(block.digests, block.parties, block.payloads, block.purged)):
+                emptied = when is not None and conversation is None and participants is None and payload is None
+                if not emptied and block_digest(conversation, participants, payload) != digest:
+                    state = "it is marked purged but holds content that" if when is not None else "its content"
+                    return broken(f"record {first + i} was changed: {state} does not match its digest",
+                                  first + i)
+            if not block.chained:
+                return broken(f"{where} {were} changed: the block's hash does not match its records' "
+                              f"times, hosts, kinds and digests", first)
+            if prev_hash != expected_prev:
+                return broken(f"{where} {were} inserted or re-chained: the block's prev_hash is not "
+                              f"the hash of record {last_id or '(start)'}", first)
+            for record_id in range(first, block.last_id):
+                if record_id in wanted:
+                    cp = wanted[record_id][0]
+                    return broken(f"checkpoint {cp.id} names record {record_id}, which no checkpoint "
+                                  f"can name: it is inside the block of {where}", record_id)
+            for cp in wanted.pop(block.last_id, ()):
+                if cp.last_hash != hash_:
+                    return broken(f"checkpoint {cp.id} signed record {block.last_id} with another "
+                                  f"hash: the chain up to record {block.last_id} was rewritten", block.last_id)
+            count += len(block.times)
+            purged += sum(when is not None for when in block.purged)
+            last_id, expected_prev = block.last_id, hash_
+            after_block = first
+        if len(stored) < VERIFY_BLOCKS:
+            break
     for cps in wanted.values():
         cp = cps[0]
         return broken(f"checkpoint {cp.id} names record {cp.last_id}, which is no longer in the "
@@ -196,6 +241,11 @@ async def verify_journal(store: JournalStore, public_key: Ed25519PublicKey | Non
         if problem:
             return broken(problem, None)
     return JournalVerifyResult(True, count, last_id or None, expected_prev, len(checkpoints), purged)
+
+
+def _gap(last_id: int, next_id: int) -> str:
+    missing = f"record {last_id + 1}" if next_id == last_id + 2 else f"records {last_id + 1} to {next_id - 1}"
+    return f"{missing} removed: the journal goes from record {last_id or '(start)'} to record {next_id}"
 
 
 def _check_signature(cp, public_key: Ed25519PublicKey | None) -> str:

@@ -228,11 +228,13 @@ class SearchIndex:
         rows = await self.store.journal_after(last, self.batch)
         if not rows:
             return None
+        records: list[tuple[int, str, float, str]] = []
         docs: list[tuple[int, str, str]] = []
         people: list[tuple[str, int]] = []
         for row in rows:
             if row.purged is not None or row.payload is None or row.kind in SKIPPED_KINDS:
                 continue
+            records.append((row.id, row.host, row.ts, row.kind))
             record = await open_record(self.cipher, row)
             if record.error:
                 log.error("journal record %d cannot be indexed for eDiscovery: %s", row.id, record.error)
@@ -240,7 +242,7 @@ class SearchIndex:
             if tokens:
                 docs.append((row.id, row.host, " ".join(tokens)))
             people += [(jid, row.id) for jid in dict.fromkeys(record.participants)]
-        return len(rows) if await self.store.add(last, rows[-1].id, docs, people) else 0
+        return len(rows) if await self.store.add(last, rows[-1].id, records, docs, people) else 0
 
     async def sweep_purged(self) -> int:
         """Drop from the index every record that retention purged since; how many."""

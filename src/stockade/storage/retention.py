@@ -5,10 +5,12 @@ Three kinds of rows are purged, each the way its table needs:
 - Archive items (MAM, offline, room archives): deleted per owner, older than that owner's
   cutoff, in the archive file the owner is in (storage/archive_files.py). Owners with the same cutoff are purged by one statement each chunk, through the
   (owner, ts, id) index that serves every archive read: a purge reads only the rows it deletes.
-- Journal records (storage/schema.py `journal`, written by storage/journal.py): never deleted.
-  A purge NULLs `conversation`, `participants` and `payload` and sets `purged` to the time; the
-  digest, the hashes and the row stay, so `stockade archive verify` still checks the chain and
-  reports the purged rows. Which rows may go depends on their participants (retention per
+- Journal records (written by storage/journal.py, in blocks since version 10, one per row in
+  `journal` before): never deleted. A purge empties a record's conversation, participants and
+  payload and sets `purged` to the time; its digest, the hashes and its place in the chain stay,
+  so `stockade archive verify` still checks the chain and reports the purged records. A block
+  is rewritten with its purged records emptied (storage/journal.py `purge_block_records`); a
+  legacy row is updated. Which records may go depends on their participants (retention per
   group, legal holds), so candidates are read in id order, in pages, and the caller picks.
 - Uploaded files are not here: their records and bytes belong to the upload catalog
   (modules/upload/catalog.py), which removes both together.
@@ -24,7 +26,8 @@ from typing import NamedTuple
 from sqlalchemy import Connection, bindparam, delete, func, inspect, select, update
 
 from .engine import Database
-from .schema import archive, archive_owners, journal
+from .journal import block_candidates, purge_block_records
+from .schema import archive, archive_owners, journal, search_records
 
 CHUNK = 500                 # owners or journal ids per statement (bounded parameter lists)
 
@@ -98,21 +101,42 @@ class RetentionStore:
                                  limit: int = CHUNK) -> list[JournalCandidate]:
         """Journal records of `host` older than `before`, not purged yet, with ids above
         `after_id`, in id order (page with the last id returned)."""
-        stmt = (select(_j.id, _j.ts, _j.participants)
-                .where(_j.host == host, _j.purged.is_(None), _j.ts < before, _j.id > after_id)
-                .order_by(_j.id).limit(limit))
-        return [JournalCandidate(*row) for row in await self._db.fetch_all("retention.journal_candidates", stmt)]
+        return await self._db.read("retention.journal_candidates", _journal_candidates, host, before,
+                                   after_id, limit)
 
     async def purge_journal(self, ids: Sequence[int], when: float) -> int:
         """Empty these journal records (conversation, participants, payload) and mark them
         purged at `when`; the digest and hashes stay. Returns how many were emptied (a record
         purged already is left as it is)."""
         total = 0
-        for chunk in _chunks(ids):
-            stmt = (update(journal).where(_j.id.in_(chunk), _j.purged.is_(None))
-                    .values(conversation=None, participants=None, payload=None, purged=when))
-            total += await self._db.execute("retention.journal_purge", stmt)
+        for chunk in _chunks(sorted(ids)):
+            total += await self._db.write("retention.journal_purge", _purge_journal, chunk, when)
         return total
+
+
+def _journal_candidates(conn: Connection, host: str, before: float, after_id: int,
+                        limit: int) -> list[JournalCandidate]:
+    stmt = (select(_j.id, _j.ts, _j.participants)
+            .where(_j.host == host, _j.purged.is_(None), _j.ts < before, _j.id > after_id)
+            .order_by(_j.id).limit(limit))
+    found = [JournalCandidate(*row) for row in conn.execute(stmt)]
+    if len(found) < limit:
+        after = found[-1].id if found else after_id
+        found.extend(JournalCandidate(*c) for c in block_candidates(conn, host, before, after, limit - len(found)))
+    return found
+
+
+def _purge_journal(conn: Connection, ids: list[int], when: float) -> int:
+    legacy = conn.execute(select(_j.id).where(_j.id.in_(ids), _j.purged.is_(None))).scalars().all()
+    if legacy:
+        conn.execute(update(journal).where(_j.id.in_(legacy))
+                     .values(conversation=None, participants=None, payload=None, purged=when))
+    emptied = [*legacy, *purge_block_records(conn, ids, when)]
+    if emptied:
+        # Out of the search's reach at once; the index's words and participants of the record
+        # go with the indexer's next sweep (storage/search.py).
+        conn.execute(delete(search_records).where(search_records.c.id.in_(emptied)))
+    return len(emptied)
 
 
 def _has_journal_table(conn: Connection) -> bool:

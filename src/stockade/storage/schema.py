@@ -179,6 +179,21 @@ journal = Table(
 )
 Index("ix_journal_host_ts", journal.c.host, journal.c.ts)
 
+# Since version 10 the journal's records are written in blocks, one row per group-commit batch
+# (storage/journal.py describes the body); `journal` keeps the records written before, read-only.
+journal_blocks = Table(
+    "journal_blocks", metadata,
+    Column("id", ArchiveId, primary_key=True, autoincrement=True),   # its first record's id (given, not generated)
+    Column("last_id", BigInteger, nullable=False),      # its last record's id
+    Column("ts_first", Double, nullable=False),         # the earliest of its records' times
+    Column("ts_last", Double, nullable=False),          # the latest
+    Column("live", Integer, nullable=False),            # records not purged
+    Column("body", LargeBinary, nullable=False),        # the records (payloads sealed with encryption at rest)
+    Column("prev_hash", Text, nullable=False),          # the previous block's hash (or last legacy row's)
+    Column("hash", Text, nullable=False),               # hex SHA-256 of first id, count, prev_hash, times, heads, digests
+    sqlite_autoincrement=True,                          # keeps the id high-water mark (storage/journal.py)
+)
+
 # Signed checkpoints of the journal chain: (last id, last hash, time), Ed25519.
 journal_checkpoints = Table(
     "journal_checkpoints", metadata,
@@ -203,6 +218,16 @@ search_docs = Table(
     Column("tsv", TSVECTOR().with_variant(Text(), "sqlite"), nullable=True),   # PostgreSQL only; NULL on SQLite
 )
 Index("ix_search_docs_tsv", search_docs.c.tsv, postgresql_using="gin")
+
+# One row per indexed record (not purged): what a search filters by besides words and people.
+search_records = Table(
+    "search_records", metadata,
+    Column("id", ArchiveId, primary_key=True, autoincrement=False),   # journal record id
+    Column("host", Text, nullable=False),
+    Column("ts", Double, nullable=False),
+    Column("kind", Text, nullable=False),
+)
+Index("ix_search_records_host_ts", search_records.c.host, search_records.c.ts)
 
 search_participants = Table(
     "search_participants", metadata,

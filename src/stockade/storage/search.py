@@ -8,8 +8,11 @@ sees which records share a word, never the word; to search for a word one must k
 The key is a random 256-bit key kept in `search_state`, sealed by the storage cipher when
 encryption at rest is on (so the master key protects it like the journal itself).
 
-Tables (migration m0006_search):
-- `search_docs`: one row per indexed journal record (id = the journal id), its host and its
+Tables (migrations m0006_search, m0010_journal_blocks):
+- `search_records`: one row per indexed record that is not purged: its id, host, time and kind,
+  which a search filters by (journal blocks, storage/journal.py, have no such columns per
+  record).
+- `search_docs`: one row per indexed journal record with words (id = the journal id), its host and its
   token string (`tsv` is used on PostgreSQL only and stays NULL on SQLite). On SQLite a contentless FTS5 table `search_fts` (rowid = journal id) indexes the
   token strings; FTS5 needs the original text to delete a row from a contentless index, which is
   why `search_docs` keeps it. On PostgreSQL `search_docs.tsv` is a tsvector ('simple' over the
@@ -33,12 +36,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, column, delete, func, insert, literal_column, select, text
+from sqlalchemy import Connection, column, delete, exists, func, insert, literal_column, or_, select, text
 from sqlalchemy import table as lightweight_table
 
 from .engine import Database
-from .journal import JournalRow
-from .schema import journal, search_docs, search_participants, search_state
+from .journal import BLOCK_COLUMNS, BlockError, JournalRow, decode_stored, read_rows_after, read_rows_by_id
+from .schema import journal, journal_blocks, search_docs, search_participants, search_records, search_state
 
 TOKEN_BYTES = 8                    # 64 bits of HMAC per word: 16 hex digits
 MAX_WORD = 100                     # longer "words" (base64 blobs, URLs) are cut to this many characters
@@ -68,18 +71,6 @@ def blind_tokens(key: bytes, texts: Iterable[str]) -> list[str]:
         for word in words(value):
             seen.setdefault(blind(key, word), None)
     return list(seen)
-
-
-_JOURNAL_COLUMNS = (journal.c.id, journal.c.ts, journal.c.host, journal.c.kind, journal.c.conversation,
-                    journal.c.participants, journal.c.payload, journal.c.digest, journal.c.prev_hash,
-                    journal.c.hash, journal.c.purged)
-
-
-def _journal_row(row: Any) -> JournalRow:
-    payload, purged = row.payload, row.purged
-    return JournalRow(int(row.id), float(row.ts), row.host, row.kind, row.conversation, row.participants,
-                      None if payload is None else bytes(payload), row.digest, row.prev_hash, row.hash,
-                      None if purged is None else float(purged))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,32 +113,35 @@ class SearchStore:
 
     # -- the journal, as read by the indexer and the search -------------------------------------
     async def journal_after(self, after_id: int, limit: int) -> list[JournalRow]:
-        """Up to `limit` journal records with ids above `after_id`, in id order."""
-        stmt = select(*_JOURNAL_COLUMNS).where(journal.c.id > after_id).order_by(journal.c.id).limit(limit)
-        return [_journal_row(r) for r in await self._db.fetch_all("search.journal_after", stmt)]
+        """At least `limit` journal records with ids above `after_id` (if there are), in id
+        order, up to the end of the last journal block read (for the indexer: each block is
+        opened once; their hashes are not checked)."""
+        return await self._db.read("search.journal_after", _whole_blocks_after, after_id, limit)
 
     async def journal_rows(self, ids: Sequence[int]) -> list[JournalRow]:
         """The journal records with these ids, in id order."""
         if not ids:
             return []
-        stmt = select(*_JOURNAL_COLUMNS).where(journal.c.id.in_(list(ids))).order_by(journal.c.id)
-        return [_journal_row(r) for r in await self._db.fetch_all("search.journal_rows", stmt)]
+        return await self._db.read("search.journal_rows", read_rows_by_id, sorted(set(ids)))
 
     # -- writing the index ----------------------------------------------------------------------
-    async def add(self, expected_last: int, new_last: int, docs: Sequence[tuple[int, str, str]],
-                  participants: Sequence[tuple[str, int]]) -> bool:
-        """Index one batch: `docs` are (journal id, host, token string), `participants` (bare JID,
+    async def add(self, expected_last: int, new_last: int, records: Sequence[tuple[int, str, float, str]],
+                  docs: Sequence[tuple[int, str, str]], participants: Sequence[tuple[str, int]]) -> bool:
+        """Index one batch: `records` are (journal id, host, ts, kind) of every record indexed,
+        `docs` (journal id, host, token string) of those with words, `participants` (bare JID,
         journal id); the index then covers the journal up to `new_last`. Only if nobody else
         (another process) indexed past `expected_last` meanwhile; False, and nothing written, if so."""
-        return await self._db.write("search.add", self._add, expected_last, new_last, docs, participants)
+        return await self._db.write("search.add", self._add, expected_last, new_last, records, docs, participants)
 
-    def _add(self, conn: Connection, expected_last: int, new_last: int, docs: Sequence[tuple[int, str, str]],
-             participants: Sequence[tuple[str, int]]) -> bool:
+    def _add(self, conn: Connection, expected_last: int, new_last: int, records: Sequence[tuple[int, str, float, str]],
+             docs: Sequence[tuple[int, str, str]], participants: Sequence[tuple[str, int]]) -> bool:
         if self.dialect == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(_INDEX_LOCK_KEY)))
         current = conn.execute(select(search_state.c.value).where(search_state.c.name == LAST_INDEXED)).scalar()
         if int(current or 0) != expected_last:
             return False
+        if records:
+            conn.execute(insert(search_records), [{"id": i, "host": h, "ts": t, "kind": k} for i, h, t, k in records])
         if docs:
             rows = [{"id": i, "host": h, "tokens": t} for i, h, t in docs]
             if self.dialect == "postgresql":
@@ -166,25 +160,46 @@ class SearchStore:
     async def drop_purged(self, limit: int = 1000) -> int:
         """Remove from the index up to `limit` records that retention purged; how many.
 
-        Finding them reads the index against the journal, which has no index on `purged`: the
+        Retention removes a record's `search_records` row when it purges it; its words and
+        participants, and the rows of records indexed while retention ran, go here. Finding them
+        reads the index against the journal's legacy rows, which have no index on `purged`, and
+        opens the journal blocks with purged records that the index still has rows in: the
         indexer does it now and then (`SearchIndex.sweep_purged`), not on every pass. Searches
-        never return a purged record anyway (`find` checks the journal row)."""
-        docs, people = await self._db.read("search.purged", self._purged, limit)
-        if not docs and not people:
+        never return a purged record anyway (`EDiscovery` checks the journal record)."""
+        found = await self._db.read("search.purged", self._purged, limit)
+        if not any(found):
             return 0
-        return await self._db.write("search.drop_purged", self._drop, docs, people)
+        return await self._db.write("search.drop_purged", self._drop, *found)
 
     @staticmethod
-    def _purged(conn: Connection, limit: int) -> tuple[list[int], list[int]]:
+    def _purged(conn: Connection, limit: int) -> tuple[list[int], list[int], list[int]]:
         gone = journal.c.purged.is_not(None)
-        docs = conn.execute(select(search_docs.c.id).join(journal, journal.c.id == search_docs.c.id)
-                            .where(gone).limit(limit)).scalars().all()
-        people = conn.execute(select(search_participants.c.journal_id).distinct()
-                              .join(journal, journal.c.id == search_participants.c.journal_id)
-                              .where(gone).limit(limit)).scalars().all()
-        return list(docs), list(people)
+        columns = (search_docs.c.id, search_participants.c.journal_id, search_records.c.id)
+        found: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for ids, indexed in zip(found, columns):
+            ids.extend(conn.execute(select(indexed).distinct().join(journal, journal.c.id == indexed)
+                                    .where(gone).limit(limit)).scalars())
+        # Blocks: those with purged records and rows of the index in their range.
+        b = journal_blocks.c
+        in_index = or_(*(exists().where(indexed >= b.id, indexed <= b.last_id) for indexed in columns))
+        firsts = conn.execute(select(b.id).where(b.live < b.last_id - b.id + 1, in_index)
+                              .order_by(b.id)).scalars().all()
+        for first in firsts:
+            if all(len(ids) >= limit for ids in found):
+                break
+            try:
+                block = decode_stored(conn.execute(select(*BLOCK_COLUMNS).where(b.id == first)).one())
+            except BlockError:
+                continue                 # damaged: `stockade archive verify` names it
+            purged = [block.id + i for i, when in enumerate(block.purged) if when is not None]
+            for chunk in range(0, len(purged), 500):
+                some = purged[chunk:chunk + 500]
+                for ids, indexed in zip(found, columns):
+                    ids.extend(conn.execute(select(indexed).distinct().where(indexed.in_(some))).scalars())
+        docs, people, records = (ids[:limit] for ids in found)
+        return docs, people, records
 
-    def _drop(self, conn: Connection, docs: list[int], people: list[int]) -> int:
+    def _drop(self, conn: Connection, docs: list[int], people: list[int], records: list[int]) -> int:
         # Read again under the write lock: another process may have dropped some meanwhile, and
         # FTS5 must be told the exact text of each row it forgets.
         rows = conn.execute(select(search_docs.c.id, search_docs.c.tokens)
@@ -196,7 +211,9 @@ class SearchStore:
             conn.execute(delete(search_docs).where(search_docs.c.id.in_([r.id for r in rows])))
         if people:
             conn.execute(delete(search_participants).where(search_participants.c.journal_id.in_(people)))
-        return len(set(docs) | set(people))
+        if records:
+            conn.execute(delete(search_records).where(search_records.c.id.in_(records)))
+        return len(set(docs) | set(people) | set(records))
 
     # -- searching ------------------------------------------------------------------------------
     async def find(self, criteria: Criteria) -> list[int]:
@@ -204,8 +221,8 @@ class SearchStore:
         return list(await self._db.read("search.find", self._find, criteria))
 
     def _find(self, conn: Connection, c: Criteria) -> Sequence[int]:
-        j = journal
-        stmt = select(j.c.id).where(j.c.host == c.host, j.c.purged.is_(None), j.c.id > c.after_id)
+        j = search_records
+        stmt = select(j.c.id).where(j.c.host == c.host, j.c.id > c.after_id)
         if c.start is not None:
             stmt = stmt.where(j.c.ts >= c.start)
         if c.end is not None:
@@ -233,7 +250,8 @@ class SearchStore:
     async def counts(self) -> dict[str, int]:
         """Rows in the index tables (for status output and tests)."""
         def count(conn: Connection) -> dict[str, int]:
-            return {"docs": conn.execute(select(func.count()).select_from(search_docs)).scalar_one(),
+            return {"records": conn.execute(select(func.count()).select_from(search_records)).scalar_one(),
+                    "docs": conn.execute(select(func.count()).select_from(search_docs)).scalar_one(),
                     "participants": conn.execute(select(func.count()).select_from(search_participants))
                     .scalar_one()}
         return await self._db.read("search.counts", count)
@@ -241,6 +259,10 @@ class SearchStore:
 
 # pg_advisory_xact_lock key that serialises index batches between processes ("Search" in ASCII).
 _INDEX_LOCK_KEY = 0x536561726368
+
+
+def _whole_blocks_after(conn: Connection, after_id: int, limit: int) -> list[JournalRow]:
+    return read_rows_after(conn, after_id, limit, whole_blocks=True)
 
 
 def search_store(storage: Any) -> SearchStore:
