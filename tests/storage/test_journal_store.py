@@ -13,7 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stockade.compliance.journal import ROUTED, decode_payload, prepare
 from stockade.protocol.xml import Element
 from stockade.compliance.journal_verify import make_signer, verify_journal
+from stockade.compliance.search_index import SearchIndex
 from stockade.storage import Storage
+from stockade.storage.engine import Database
+from stockade.storage.migrate import available, latest_version, upgrade
 from stockade.storage.journal import (GENESIS_HASH, Block, BlockError, block_digest, decode_block, encode_block,
                                      record_digest, record_hash, row_intact)
 
@@ -106,6 +109,18 @@ async def test_checkpoints_are_signed_when_the_chain_crosses_a_multiple(storage:
     assert result.is_intact and (result.count, result.checkpoints, result.last_id) == (5, 2, 5)
 
 
+async def test_a_checkpoint_moved_inside_a_block_is_named(storage: Storage, run_sql) -> None:
+    key = Ed25519PrivateKey.generate()
+    store = storage.journal
+    await store.append_batch([_entry(n) for n in range(3)], prepare, None, 2, make_signer(key), NOW)
+    [cp] = await store.checkpoints()
+    assert cp.last_id == 3
+    await run_sql(f"UPDATE journal_checkpoints SET last_id = 2 WHERE id = {cp.id}")
+    result = await verify_journal(store, key.public_key())
+    assert not result.is_intact and result.bad_id == 2
+    assert f"checkpoint {cp.id} names record 2, inside the block of records 1 to 3" in result.problem
+
+
 async def test_verify_names_an_edited_record_and_accepts_a_purged_one(storage: Storage, edit_block) -> None:
     store = storage.journal
     await store.append_batch([_entry(n) for n in range(4)], prepare, None, 1000, None, NOW)
@@ -190,20 +205,56 @@ def test_a_host_with_a_line_break_cannot_be_written() -> None:
         encode_block(block)
 
 
-async def test_legacy_rows_read_verify_and_purge_and_blocks_go_on_from_them(storage: Storage, run_sql) -> None:
-    """A journal written before blocks (one row per record) stays as it is; the first block
-    chains on from its last row, and verify, reads and retention take both."""
+async def _insert_legacy(run_sql, dialect: str, kinds: list[str]) -> str:
+    """Records 1, 2, ... of these kinds as a version 9 server wrote them, one row each, chained;
+    the last hash."""
     prev = GENESIS_HASH
-    for record_id in (1, 2):
+    for record_id, kind in enumerate(kinds, 1):
         payload = b'{"stanza":"<message><body>old %d</body></message>"}' % record_id
         digest = record_digest("a@example.com b@example.com", "a@example.com b@example.com", payload)
-        hash_ = record_hash(record_id, NOW + record_id, "example.com", "chat", digest, prev)
-        literal = f"x'{payload.hex()}'" if storage.dialect == "sqlite" else f"'\\x{payload.hex()}'::bytea"
+        hash_ = record_hash(record_id, NOW + record_id, "example.com", kind, digest, prev)
+        literal = f"x'{payload.hex()}'" if dialect == "sqlite" else f"'\\x{payload.hex()}'::bytea"
         await run_sql("INSERT INTO journal (id, ts, host, kind, conversation, participants, payload, digest, "
-                      f"prev_hash, hash) VALUES ({record_id}, {NOW + record_id}, 'example.com', 'chat', "
+                      f"prev_hash, hash) VALUES ({record_id}, {NOW + record_id}, 'example.com', '{kind}', "
                       f"'a@example.com b@example.com', 'a@example.com b@example.com', {literal}, '{digest}', "
                       f"'{prev}', '{hash_}')")
         prev = hash_
+    return prev
+
+
+async def test_upgrading_a_version_9_journal_keeps_its_rows_and_indexes_them_for_search(
+        storage_url: str, run_sql) -> None:
+    """Migration 10 on a database a version 9 server wrote: the rows stay, the records the index
+    covered get their search_records row, and new records go into blocks after them."""
+    db = Database.from_url(storage_url)
+    try:
+        assert await upgrade(db, available()[:9]) == 9
+        last_hash = await _insert_legacy(run_sql, db.dialect, ["chat", "purge", "chat", "chat"])
+        await run_sql("UPDATE journal SET purged = 5, payload = NULL, conversation = NULL, participants = NULL "
+                      "WHERE id = 3",
+                      "INSERT INTO search_state (name, value) VALUES ('last_indexed', '3')")
+        assert await upgrade(db, available()) == latest_version()
+    finally:
+        await db.dispose()
+    # Indexed: 1 (2 is a purge record, never indexed; 3 was purged); 4 comes with the indexer.
+    assert await run_sql("SELECT id, host, ts, kind FROM search_records ORDER BY id") \
+        == [[(1, "example.com", NOW + 1, "chat")]]
+    storage = await Storage.open(storage_url)
+    try:
+        assert await storage.journal.head() == (4, last_hash)
+        await storage.journal.append_batch([_entry(5)], prepare, None, 1000, None, NOW)
+        result = await verify_journal(storage.journal, None)
+        assert result.is_intact and (result.count, result.purged, result.last_id) == (5, 1, 5)
+        await SearchIndex(storage).catch_up()
+        assert await run_sql("SELECT id FROM search_records ORDER BY id") == [[(1,), (4,), (5,)]]
+    finally:
+        await storage.close()
+
+
+async def test_legacy_rows_read_verify_and_purge_and_blocks_go_on_from_them(storage: Storage, run_sql) -> None:
+    """A journal written before blocks (one row per record) stays as it is; the first block
+    chains on from its last row, and verify, reads and retention take both."""
+    prev = await _insert_legacy(run_sql, storage.dialect, ["chat", "chat"])
     store = storage.journal
     assert await store.head() == (2, prev)
     await store.append_batch([_entry(3), _entry(4)], prepare, None, 1000, None, NOW)

@@ -219,8 +219,9 @@ async def verify_journal(store: JournalStore, public_key: Ed25519PublicKey | Non
             for record_id in range(first, block.last_id):
                 if record_id in wanted:
                     cp = wanted[record_id][0]
-                    return broken(f"checkpoint {cp.id} names record {record_id}, which no checkpoint "
-                                  f"can name: it is inside the block of {where}", record_id)
+                    return broken(f"checkpoint {cp.id} names record {record_id}, inside the block of "
+                                  f"{where}: the server signs the last record of a block, so the "
+                                  f"checkpoint or the block was altered", record_id)
             for cp in wanted.pop(block.last_id, ()):
                 if cp.last_hash != hash_:
                     return broken(f"checkpoint {cp.id} signed record {block.last_id} with another "

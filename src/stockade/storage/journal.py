@@ -73,6 +73,7 @@ _APPEND_LOCK_KEY = 0x4A6F75726E616C
 BLOCK_MAGIC = b"SJB1"
 _BLOCK_HEADER = struct.Struct("<4sIII")          # magic, n, len(heads), len(parties)
 _BLOCK_HASH_TAG = b"stockade-journal-block:1"
+BLOCKS_PER_READ = 64                             # block ids read per query when reading on
 _NOT_PURGED = math.nan
 _LITTLE = sys.byteorder == "little"
 
@@ -81,7 +82,7 @@ _b = journal_blocks.c
 _k = journal_checkpoints.c
 _ROW_COLUMNS = (_j.id, _j.ts, _j.host, _j.kind, _j.conversation, _j.participants, _j.payload,
                 _j.digest, _j.prev_hash, _j.hash, _j.purged)
-_BLOCK_COLUMNS = (_b.id, _b.last_id, _b.body, _b.prev_hash, _b.hash)
+BLOCK_COLUMNS = (_b.id, _b.last_id, _b.body, _b.prev_hash, _b.hash)   # what decode_stored takes
 _BLOCK_INSERT_COLUMNS = ("id", "last_id", "ts_first", "ts_last", "live", "body", "prev_hash", "hash")
 _LAST_ROW = select(_j.id, _j.hash).order_by(_j.id.desc()).limit(1)
 _LAST_BLOCK = select(_b.last_id, _b.hash).order_by(_b.id.desc()).limit(1)
@@ -464,7 +465,7 @@ class JournalStore:
     async def blocks(self, after_id: int, limit: int) -> list[tuple[int, int, bytes, str, str]]:
         """Up to `limit` stored blocks whose first id is above `after_id`, in id order, as
         (first id, last id, body, prev_hash, hash): `decode_block` opens them (verify)."""
-        stmt = select(*_BLOCK_COLUMNS).where(_b.id > after_id).order_by(_b.id.asc()).limit(limit)
+        stmt = select(*BLOCK_COLUMNS).where(_b.id > after_id).order_by(_b.id.asc()).limit(limit)
         return [(int(r[0]), int(r[1]), bytes(r[2]), r[3], r[4])
                 for r in await self._db.fetch_all("journal.blocks", stmt)]
 
@@ -484,16 +485,9 @@ def _legacy_row(row: Any) -> JournalRow:
                       None if row[10] is None else float(row[10]))
 
 
-def _decode(row: Any) -> Block:
+def decode_stored(row: Any) -> Block:
+    """A block as read with BLOCK_COLUMNS, decoded and checked (`decode_block`)."""
     return decode_block(int(row[0]), row[2], row[3], row[4])
-
-
-# The columns a block is read with: `decode_stored` opens such a row.
-BLOCK_COLUMNS = _BLOCK_COLUMNS
-decode_stored = _decode
-
-
-BLOCKS_PER_READ = 64
 
 
 def read_rows_after(conn: Connection, after_id: int, limit: int, host: str | None = None,
@@ -513,7 +507,7 @@ def read_rows_after(conn: Connection, after_id: int, limit: int, host: str | Non
         firsts = conn.execute(select(_b.id).where(_b.id >= start).order_by(_b.id.asc())
                               .limit(BLOCKS_PER_READ)).scalars().all()
         for first in firsts:
-            row = conn.execute(select(*_BLOCK_COLUMNS).where(_b.id == first)).one()
+            row = conn.execute(select(*BLOCK_COLUMNS).where(_b.id == first)).one()
             block = decode_block(int(row[0]), row[2], row[3], row[4], check=not whole_blocks)
             found.extend(record for record in block.rows()
                          if record.id > after_id and (host is None or record.host == host)
@@ -531,7 +525,7 @@ def read_rows_by_id(conn: Connection, ids: list[int]) -> list[JournalRow]:
     found = [_legacy_row(r) for chunk in _chunks(ids, 500)
              for r in conn.execute(select(*_ROW_COLUMNS).where(_j.id.in_(chunk)))]
     for row in _blocks_holding(conn, ids):
-        found.extend(r for r in _decode(row).rows() if r.id in wanted)
+        found.extend(r for r in decode_stored(row).rows() if r.id in wanted)
     found.sort(key=lambda r: r.id)
     return found
 
@@ -545,7 +539,7 @@ def _blocks_holding(conn: Connection, ids: list[int]) -> list[Any]:
     for record_id in ids:
         if record_id <= last:
             continue
-        row = conn.execute(select(*_BLOCK_COLUMNS).where(_b.id <= record_id)
+        row = conn.execute(select(*BLOCK_COLUMNS).where(_b.id <= record_id)
                            .order_by(_b.id.desc()).limit(1)).first()
         if row is None or int(row[1]) < record_id:
             continue                       # not in a block (a legacy row, or no such record)
@@ -573,12 +567,12 @@ def block_candidates(conn: Connection, host: str, before: float, after_id: int,
     found: list[tuple[int, float, str | None]] = []
     start = _first_block_from(conn, after_id)
     while len(found) < limit:
-        rows = conn.execute(select(*_BLOCK_COLUMNS)
+        rows = conn.execute(select(*BLOCK_COLUMNS)
                             .where(_b.id >= start, _b.ts_first < before, _b.live > 0)
                             .order_by(_b.id.asc()).limit(BLOCKS_PER_READ)).all()
         for row in rows:
             try:
-                block = _decode(row)
+                block = decode_stored(row)
             except BlockError as exc:
                 log.warning("retention skips a journal block it cannot read (%s); "
                             "`stockade archive verify` reports it", exc)
@@ -602,7 +596,7 @@ def purge_block_records(conn: Connection, ids: list[int], when: float) -> list[i
     wanted = set(ids)
     emptied_ids: list[int] = []
     for row in _blocks_holding(conn, ids):
-        block = _decode(row)
+        block = decode_stored(row)
         purged, parties, payloads = list(block.purged), list(block.parties), list(block.payloads)
         emptied: list[int] = []
         for i in range(len(block.times)):
