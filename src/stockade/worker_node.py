@@ -134,8 +134,7 @@ class WorkerNode:
         worker 0 started on: worker N on the (N modulo their number)th. With two workers on two
         cores: 1.031x and 1.047x the 1:1 messages of unpinned workers, ahead in 4 rounds of 5
         (docs/benchmarks.md, "An archive file per worker")."""
-        cores = self.cores or sorted(os.sched_getaffinity(0))
-        core = cores[self.index % len(cores)]
+        core = self.cores[self.index % len(self.cores)]
         for task in os.listdir("/proc/self/task"):
             try:
                 os.sched_setaffinity(int(task), {core})

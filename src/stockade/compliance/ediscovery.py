@@ -157,12 +157,6 @@ class Page:
     next_after: int | None          # pass as `after_id` for the next page; None at the end
 
 
-def verified(row: Any) -> bool:
-    """Whether a journal row's digest and hash match its contents (the chain as a whole is
-    `stockade archive verify`'s business)."""
-    return row_intact(row)
-
-
 class EDiscovery:
     """Search and export over the journal of one Storage, audited as `ediscovery.*`."""
 
@@ -189,7 +183,7 @@ class EDiscovery:
         cipher = self.index.cipher
         # A record purged while the index still had it (between retention and the next sweep)
         # is never shown.
-        return [(await open_record(cipher, row), verified(row)) for row in rows if row.purged is None]
+        return [(await open_record(cipher, row), row_intact(row)) for row in rows if row.purged is None]
 
     async def find(self, query: Query, *, after_id: int = 0, limit: int = 100) -> Page:
         """One page of matching records, decrypted (not audited: `search` is the audited entry)."""

@@ -74,7 +74,7 @@ class WorkerSpec:
     def from_json(cls, text: str) -> WorkerSpec:
         data = json.loads(text)
         return cls(index=data["index"], count=data["count"], ports=data["ports"],
-                   links={int(k): (v[0], v[1]) for k, v in data["links"].items()}, cores=data.get("cores", []))
+                   links={int(k): (v[0], v[1]) for k, v in data["links"].items()}, cores=data["cores"])
 
 
 def make_links(count: int) -> dict[int, dict[int, tuple[socket.socket, socket.socket]]]:

@@ -73,7 +73,7 @@ _APPEND_LOCK_KEY = 0x4A6F75726E616C
 BLOCK_MAGIC = b"SJB1"
 _BLOCK_HEADER = struct.Struct("<4sIII")          # magic, n, len(heads), len(parties)
 _BLOCK_HASH_TAG = b"stockade-journal-block:1"
-BLOCKS_PER_READ = 64                             # block ids read per query when reading on
+BLOCKS_PER_READ = 64                             # block ids per query while reading records in order
 _NOT_PURGED = math.nan
 _LITTLE = sys.byteorder == "little"
 
@@ -95,21 +95,30 @@ def _part(value: bytes | None) -> bytes:
     return b"\x01" + len(value).to_bytes(8, "big") + value
 
 
-# The encoded (conversation, participants) part of legacy record digests.
-_DIGEST_PREFIXES: dict[tuple[str | None, str | None], bytes] = {}
-_DIGEST_PREFIXES_SIZE = 50_000
+# The encoded (conversation, participants) part of record digests (legacy and block): the same
+# few thousand pairs come back with every record. Bounded like compliance/journal.py's caches.
+_PARTIES_PARTS: dict[tuple[str | None, str | None], bytes] = {}
+_PARTIES_PARTS_SIZE = 50_000
 _sha256 = hashlib.sha256
+
+
+def _parties_part(conversation: str | None, participants: str | None) -> bytes:
+    """Conversation and participants as a digest starts with: each length-prefixed, NULL told
+    apart from ''."""
+    key = (conversation, participants)
+    part = _PARTIES_PARTS.get(key)
+    if part is None:
+        part = (_part(None if conversation is None else conversation.encode("utf-8"))
+                + _part(None if participants is None else participants.encode("utf-8")))
+        if len(_PARTIES_PARTS) >= _PARTIES_PARTS_SIZE:
+            _PARTIES_PARTS.clear()
+        _PARTIES_PARTS[key] = part
+    return part
 
 
 def record_digest(conversation: str | None, participants: str | None, payload: bytes | None) -> str:
     """Hex SHA-256 of a legacy row's content: each field length-prefixed, NULL told apart from ''."""
-    key = (conversation, participants)
-    prefix = _DIGEST_PREFIXES.get(key)
-    if prefix is None:
-        prefix = _parties_part(conversation, participants)
-        if len(_DIGEST_PREFIXES) >= _DIGEST_PREFIXES_SIZE:
-            _DIGEST_PREFIXES.clear()
-        _DIGEST_PREFIXES[key] = prefix
+    prefix = _parties_part(conversation, participants)
     if payload is None:
         return _sha256(prefix + b"\x00").hexdigest()
     return _sha256(b"".join((prefix, b"\x01", len(payload).to_bytes(8, "big"), payload))).hexdigest()
@@ -120,11 +129,6 @@ def record_hash(id: int, ts: float, host: str, kind: str, digest: str, prev_hash
     Python's shortest round-trip repr of the float. Unambiguous: no field can hold a line break
     (a domain, a kind name, hex digests)."""
     return _sha256(f"{int(id)}\n{float(ts)!r}\n{host}\n{kind}\n{digest}\n{prev_hash}".encode()).hexdigest()
-
-
-def _parties_part(conversation: str | None, participants: str | None) -> bytes:
-    return (_part(None if conversation is None else conversation.encode("utf-8"))
-            + _part(None if participants is None else participants.encode("utf-8")))
 
 
 def block_digest(conversation: str | None, participants: str | None, payload: bytes | None) -> bytes:
@@ -343,7 +347,8 @@ def _parties_json(conversation: str | None, participants: str | None) -> str:
     return json.dumps([conversation, participants], ensure_ascii=False, separators=(",", ":"))
 
 
-# (host, kind, conversation, participants) -> (head line, parties line, digest prefix): the same
+# (host, kind, conversation, participants) -> (head line, parties line, the part of
+# `block_digest` before the payload's bytes, which the writer hashes with them): the same
 # few thousand come back with every record. Bounded like compliance/journal.py's caches.
 _RECORD_PARTS: dict[tuple, tuple[str, str, bytes]] = {}
 _RECORD_PARTS_SIZE = 50_000
