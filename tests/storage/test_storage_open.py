@@ -128,6 +128,29 @@ async def test_sqlite_uses_write_ahead_logging(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_a_write_another_process_locks_out_is_explained_and_the_next_one_succeeds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's BEGIN IMMEDIATE waits out another process's write lock for the busy
+    timeout, then fails as a StorageError naming the operation; once the lock is gone, the same
+    connection writes again."""
+    monkeypatch.setattr("stockade.storage.engine.SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "stockade.db"
+    storage = await Storage.open(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await storage.keyval("vcard").set(HOST, "alice", 1)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StorageError, match="database is locked") as caught:
+            await storage.keyval("vcard").set(HOST, "alice", 2)
+        assert "failed on" in str(caught.value)
+        other.execute("ROLLBACK")
+        await storage.keyval("vcard").set(HOST, "alice", 3)
+        assert await storage.keyval("vcard").get(HOST, "alice") == 3
+    finally:
+        other.close()
+        await storage.close()
+
+
 async def test_sqlite_threads_carry_their_names_for_the_operating_system(tmp_path: Path) -> None:
     """`top -H` and /proc/PID/task/*/comm tell the database writer and readers from the event
     loop's thread (the benchmark reports CPU per thread by these names)."""

@@ -65,7 +65,7 @@ from sqlalchemy import (ColumnElement, Connection, Row, bindparam, delete, func,
 
 from .backlog import WriteBacklog
 from .crypto import Cipher, DecryptError, UnknownDataKey
-from .engine import Database
+from .engine import Database, plain_sql
 from .errors import StorageError
 from .keys import new_key
 from .schema import archive, archive_owners
@@ -286,7 +286,7 @@ class ArchiveWriter:
         ids = self._db.allocate_ids(conn, archive, len(rows))
         if self._ids_by_database:
             self._insert(conn, rows)
-            last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar()
+            last = plain_sql(conn, "SELECT last_insert_rowid()").fetchone()[0]
             if last != ids[-1]:
                 raise StorageError(f"archive ids out of step: the database gave {last}, not {ids[-1]}")
         else:

@@ -320,6 +320,7 @@ class Database:
         self._preparer = sa_dialect.identifier_preparer
         self._sa_dialect = sa_dialect
         self._compiled: dict[int, tuple[Any, str, tuple[str, ...]]] = {}    # see point_rows
+        self._allocate_sql: dict[str, str] = {}             # SQLite: allocate_ids's statement, by table
         self._insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
         # SQLite files: WAL checkpoints under load run in a reader thread (see checkpoint_soon).
         self._checkpoints = self.dialect == "sqlite" and reader is not writer
@@ -410,7 +411,7 @@ class Database:
         """
         try:
             return await self._writer.run(fn, args)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:   # sqlite3: from plain_sql
             raise self._error(name, exc) from exc
 
     def checkpoint_soon(self, batch_size: int) -> None:
@@ -542,11 +543,13 @@ class Database:
         if self.dialect == "sqlite":
             # Safe because the write transaction holds SQLite's write lock (BEGIN IMMEDIATE).
             # sqlite_sequence is AUTOINCREMENT's high-water mark: ids of deleted rows stay used.
-            seq = (select(func.coalesce(func.max(_SQLITE_SEQUENCE.c.seq), 0))
-                   .where(_SQLITE_SEQUENCE.c.name == table.name).scalar_subquery())
-            top = select(func.coalesce(func.max(table.c.id), 0)).scalar_subquery()
-            row = conn.execute(select(seq, top)).one()
-            first = max(row) + 1
+            # Plain SQL, made once per table: this runs in every group-commit transaction.
+            statement = self._allocate_sql.get(table.name)
+            if statement is None:
+                statement = self._allocate_sql[table.name] = (
+                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
+                    f"coalesce((SELECT max(id) FROM {self._preparer.quote(table.name)}), 0))")
+            first = plain_sql(conn, statement, (table.name,)).fetchone()[0] + 1
             return list(range(first, first + count))
         sequence = func.pg_get_serial_sequence(table.name, "id")
         result = conn.execute(
@@ -583,7 +586,7 @@ class BulkInsert:
         start, left = 0, len(rows)
         while left:
             size = per if left >= per else 1 << (left.bit_length() - 1)
-            conn.exec_driver_sql(self._statement(size), tuple(chain.from_iterable(rows[start:start + size])))
+            plain_sql(conn, self._statement(size), tuple(chain.from_iterable(rows[start:start + size])))
             start += size
             left -= size
 
@@ -686,6 +689,17 @@ def _raw_rows(conn: Connection, sql: str, args: tuple) -> list[tuple]:
     return conn.connection.driver_connection.execute(sql, args).fetchall()
 
 
+def plain_sql(conn: Connection, sql: str, params: tuple = ()) -> Any:
+    """Run one statement in plain SQL (the dialect's own parameter markers: ? on SQLite, $1 on
+    PostgreSQL); a cursor to fetch from (fetchone, fetchall). On SQLite, on sqlite3 directly:
+    SQLAlchemy's execution path costs several times the statement for the small ones every
+    group commit runs. Its errors are sqlite3's own, which Database.write and read report like
+    SQLAlchemy's."""
+    if conn.dialect.name == "sqlite":
+        return conn.connection.driver_connection.execute(sql, params)
+    return conn.exec_driver_sql(sql, params) if params else conn.exec_driver_sql(sql)
+
+
 def _scalar(conn: Connection, stmt: Executable, params: Params) -> Any:
     return conn.execute(stmt, params).scalar()
 
@@ -722,7 +736,12 @@ def _install_sqlite_hooks(engine: Engine, *, is_writer: bool, is_memory: bool) -
     if is_writer:
         @event.listens_for(engine, "begin")
         def on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # On the driver's connection: every write transaction starts here, and through
+            # SQLAlchemy's execution this one statement cost more than the lock it takes.
+            try:
+                conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:             # as SQLAlchemy would have raised it
+                raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
 
         @event.listens_for(engine, "reset")
         def on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
