@@ -241,9 +241,11 @@ class Server:
             self.directory.start(refresh_interval=config.server.account_check_interval, sync=False)
             return
         self._background.append(asyncio.ensure_future(self.retention_scheduler.run()))
+        journal = getattr(self, "journal", None)
         self._background.append(asyncio.ensure_future(self.search_index.run(
             config.ediscovery.index_interval, config.ediscovery.purge_sweep_interval, self.clock.monotonic,
-            is_busy=self.journal.is_busy if getattr(self, "journal", None) is not None else None)))
+            is_busy=journal.is_busy if journal is not None else None,
+            is_behind=journal.is_behind if journal is not None else None)))
         self.directory.start(refresh_interval=config.server.account_check_interval)
 
     async def _start_journal(self, storage: Storage, audit: AuditLog) -> Any:

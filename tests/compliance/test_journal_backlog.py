@@ -42,6 +42,24 @@ async def test_a_journal_behind_by_two_batches_pauses_input_until_it_caught_up()
         await storage.close()
 
 
+async def test_a_journal_with_more_than_a_batch_waiting_is_behind_until_it_caught_up() -> None:
+    """What the eDiscovery indexer asks before it takes time from the messages."""
+    storage = await Storage.open(f"sqlite:///{tempfile.mkdtemp()}/j.db")
+    journal = Journal(storage, Clock(), None)
+    await journal.start()
+    try:
+        assert not journal.is_busy() and not journal.is_behind()
+        queue(journal, MAX_BATCH)
+        assert journal.is_busy() and not journal.is_behind()
+        queue(journal, 1)
+        assert journal.is_behind()
+        await asyncio.wait_for(journal.flush(), 60)
+        assert not journal.is_busy() and not journal.is_behind()
+    finally:
+        await journal.close()
+        await storage.close()
+
+
 async def test_a_failing_journal_does_not_keep_input_paused() -> None:
     storage = await Storage.open(f"sqlite:///{tempfile.mkdtemp()}/j.db")
     journal = Journal(storage, Clock(), None, retry_delays=(0.05,))

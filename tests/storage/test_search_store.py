@@ -9,6 +9,7 @@ import os
 
 from stockade.compliance.audit import AuditLog
 from stockade.compliance.ediscovery import EDiscovery, Query
+from stockade.compliance import search_index
 from stockade.compliance.search_index import SearchIndex
 from stockade.storage import Storage
 from stockade.storage.crypto import Keyring
@@ -105,6 +106,35 @@ async def test_a_record_purged_while_the_index_still_has_it_is_never_shown(stora
     assert await _ids(index, text="merger") == [1, 2]            # the index still has it
     assert [r.id for r in (await ediscovery.find(query)).records] == [2]
     assert [r.id for r, _ in await ediscovery.matching(query)] == [2]
+
+
+async def test_the_background_indexer_gives_way_to_messages(storage: Storage, monkeypatch) -> None:
+    """Full speed while the journal is quiet, resting BACKGROUND_REST times each batch's time
+    while messages come in, and MAX_REST while the journal is behind; every record is indexed
+    either way."""
+    rests: list[float] = []
+
+    async def rest(seconds: float) -> None:
+        rests.append(seconds)
+
+    monkeypatch.setattr(search_index, "_sleep", rest)
+    index = SearchIndex(storage, batch=2)
+    for case, (busy, behind) in enumerate(((False, False), (True, False), (True, True))):
+        first = 6 * case + 1
+        for n in range(first, first + 6):                      # a block each: batches of two
+            await _append(storage, [_message(T0 + n, f"alice@{A}", f"bob@{A}", f"report {n}")])
+        rests.clear()
+        looked_at = await index.catch_up(rest=search_index.BACKGROUND_REST, is_busy=lambda: busy,
+                                         is_behind=lambda: behind)
+        assert looked_at == 6
+        assert len(rests) == 3                                 # one after each batch of two
+        if not busy:
+            assert rests == [0, 0, 0]
+        elif not behind:
+            assert all(0 < seconds < search_index.MAX_REST for seconds in rests)
+        else:
+            assert rests == [search_index.MAX_REST] * 3
+    assert await _ids(index, text="report") == list(range(1, 19))
 
 
 async def test_two_indexers_never_index_a_record_twice(storage: Storage) -> None:

@@ -215,6 +215,11 @@ class Journal:
         """Whether records are queued and not yet committed: messages are coming in."""
         return self._held > 0
 
+    def is_behind(self) -> bool:
+        """Whether more than a full batch waits while one is written: the database is what
+        limits the message rate, and the server has no time to spare."""
+        return self._held > MAX_BATCH
+
     def record(self, host: str, kind: str, sender: str, to: str | None, *, stanza: bytes = b"",
                stanza_type: str | None = None, detail: dict | None = None) -> Commit | None:
         """Queue a record that is not a client stanza (uploads, verdicts, purges); its commit

@@ -10,8 +10,11 @@ message) and writes their blind tokens and the record's participants. A search c
 
 The background task yields to traffic: while the journal has records waiting to be committed
 (messages are pouring in), it rests BACKGROUND_REST times as long as each batch took, so that
-indexing takes about 2% of the process's time (the index then lags behind the journal, and a
-search catches it up first); when the journal is quiet it catches up at full speed.
+indexing takes about 2% of the process's time; while the journal is behind (more than a
+transaction's worth waiting: the server is saturated and every message waits for the database),
+it indexes one batch every MAX_REST seconds, a fraction of a percent. The index then lags behind
+the journal, and a search catches it up first. When the journal is quiet it catches up at full
+speed.
 
 Records that retention purged (payload NULL, `purged` set) are never indexed, and the ones that
 were indexed before the purge are dropped from the index by the next sweep (every
@@ -45,6 +48,7 @@ log = logging.getLogger("stockade.ediscovery")
 INDEX_BATCH = 500                    # journal records read and indexed per transaction
 BACKGROUND_REST = 50.0               # the background task rests 50x as long as each batch took
 MAX_REST = 5.0                       # seconds, at most, between two background batches
+_sleep = asyncio.sleep                   # how catch_up rests (tests count the rests)
 CLIENT_NS = "jabber:client"
 SKIPPED_KINDS = frozenset({"checkpoint", "purge"})
 
@@ -201,12 +205,14 @@ class SearchIndex:
         """The blind tokens of the words of a search (all must match)."""
         return tuple(blind_tokens(await self.key(), [text]))
 
-    async def catch_up(self, *, rest: float = 0.0, is_busy: Callable[[], bool] | None = None) -> int:
+    async def catch_up(self, *, rest: float = 0.0, is_busy: Callable[[], bool] | None = None,
+                       is_behind: Callable[[], bool] | None = None) -> int:
         """Index every journal record committed so far; how many records were looked at.
         `rest` > 0: after each batch, while `is_busy()` says messages are pouring in, sleep
-        `rest` times as long as the batch took (the background task's way of leaving the process
-        to the messages; a search meanwhile takes the lock between two batches and catches up at
-        full speed)."""
+        `rest` times as long as the batch took, and MAX_REST while `is_behind()` says the
+        journal cannot keep up (the background task's way of leaving the process to the
+        messages; a search meanwhile takes the lock between two batches and catches up at full
+        speed)."""
         key = await self.key()
         indexed = 0
         while True:
@@ -216,10 +222,12 @@ class SearchIndex:
             if looked_at is None:
                 return indexed
             indexed += looked_at
-            if rest and (is_busy is None or is_busy()):
-                await asyncio.sleep(min(rest * (time.monotonic() - started), MAX_REST))
+            if rest and is_behind is not None and is_behind():
+                await _sleep(MAX_REST)
+            elif rest and (is_busy is None or is_busy()):
+                await _sleep(min(rest * (time.monotonic() - started), MAX_REST))
             else:
-                await asyncio.sleep(0)           # let the messages of this loop turn through
+                await _sleep(0)                  # let the messages of this loop turn through
 
     async def _index_batch(self, key: bytes) -> int | None:
         """Index the next batch of journal records; None when there is none, else how many
@@ -254,15 +262,16 @@ class SearchIndex:
             dropped += count
 
     async def run(self, interval: float, sweep_interval: float, monotonic: Any = None,
-                  is_busy: Callable[[], bool] | None = None) -> None:
+                  is_busy: Callable[[], bool] | None = None, is_behind: Callable[[], bool] | None = None) -> None:
         """Catch up every `interval` seconds, and drop purged records every `sweep_interval`,
         until cancelled (the server's background task). `is_busy`: whether messages are being
-        journaled right now (the indexer then rests between batches)."""
+        journaled right now (the indexer then rests between batches); `is_behind`: whether the
+        journal cannot keep up with them (it then rests MAX_REST)."""
         now = monotonic or time.monotonic
         last_sweep = now()
         while True:
             try:
-                await self.catch_up(rest=BACKGROUND_REST, is_busy=is_busy)
+                await self.catch_up(rest=BACKGROUND_REST, is_busy=is_busy, is_behind=is_behind)
                 if now() - last_sweep >= sweep_interval:
                     last_sweep = now()
                     await self.sweep_purged()
