@@ -320,7 +320,6 @@ class Database:
         self._preparer = sa_dialect.identifier_preparer
         self._sa_dialect = sa_dialect
         self._compiled: dict[int, tuple[Any, str, tuple[str, ...]]] = {}    # see point_rows
-        self._allocate_sql: dict[str, str] = {}             # SQLite: allocate_ids's statement, by table
         self._insert = sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert
         # SQLite files: WAL checkpoints under load run in a reader thread (see checkpoint_soon).
         self._checkpoints = self.dialect == "sqlite" and reader is not writer
@@ -543,13 +542,7 @@ class Database:
         if self.dialect == "sqlite":
             # Safe because the write transaction holds SQLite's write lock (BEGIN IMMEDIATE).
             # sqlite_sequence is AUTOINCREMENT's high-water mark: ids of deleted rows stay used.
-            # Plain SQL, made once per table: this runs in every group-commit transaction.
-            statement = self._allocate_sql.get(table.name)
-            if statement is None:
-                statement = self._allocate_sql[table.name] = (
-                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
-                    f"coalesce((SELECT max(id) FROM {self._preparer.quote(table.name)}), 0))")
-            first = plain_sql(conn, statement, (table.name,)).fetchone()[0] + 1
+            first = id_high_water(conn, table.name) + 1
             return list(range(first, first + count))
         sequence = func.pg_get_serial_sequence(table.name, "id")
         result = conn.execute(
@@ -604,18 +597,25 @@ class BulkInsert:
 
 # -- for migrations, which get a Connection only --------------------------------------------------
 
+# SQLite: id_high_water's statement, by table (made once: it runs in every group commit).
+_SQLITE_HIGH_WATER: dict[str, str] = {}
+
+
 def id_high_water(conn: Connection, table: str) -> int:
     """The largest value `table.id` ever had (0 for none), counting rows since deleted: what the
-    table's sequence (PostgreSQL) or AUTOINCREMENT (sqlite_sequence) has handed out."""
-    top = select(func.coalesce(func.max(column("id")), 0)).select_from(lightweight_table(table))
+    table's sequence (PostgreSQL) or AUTOINCREMENT (sqlite_sequence) has handed out. In every
+    group-commit transaction (archive ids, the journal's head), so plain SQL on SQLite."""
     if conn.dialect.name == "sqlite":
-        seq = (select(func.coalesce(func.max(_SQLITE_SEQUENCE.c.seq), 0))
-               .where(_SQLITE_SEQUENCE.c.name == table))
-        given = conn.execute(seq).scalar_one()
-    else:
-        sequence = func.pg_get_serial_sequence(table, "id")
-        given = conn.execute(select(func.coalesce(
-            func.pg_sequence_last_value(sequence.cast(_REGCLASS)), 0))).scalar_one()
+        statement = _SQLITE_HIGH_WATER.get(table)
+        if statement is None:
+            statement = _SQLITE_HIGH_WATER[table] = (
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
+                f"coalesce((SELECT max(id) FROM {conn.dialect.identifier_preparer.quote(table)}), 0))")
+        return plain_sql(conn, statement, (table,)).fetchone()[0]
+    top = select(func.coalesce(func.max(column("id")), 0)).select_from(lightweight_table(table))
+    sequence = func.pg_get_serial_sequence(table, "id")
+    given = conn.execute(select(func.coalesce(
+        func.pg_sequence_last_value(sequence.cast(_REGCLASS)), 0))).scalar_one()
     return max(given, conn.execute(top).scalar_one())
 
 

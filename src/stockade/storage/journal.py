@@ -85,16 +85,9 @@ _ROW_COLUMNS = (_j.id, _j.ts, _j.host, _j.kind, _j.conversation, _j.participants
 BLOCK_COLUMNS = (_b.id, _b.last_id, _b.body, _b.prev_hash, _b.hash)   # what decode_stored takes
 _BLOCK_INSERT_COLUMNS = ("id", "last_id", "ts_first", "ts_last", "live", "body", "prev_hash", "hash")
 _LAST_ROW = select(_j.id, _j.hash).order_by(_j.id.desc()).limit(1)
-# The last block and the blocks' id high-water mark (AUTOINCREMENT's on SQLite, the id sequence's
-# on PostgreSQL), read in every append transaction: one statement in plain SQL (engine.plain_sql),
-# which costs a tenth of building and running it with SQLAlchemy each time.
-_LAST_BLOCK_SQL = {
-    "sqlite": "SELECT last_id, hash, (SELECT seq FROM sqlite_sequence WHERE name = 'journal_blocks') "
-              "FROM journal_blocks ORDER BY id DESC LIMIT 1",
-    "postgresql": "SELECT last_id, hash, pg_sequence_last_value("
-                  "pg_get_serial_sequence('journal_blocks', 'id')::regclass) "
-                  "FROM journal_blocks ORDER BY id DESC LIMIT 1",
-}
+# The last block, read in every append transaction: plain SQL (engine.plain_sql), which costs a
+# tenth of building and running it with SQLAlchemy each time.
+_LAST_BLOCK_SQL = "SELECT last_id, hash FROM journal_blocks ORDER BY id DESC LIMIT 1"
 _CHECKPOINT_COLUMNS = (_k.id, _k.ts, _k.last_id, _k.last_hash, _k.public_key, _k.signature)
 
 
@@ -631,16 +624,16 @@ def purge_block_records(conn: Connection, ids: list[int], when: float) -> list[i
 
 
 def _head(conn: Connection) -> tuple[int, str]:
-    last = plain_sql(conn, _LAST_BLOCK_SQL[conn.dialect.name]).fetchone()
+    last = plain_sql(conn, _LAST_BLOCK_SQL).fetchone()
     if last is not None:
-        # A deleted last block leaves its first id as the blocks' high-water mark (the third
-        # column): the next block starts after it, and the gap shows. No block has an id above
-        # the last block's last_id, so that and the sequence are the whole high-water mark.
-        return max(int(last[0]), int(last[2] or 0)), last[1]
-    row = conn.execute(_LAST_ROW).first()
-    top, last_hash = (int(row[0]), row[1]) if row is not None else (0, GENESIS_HASH)
-    # The high-water mark, not max(id): a deleted last record leaves its id used (a gap).
-    top = max(top, id_high_water(conn, journal.name))
+        top, last_hash = int(last[0]), last[1]
+    else:
+        row = conn.execute(_LAST_ROW).first()
+        top, last_hash = (int(row[0]), row[1]) if row is not None else (0, GENESIS_HASH)
+        # The high-water mark, not max(id): a deleted last record leaves its id used (a gap).
+        top = max(top, id_high_water(conn, journal.name))
+    # A deleted last block leaves its first id as the blocks' high-water mark: the next block
+    # starts after it, and the gap shows.
     return max(top, id_high_water(conn, journal_blocks.name)), last_hash
 
 
